@@ -1,0 +1,45 @@
+"""The `stylespace` command: a thin layer over the Python API, one module per area."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from stylespace.utils import StylespaceError
+
+app = typer.Typer(
+    name="stylespace",
+    help="Learn a visual style space from a fashion catalog and put it to work.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each area registers its own commands; the order here is the order in `stylespace --help`.
+_AREAS = ["data"]
+for _name in _AREAS:
+    importlib.import_module(f"stylespace.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line on stderr and exit 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except StylespaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise

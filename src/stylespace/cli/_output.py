@@ -1,0 +1,25 @@
+"""How commands print: a Rich rendering for people, or exactly one JSON document with --json."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+from rich.console import Console
+
+from stylespace.utils import to_jsonable
+
+# Progress bars and notes go to stderr so that stdout holds only the result (one JSON document with --json).
+console = Console(stderr=True)
+out = Console()
+
+
+def emit(result: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:
+    """Print ``result``: as one JSON document on stdout, or through ``render`` for a person."""
+    if as_json:
+        sys.stdout.write(json.dumps(to_jsonable(result), indent=2) + "\n")
+        sys.stdout.flush()
+    elif render is not None:
+        render(result)
+    else:
+        out.print_json(json.dumps(to_jsonable(result)))
