@@ -1,0 +1,21 @@
+"""Catalogs, the decoded image cache and splits: everything downstream starts here."""
+from stylespace.data.cache import ImageArray, load_image_array
+from stylespace.data.catalog import Catalog, CatalogError, Item, Skipped
+from stylespace.data.images import ImageDecodeError, load_rgb, open_image
+from stylespace.data.readers import load_catalog
+from stylespace.data.splits import (
+    SCENARIOS,
+    SplitConfig,
+    SplitManifest,
+    coarse_label_map,
+    parse_merge,
+    protocol_split,
+    stratified_split,
+)
+
+__all__ = [
+    "Catalog", "CatalogError", "Item", "Skipped", "load_catalog",
+    "ImageArray", "load_image_array", "ImageDecodeError", "load_rgb", "open_image",
+    "SCENARIOS", "SplitConfig", "SplitManifest", "protocol_split", "stratified_split", "parse_merge",
+    "coarse_label_map",
+]

@@ -1,0 +1,222 @@
+"""A decoded, resized uint8 image cache, so that epochs read pixels instead of decoding files.
+
+One cache per (catalog source, image size), memory-mapped from ``<cache root>/images/<key>/``. It is
+built once with parallel decoding and a progress bar, written to a temporary folder and swapped in
+whole, and rebuilt automatically when the catalog's source changes (the key includes its fingerprint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from stylespace.data.catalog import ArrayReader, Catalog
+from stylespace.data.images import ImageDecodeError, fit_to_size, open_image
+from stylespace.utils import StylespaceError, atomic_dir, cache_root
+
+CACHE_VERSION = 1  # bump when preprocessing changes, so old caches are not reused
+
+
+@dataclasses.dataclass
+class ImageArray:
+    """Decoded images of a catalog.
+
+    Attributes:
+        ids: item ids, in catalog order, without the items that failed to decode.
+        pixels: (N, H, W, 3) uint8, memory-mapped (read-only) or in memory.
+        failed: id -> reason for every item whose image could not be decoded.
+        folder: the cache folder, or None for an in-memory array.
+        build_seconds: time spent decoding, 0 when it came from the cache.
+    """
+
+    ids: list[str]
+    pixels: np.ndarray
+    failed: dict[str, str]
+    folder: Path | None = None
+    build_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._index = {item_id: i for i, item_id in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+
+    def index_of(self, item_id: str) -> int:
+        try:
+            return self._index[item_id]
+        except KeyError:
+            reason = self.failed.get(item_id, "not in this catalog")
+            raise StylespaceError(f"no decoded image for item {item_id!r}: {reason}") from None
+
+    def indices(self, ids: Sequence[str]) -> np.ndarray:
+        return np.array([self.index_of(i) for i in ids], dtype=np.int64)
+
+    def take(self, ids: Sequence[str]) -> np.ndarray:
+        """Pixels for the given ids, (len(ids), H, W, 3) uint8, in that order."""
+        idx = self.indices(ids)
+        order = np.argsort(idx)  # sorted reads are much faster on a memory map
+        out = np.empty((len(idx), *self.pixels.shape[1:]), dtype=np.uint8)
+        out[order] = self.pixels[idx[order]]
+        return out
+
+
+def cache_key(catalog: Catalog, size: tuple[int, int]) -> str:
+    raw = f"{CACHE_VERSION}|{catalog.fingerprint()}|{size[0]}x{size[1]}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def load_image_array(catalog: Catalog, size: tuple[int, int] = (80, 60), cache_dir: str | os.PathLike | None = None,
+                     workers: int | None = None, progress: bool = True, rebuild: bool = False) -> ImageArray:
+    """Decoded images of ``catalog`` at ``size`` = (H, W): from the cache, or built now (then cached).
+
+    Args:
+        cache_dir: where caches live (default ``$STYLESPACE_CACHE`` or ``~/.cache/stylespace``).
+        workers: decoding processes (default: the number of CPU cores).
+        progress: show a Rich progress bar on stderr while building.
+        rebuild: ignore an existing cache and build again.
+    """
+    size = (int(size[0]), int(size[1]))
+    if size[0] < 8 or size[1] < 8:
+        raise StylespaceError(f"image size must be at least 8x8 (H, W), got {size}")
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    folder = root / "images" / cache_key(catalog, size)
+    if not rebuild:
+        cached = _open_cache(folder, catalog)
+        if cached is not None:
+            return cached
+    return _build_cache(catalog, size, folder, workers, progress)
+
+
+def _open_cache(folder: Path, catalog: Catalog) -> ImageArray | None:
+    meta_file = folder / "meta.json"
+    if not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+        shape = tuple(meta["shape"])
+        pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="r", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache is rebuilt, never trusted
+    if meta.get("all_ids") != catalog.ids:
+        return None
+    return ImageArray(meta["ids"], pixels, meta["failed"], folder)
+
+
+def _build_cache(catalog: Catalog, size: tuple[int, int], folder: Path, workers: int | None,
+                 progress: bool) -> ImageArray:
+    n = len(catalog)
+    workers = max(1, min(workers or os.cpu_count() or 1, 32))
+    started = time.perf_counter()
+    with atomic_dir(folder) as tmp:
+        pixel_file = tmp / "pixels.u8"
+        with open(pixel_file, "wb") as handle:
+            handle.truncate(n * size[0] * size[1] * 3)
+        chunks = [list(range(i, min(i + 256, n))) for i in range(0, n, 256)]
+        failed: dict[int, str] = {}
+        tasks = [(catalog, size, pixel_file, n, chunk) for chunk in chunks]
+        with _progress(progress, n, f"decoding {n:,} images") as advance:
+            if workers == 1 or n < 512 or isinstance(catalog.reader, ArrayReader):
+                for task in tasks:
+                    result = _decode_chunk(task)
+                    failed.update(result)
+                    advance(len(task[-1]))
+            else:
+                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+                with ctx.Pool(workers) as pool:
+                    for task, result in zip(tasks, pool.imap(_decode_chunk, tasks)):
+                        failed.update(result)
+                        advance(len(task[-1]))
+        # Compact: drop failed rows so that row i is ids[i].
+        keep = [i for i in range(n) if i not in failed]
+        all_ids = catalog.ids
+        if failed:
+            source = np.memmap(pixel_file, dtype=np.uint8, mode="r", shape=(n, *size, 3))
+            compact_file = tmp / "pixels.compact"
+            target = np.memmap(compact_file, dtype=np.uint8, mode="w+", shape=(len(keep), *size, 3)) if keep else None
+            if target is not None:
+                target[:] = source[keep]
+                target.flush()
+            del source, target
+            if keep:
+                os.replace(compact_file, pixel_file)
+            else:
+                os.truncate(pixel_file, 0)
+        meta = {
+            "version": CACHE_VERSION,
+            "source": str(catalog.source_path),
+            "kind": catalog.kind,
+            "size": list(size),
+            "shape": [len(keep), size[0], size[1], 3],
+            "ids": [all_ids[i] for i in keep],
+            "all_ids": all_ids,
+            "failed": {all_ids[i]: reason for i, reason in sorted(failed.items())},
+            "build_seconds": round(time.perf_counter() - started, 2),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
+    array = _open_cache(folder, catalog)
+    if array is None:
+        raise StylespaceError(f"{folder}: the image cache could not be read back after building it")
+    array.build_seconds = meta["build_seconds"]
+    return array
+
+
+def _decode_chunk(task) -> dict[int, str]:
+    catalog, size, pixel_file, n, chunk = task
+    out = np.memmap(pixel_file, dtype=np.uint8, mode="r+", shape=(n, size[0], size[1], 3))
+    failed = {}
+    for i in chunk:
+        item = catalog.items[i]
+        try:
+            image = catalog.read_image(item)
+            out[i] = fit_to_size(image, size)
+        except ImageDecodeError as exc:
+            failed[i] = "image that fails to decode" if "zero" not in str(exc) else "zero-byte image"
+        except Exception as exc:  # any reader problem is this item's problem, not the run's
+            failed[i] = f"image that cannot be read ({type(exc).__name__})"
+    out.flush()
+    del out
+    return failed
+
+
+class _progress:
+    """A Rich progress bar on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, total: int, description: str):
+        self.enabled, self.total, self.description = enabled, total, description
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda k: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from stylespace.cli._output import console
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=console, transient=True)
+        self.bar.__enter__()
+        task = self.bar.add_task(self.description, total=self.total)
+        return lambda k: self.bar.advance(task, k)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False
+
+
+def decode_one(catalog: Catalog, item_id: str, size: tuple[int, int]) -> np.ndarray:
+    """One item's pixels without the cache (for a single query)."""
+    return fit_to_size(catalog.read_image(item_id), size)
+
+
+__all__ = ["ImageArray", "load_image_array", "decode_one", "cache_key", "open_image"]
