@@ -25,21 +25,10 @@ for _name in _AREAS:
 def main() -> None:
     """Entry point: user errors print one clear line on stderr and exit 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: click itself reports usage errors and exits
     except StylespaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
