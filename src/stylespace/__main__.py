@@ -1,0 +1,4 @@
+"""`python -m stylespace` runs the CLI."""
+from stylespace.cli import main
+
+main()
