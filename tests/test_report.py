@@ -1,0 +1,141 @@
+"""The analysis report: its measurements on generated arrays, its figures, and the whole report rendered on a
+small generated catalog with an untrained compact model."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylespace.report import analysis, figures, maps
+from stylespace.utils import StylespaceError
+
+
+def blobs(n_classes=4, per_class=30, dim=16, spread=0.3, seed=0, merge=None):
+    """L2-normalised Gaussian blobs; ``merge=(a, b)`` puts class b's centre right beside class a's."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim)) * 2
+    if merge:
+        centres[merge[1]] = centres[merge[0]] + 0.05 * rng.normal(size=dim)
+    codes = np.repeat(np.arange(n_classes), per_class)
+    vectors = centres[codes] + spread * rng.normal(size=(len(codes), dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32), np.array([f"c{c}" for c in codes], dtype=object)
+
+
+def png_is_drawn(png: bytes) -> bool:
+    """Decodes, and is not one flat colour."""
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64)
+    return image.size > 0 and image.std() > 5
+
+
+# --- measurements ---------------------------------------------------------------------------------
+
+
+def test_knn_overlap_is_high_only_for_mixed_classes():
+    vectors, labels = blobs(merge=(0, 1))
+    classes = ["c0", "c1", "c2", "c3"]
+    overlap = maps.knn_class_overlap(vectors, labels, classes, k=5)
+    assert overlap.shape == (4, 4)
+    np.testing.assert_allclose(overlap.sum(axis=1), 1.0)
+    pairs = maps.symmetric_pair_scores(overlap)
+    assert pairs[0, 1] > 0.2  # c0 and c1 share a centre
+    assert pairs[2, 3] < 0.05 and pairs[0, 2] < 0.05
+    assert overlap[2, 2] > 0.95
+
+
+def test_knn_overlap_validates_input():
+    with pytest.raises(StylespaceError, match="N labels"):
+        maps.knn_class_overlap(np.zeros((3, 2)), ["a", "b"], ["a", "b"])
+    with pytest.raises(StylespaceError, match="k must be"):
+        maps.knn_class_overlap(np.zeros((3, 2)), ["a", "b", "a"], ["a", "b"], k=0)
+
+
+def test_projector_gives_2d_points_and_says_what_it_used():
+    vectors, _ = blobs(per_class=10)
+    tsne = maps.Projector2D("tsne", maps.MapConfig(perplexity=50))
+    points = tsne.fit_transform(vectors)
+    assert points.shape == (40, 2) and np.isfinite(points).all()
+    assert tsne.used["perplexity"] == 13.0  # clipped to (n - 1) / 3 for 40 items
+    umap_points = maps.Projector2D("umap", maps.MapConfig(umap_epochs=20, n_neighbors=5)).fit_transform(vectors)
+    assert umap_points.shape == (40, 2) and np.isfinite(umap_points).all()
+    with pytest.raises(StylespaceError, match="method"):
+        maps.Projector2D("pca")
+
+
+def test_reading_ranks_confused_pairs_against_overlap():
+    classes = ["a", "b", "c", "d"]
+    confusion = np.array([[8, 2, 0, 0], [3, 7, 0, 0], [0, 0, 9, 1], [0, 0, 0, 10]])
+    overlap = np.array([[.7, .3, 0, 0], [.3, .7, 0, 0], [0, 0, .95, .05], [0, 0, .02, .98]])
+    reading = analysis.read_confusion_vs_overlap(confusion, {"t-SNE": overlap}, classes, top=3)
+    assert [(p.class_a, p.class_b) for p in reading.top_pairs] == [("a", "b"), ("c", "d")]  # unconfused pairs not listed
+    assert reading.top_pairs[0].overlap_rank["t-SNE"] == 1
+    assert reading.top_agreement["t-SNE"] == 2
+    assert reading.spearman["t-SNE"] > 0.9
+    # Reversing the overlap ranking turns the correlation negative: the number is measured, not assumed.
+    flipped = analysis.read_confusion_vs_overlap(confusion, {"t-SNE": 0.5 - overlap * (1 - np.eye(4))}, classes)
+    assert flipped.spearman["t-SNE"] < 0
+    assert any("Spearman" in s for s in reading.sentences())
+
+
+def test_centroid_line_runs_from_one_class_to_the_other():
+    vectors, labels = blobs(n_classes=3, per_class=25, spread=0.2)
+    line = analysis.centroid_line(vectors, labels, "c0", "c1", steps=7)
+    assert labels[line.nearest_a] == "c0" and labels[line.nearest_b] == "c1"
+    assert labels[line.strip[0]] == "c0" and labels[line.strip[-1]] == "c1"
+    assert len(set(line.strip.tolist())) == 7  # each strip item is shown once
+    positions = np.asarray(line.positions)
+    position_labels = np.asarray(line.position_labels)
+    assert positions[position_labels == "c0"].mean() == pytest.approx(0.0, abs=1e-6)
+    assert positions[position_labels == "c1"].mean() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(StylespaceError, match="no items"):
+        analysis.centroid_line(vectors, labels, "c0", "Shirts")
+
+
+def test_label_pairs_are_balanced_and_correct():
+    labels = np.array(["a"] * 5 + ["b"] * 3 + ["c"])
+    first, second, same = analysis.sample_label_pairs(labels, 200, seed=1)
+    assert same.sum() == 100 and (~same).sum() == 100
+    assert (first != second).all()
+    np.testing.assert_array_equal(labels[first] == labels[second], same)
+    with pytest.raises(StylespaceError, match="one class"):
+        analysis.sample_label_pairs(["a", "a", "a"], 10)
+
+
+def test_sample_indices_keeps_every_class():
+    labels = ["rare"] + ["common"] * 99
+    picked = analysis.sample_indices(100, 10, seed=0, labels=labels)
+    assert len(picked) == 10 and 0 in picked and len(set(picked.tolist())) == 10
+    assert len(analysis.sample_indices(5, 10)) == 5
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+
+def test_figures_render_as_non_blank_png():
+    vectors, labels = blobs(n_classes=3, per_class=20)
+    classes = ["c0", "c1", "c2"]
+    points = vectors[:, :2]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(len(vectors), 16, 12, 3), dtype=np.uint8)
+    line = analysis.centroid_line(vectors, labels, "c0", "c1", steps=5)
+    drawn = [
+        figures.scatter_map(points, labels, classes, "map", "t-SNE"),
+        figures.thumbnail_map(points, images, "thumbs", "t-SNE", canvas_px=400, thumb_height=16),
+        figures.confusion_figure(np.array([[5, 1, 0], [2, 4, 0], [0, 0, 6]]), classes, "confusion"),
+        figures.centroid_figure({"test": line}, {"test": images}, {"test": list(labels)},
+                                {"test": [str(i) for i in range(len(labels))]}, "centroids"),
+        figures.interpolation_figure({"test": line}, {"test": images}, {"test": list(labels)}, "strip"),
+        figures.line_position_figure({"test": line}, "positions"),
+        figures.level_accuracy_figure([{"level": "articleType", "accuracy": .5, "balanced_accuracy": .4, "classes": 3}],
+                                      "levels"),
+        figures.risk_coverage_figure(np.linspace(0, .3, 10), np.linspace(0, 1, 10), "risk"),
+        figures.roc_figure(np.linspace(0, 1, 10), np.linspace(0, 1, 10) ** .5, 0.7, "roc", (0.2, 0.6, 0.9)),
+        figures.learning_curves_figure({"epoch": np.arange(3.0), "loss": np.array([3., 2, 1])}, "epoch", "curves"),
+        figures.distance_histogram_figure([("before", rng.random(50), rng.random(50), None),
+                                           ("after", rng.random(50) / 2, rng.random(50) + .5, 0.7)], "hist"),
+    ]
+    for figure in drawn:
+        assert figure.axes[0].get_title() or figure.get_suptitle()
+        assert png_is_drawn(figures.to_png(figure, dpi=40))
