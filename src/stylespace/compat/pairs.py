@@ -281,7 +281,7 @@ def build_proxy_pairs(catalog: Catalog, config: ProxyPairConfig | None = None,
             pairs_a.append(a)
             pairs_b.append(b)
             labels.append(y)
-        report["splits"][split] = {"items": len(ids), "pairs": len(drawn), "positives": len(positives)}
+        report["splits"][split] = {"eligible_items": len(ids), "pairs": len(drawn), "positives": len(positives)}
     pairs = PairSet(pairs_a, pairs_b, np.array(labels))
     combos = collections.Counter()
     for a, b, y in zip(pairs.id_a, pairs.id_b, pairs.label):
