@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from conftest import write_kaggle_catalog
-from stylespace.compat.metrics import cutoff_table, max_tpr_minus_fpr_cutoff, pair_auc
 from stylespace.compat.model import CompatibilityConfig, CompatibilityHead
 from stylespace.compat.pairs import (
     PairSet,
@@ -208,7 +207,8 @@ def test_training_beats_the_untrained_head_and_lowers_the_loss():
     history = result.sweep[0].history
     assert history[-1].train_loss < history[0].train_loss
     assert result.baselines["category_combination"] < 0.65, "categories alone must not give the label away"
-    assert [row["fpr_target"] for row in result.test_cutoff_table] == [0.05, 0.10, 0.20]
+    assert [row.fpr_target for row in result.test.cutoffs] == [0.05, 0.10, 0.20]
+    assert result.test.auc == result.test_auc
 
 
 def test_head_shapes_and_standardisation():
@@ -221,18 +221,7 @@ def test_head_shapes_and_standardisation():
     assert float(head.feature_std[0]) == 1.0
 
 
-# --- metrics and verdict -------------------------------------------------------------------------
-
-
-def test_cutoff_and_cutoff_table_on_known_distances():
-    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-    distances = np.array([0.1, 0.2, 0.3, 0.9, 0.25, *np.linspace(1.0, 2.0, 15)])
-    assert pair_auc(labels, distances) == pytest.approx(1 - 2 / (4 * 16))
-    value, tpr, fpr = max_tpr_minus_fpr_cutoff(labels, distances)
-    assert value == pytest.approx(0.9) and tpr == 1.0 and fpr == pytest.approx(1 / 16)
-    table = cutoff_table(labels, distances, (0.05, 0.10))
-    assert table[0]["fpr"] <= 0.05 and table[0]["tpr"] == 0.5 and table[0]["cutoff"] == pytest.approx(0.2)
-    assert table[1]["tpr"] == 1.0 and table[1]["cutoff"] == pytest.approx(0.9)
+# --- verdict -------------------------------------------------------------------------------
 
 
 def test_verdict_from_the_cutoff():
@@ -252,10 +241,8 @@ def compact_model(input_size=(80, 60)):
     from stylespace.compat.pipeline import load_backbone
 
     backbone, description = load_backbone("compact", input_size)
-    probe = torch.zeros(1, 3, *input_size)
-    with torch.no_grad():
-        feature_dim = backbone.embed(probe).shape[1]
-    config = CompatibilityConfig(backbone=description, input_size=input_size, feature_dim=int(feature_dim))
+    config = CompatibilityConfig(backbone=description, input_size=input_size,
+                                 feature_dim=backbone.config.embedding_dim)
     torch.manual_seed(0)
     return CompatibilityModel(backbone, CompatibilityHead(config.feature_dim, config.hidden_dims), config)
 
@@ -267,7 +254,7 @@ def test_save_load_round_trip_and_judge(tmp_path, pair_catalog):
     from stylespace.data import load_image_array
 
     model = compact_model()
-    pixels = load_image_array(pair_catalog, progress=False).pixels[:6]
+    pixels = np.array(load_image_array(pair_catalog, progress=False).pixels[:6])
     before = model.distance(pixels[:3], pixels[3:])
     cutoff = Cutoff(float(np.median(before)), "test", 0.5, 0.5)
     save_compatibility(tmp_path / "compat", model, cutoff, {"note": "test"})
@@ -332,7 +319,7 @@ def test_cli_pairs_train_and_compat(tmp_path, cache_dir):
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout)
     assert [e["weight_decay"] for e in summary["sweep"]] == [0.0, 0.001]
-    assert set(summary["untrained"]) == {"val", "test"} and len(summary["test_cutoff_table"]) == 3
+    assert set(summary["untrained"]) == {"val", "test"} and len(summary["test"]["cutoffs"]) == 3
     assert summary["split"]["dropped_pairs"] == 0
     saved = json.loads((tmp_path / "compat" / "cutoff.json").read_text())
     assert saved["value"] == summary["cutoff"]["value"]

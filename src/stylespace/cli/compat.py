@@ -58,7 +58,10 @@ def compat_pairs_cmd(
 def compat_train_cmd(
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="The catalog the pair ids belong to."),
     pairs: Path = typer.Option(..., "--pairs", help="Pairs CSV: image_a,image_b,label (or pic1,pic2,score) with catalog ids."),
-    backbone: str = typer.Option("compact", help="Frozen backbone: a model run folder, or 'compact' (untrained compact CNN)."),
+    backbone: str = typer.Option("compact", help="Frozen backbone: a model run folder, or a backbone name "
+                                                 "(compact = the untrained compact CNN; resnet50, vgg16, ...)."),
+    backbone_weights: str = typer.Option("", help="With a backbone name: a local torchvision weights file."),
+    input_size: str = typer.Option("80x60", help="With a backbone name: image size HxW (a run folder has its own)."),
     output: Path = typer.Option(Path("compat"), "-o", "--output", help="Folder to write the model into (atomically)."),
     weight_decays: str = typer.Option("0,1e-4,1e-3,1e-2", help="L2 weight decays to sweep; the best validation AUC wins."),
     margin: float = typer.Option(1.0, help="Contrastive negative margin m."),
@@ -76,7 +79,7 @@ def compat_train_cmd(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
-    from stylespace.cli.data import parse_floats
+    from stylespace.cli.data import parse_floats, parse_size
     from stylespace.compat.model import CompatibilityConfig
     from stylespace.compat.pipeline import train_from_catalog
 
@@ -88,8 +91,9 @@ def compat_train_cmd(
         hidden_dims=hidden_dims, output_dim=output_dim, margin=margin,
         weight_decays=parse_floats(weight_decays, "--weight-decays"), learning_rate=learning_rate,
         batch_size=batch_size, max_epochs=max_epochs, patience=patience, positive_fraction=positive_fraction,
-        category_column=category_column, split_by=split_by, split_seed=split_seed, seed=seed)
-    result, evaluation = train_from_catalog(catalog_path, pairs, backbone, output, config, device,
+        category_column=category_column, split_by=split_by, split_seed=split_seed, seed=seed,
+        input_size=parse_size(input_size))
+    result, evaluation = train_from_catalog(catalog_path, pairs, backbone, output, config, device, backbone_weights,
                                             progress=not as_json, log=lambda line: console.print(line))
     summary = {"output": str(output), **evaluation}
     for entry in summary["sweep"]:
@@ -118,7 +122,7 @@ def render_evaluation(r: dict, title: str) -> None:
     cutoffs = Table(title="test cutoff table (compatible when distance <= cutoff)")
     for column in ("FPR target", "FPR", "TPR", "cutoff"):
         cutoffs.add_column(column, justify="right")
-    for row in r["test_cutoff_table"]:
+    for row in r["test"]["cutoffs"]:
         cutoffs.add_row(f"{100 * row['fpr_target']:.0f} %", f"{100 * row['fpr']:.1f} %", f"{100 * row['tpr']:.1f} %",
                         f"{row['cutoff']:.3f}")
     out.print(cutoffs)

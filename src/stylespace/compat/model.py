@@ -126,7 +126,7 @@ class CompatibilityHead(nn.Module):
 class CompatibilityModel(nn.Module):
     """A frozen backbone plus a :class:`CompatibilityHead`: pixels of two items -> their style distance.
 
-    ``backbone`` maps float images (B, 3, H, W) in [0, 1] to (B, F) features (an EmbeddingModel's forward).
+    ``backbone`` is a :class:`stylespace.models.EmbeddingModel`; its features are its embeddings.
     """
 
     def __init__(self, backbone: nn.Module, head: CompatibilityHead, config: CompatibilityConfig):
@@ -138,15 +138,21 @@ class CompatibilityModel(nn.Module):
         self.config = config
 
     @torch.no_grad()
-    def style_vectors(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Uint8 images (B, H, W, 3) at ``config.input_size`` -> (B, output_dim) style vectors."""
-        pixels = torch.as_tensor(np.asarray(pixels))
+    def style_vectors(self, pixels: np.ndarray) -> torch.Tensor:
+        """Uint8 images (B, H, W, 3) at ``config.input_size`` -> (B, output_dim) style vectors.
+
+        The backbone features come from :func:`stylespace.embeddings.embed_images`, the function that
+        computed the training features, so a served pair sees exactly what training saw.
+        """
+        from stylespace.embeddings import embed_images
+
+        pixels = np.asarray(pixels)
         if pixels.ndim != 4 or pixels.shape[-1] != 3 or tuple(pixels.shape[1:3]) != tuple(self.config.input_size):
             raise StylespaceError(f"expected uint8 images of shape (B, {self.config.input_size[0]}, "
                                   f"{self.config.input_size[1]}, 3), got {tuple(pixels.shape)}")
         device = next(self.head.parameters()).device
-        x = pixels.to(device).permute(0, 3, 1, 2).float().div(255.0)
-        return self.head(self.backbone(x))
+        features = embed_images(self.backbone, pixels, batch_size=max(len(pixels), 1), device=device)
+        return self.head(torch.as_tensor(features, device=device))
 
     @torch.no_grad()
     def distance(self, pixels_a: np.ndarray, pixels_b: np.ndarray) -> np.ndarray:

@@ -29,20 +29,31 @@ def load_pairs(pairs_csv: str | os.PathLike, catalog: Catalog) -> tuple[PairSet,
     return pairs, {"path": str(pairs_csv), "skipped": len(pair_catalog.skipped), **pairs.summary()}
 
 
-def load_backbone(spec: str, input_size: tuple[int, int] = (80, 60), seed: int = 0) -> tuple[torch.nn.Module, str]:
-    """The frozen backbone named by ``spec``: a model run folder, or ``compact`` (the untrained compact CNN).
+def load_backbone(spec: str, input_size: tuple[int, int] = (80, 60), weights: str = "",
+                  seed: int = 0) -> tuple[torch.nn.Module, str]:
+    """The frozen backbone named by ``spec``: a model run folder (``stylespace train`` output), or a
+    backbone name (``compact``, ``resnet50``, ... see stylespace.models.BACKBONES) built at ``input_size``,
+    untrained or with the local torchvision ``weights`` file.
 
-    Returns (the model, a description for the config).
+    A built backbone's embedding layer is untrained, so it is made as wide as the pooled features
+    (a random square projection keeps what a narrower one would throw away); its random weights are
+    saved with the head. Returns (the model, a description for the config).
     """
     from stylespace import models
 
-    if spec == "compact":
-        torch.manual_seed(seed)  # the untrained backbone's random weights are saved with the head
-        model = models.EmbeddingModel(models.ModelConfig(backbone="compact", input_size=tuple(input_size)))
-        return model.eval(), "compact (untrained)"
+    if spec in models.BACKBONES:
+        config = models.ModelConfig(backbone=spec, input_size=tuple(input_size), weights=weights)
+        torch.manual_seed(seed)
+        feature_dim = models.build_model(dataclasses.replace(config, weights="")).feature_dim
+        torch.manual_seed(seed)
+        model = models.build_model(dataclasses.replace(config, embedding_dim=feature_dim))
+        return model.eval(), f"{spec} ({'weights ' + weights if weights else 'untrained'})"
     path = Path(spec)
     if not path.is_dir():
-        raise StylespaceError(f"backbone {spec!r}: expected a model run folder (with model.json) or 'compact'")
+        raise StylespaceError(f"backbone {spec!r}: expected a model run folder (with model.json) or one of "
+                              f"{', '.join(models.BACKBONES)}")
+    if weights:
+        raise StylespaceError("--backbone-weights goes with a backbone name (e.g. resnet50), not a run folder")
     return models.load_model(path).eval(), str(path)
 
 
@@ -73,7 +84,8 @@ def backbone_features(backbone: torch.nn.Module, catalog: Catalog, ids: list[str
 
 def train_from_catalog(catalog_path: str | os.PathLike, pairs_csv: str | os.PathLike, backbone: str,
                        output: str | os.PathLike, config: CompatibilityConfig | None = None, device: str = "auto",
-                       progress: bool = True, log: Callable[[str], None] = lambda s: None) -> tuple[CompatTrainResult, dict]:
+                       backbone_weights: str = "", progress: bool = True,
+                       log: Callable[[str], None] = lambda s: None) -> tuple[CompatTrainResult, dict]:
     """Load, split, precompute features, sweep, save. Returns the result and the saved evaluation report."""
     config = config or CompatibilityConfig()
     config.validate()
@@ -81,8 +93,8 @@ def train_from_catalog(catalog_path: str | os.PathLike, pairs_csv: str | os.Path
     started = time.perf_counter()
     catalog = load_catalog(catalog_path)
     pairs, pairs_report = load_pairs(pairs_csv, catalog)
-    model, description = load_backbone(backbone, config.input_size, config.seed)
-    input_size = tuple(getattr(getattr(model, "config", None), "input_size", config.input_size))
+    model, description = load_backbone(backbone, config.input_size, backbone_weights, config.seed)
+    input_size = tuple(model.config.input_size)
     from stylespace.models import model_id
 
     config = dataclasses.replace(config, backbone=description, backbone_model_id=model_id(model),

@@ -20,13 +20,18 @@ import torch
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import ContrastiveLoss
 
-from stylespace.compat.metrics import cutoff_table, max_tpr_minus_fpr_cutoff, pair_auc
 from stylespace.compat.model import CompatibilityConfig, CompatibilityHead, Cutoff
 from stylespace.compat.pairs import PairSet
 from stylespace.compat.sampler import CrossCategoryPairSampler
+from stylespace.evaluation import PairVerification, verify_pairs
 from stylespace.utils import StylespaceError
 
 FPR_TARGETS = (0.05, 0.10, 0.20)
+
+
+def pair_auc(labels: np.ndarray, distances: np.ndarray) -> float:
+    """ROC AUC of pairs called compatible when close."""
+    return verify_pairs(distances, labels).auc
 
 
 @dataclasses.dataclass
@@ -80,11 +85,10 @@ class CompatTrainResult:
     config: CompatibilityConfig
     cutoff: Cutoff
     sweep: list[SweepEntry]
-    untrained: dict[str, float]  # val_auc / test_auc of the untrained head (003's benchmark)
+    untrained: dict[str, float]  # val / test AUC of the untrained head (003's benchmark)
     baselines: dict[str, float]  # test AUC of raw backbone distances and of the category combination alone
     test_auc: float
-    test_cutoff_table: list[dict[str, float]]
-    test_roc: dict[str, list[float]]
+    test: PairVerification  # the chosen head on the test pairs: ROC, cutoff table at FPR 5/10/20 %
     sampler: dict[str, int]
 
     def report(self) -> dict:
@@ -247,18 +251,16 @@ def train_compatibility(features: PairFeatures, splits: Mapping[str, PairSet], c
     head = heads[chosen].cpu()
     config = dataclasses.replace(config, weight_decay=sweep[chosen].weight_decay)
 
-    val_distances = pair_distances(heads[chosen], on_device, rows["val"].a, rows["val"].b)
-    value, tpr, fpr = max_tpr_minus_fpr_cutoff(rows["val"].label, val_distances)
-    cutoff = Cutoff(value, "max TPR-FPR on validation", tpr, fpr)
-    test_distances = pair_distances(heads[chosen], on_device, rows["test"].a, rows["test"].b)
-    table = cutoff_table(rows["test"].label, test_distances, FPR_TARGETS)
+    val = verify_pairs(pair_distances(heads[chosen], on_device, rows["val"].a, rows["val"].b), rows["val"].label)
+    cutoff = Cutoff(val.best_cutoff, "max TPR-FPR on validation", val.best_tpr, val.best_fpr)
+    test = verify_pairs(pair_distances(heads[chosen], on_device, rows["test"].a, rows["test"].b), rows["test"].label,
+                        FPR_TARGETS)
     baselines = {
         "backbone_features": pair_auc(rows["test"].label, np.linalg.norm(
             features.features[rows["test"].a] - features.features[rows["test"].b], axis=1)),
         "category_combination": _category_only_auc(splits["train"], splits["test"], category_of),
     }
-    return CompatTrainResult(head, config, cutoff, sweep, untrained_aucs, baselines, sweep[chosen].test_auc, table,
-                             _roc_points(rows["test"].label, test_distances),
+    return CompatTrainResult(head, config, cutoff, sweep, untrained_aucs, baselines, sweep[chosen].test_auc, test,
                              {"batches_per_epoch": len(sampler), "positives_per_batch": sampler.n_positive,
                               "excluded_same_category": sampler.excluded})
 
@@ -278,12 +280,3 @@ def _category_only_auc(train: PairSet, test: PairSet, category_of: Mapping[str, 
     rate = {c: (n[1] + prior) / (n[0] + n[1] + 1) for c, n in counts.items()}
     scores = np.array([rate.get(combo(a, b), prior) for a, b in zip(test.id_a, test.id_b)])
     return pair_auc(test.label, -scores)  # pair_auc reads small values as "compatible"
-
-
-def _roc_points(labels: np.ndarray, distances: np.ndarray, points: int = 101) -> dict[str, list[float]]:
-    """The ROC curve resampled at ``points`` FPR values, small enough to store and plot."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(labels, -distances)
-    grid = np.linspace(0.0, 1.0, points)
-    return {"fpr": grid.round(4).tolist(), "tpr": np.interp(grid, fpr, tpr).round(4).tolist()}
