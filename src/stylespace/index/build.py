@@ -1,0 +1,129 @@
+"""Indexing with a model: catalog images -> embeddings -> a :class:`CatalogIndex`; query images -> vectors.
+
+Catalog images come through the decoded image cache and query images through
+:func:`stylespace.data.images.load_rgb`, at the model's input size, so an item embedded for the
+index and the same photo given as a query see identical pixels.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from stylespace.data.cache import _progress
+from stylespace.index.catalog_index import CatalogIndex
+from stylespace.utils import StylespaceError
+
+# Images decoded and embedded per step when indexing: bounded memory for a catalog subset.
+_CHUNK = 4096
+
+
+def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: str | os.PathLike | None = None,
+                batch_size: int = 256, device: str = "auto", progress: bool = True):
+    """Embeddings of catalog items (all, or ``ids``) under ``model``, through the decoded image cache.
+
+    Returns ``(Embeddings, failed)`` where ``failed`` maps the ids whose image could not be decoded to why;
+    those items are left out.
+    """
+    from stylespace.data import load_image_array
+    from stylespace.embeddings import Embeddings, embed_images
+    from stylespace.models import model_id
+
+    array = load_image_array(catalog, size=tuple(model.config.input_size), cache_dir=cache_dir, progress=progress)
+    wanted = array.ids if ids is None else [str(i) for i in ids]
+    decoded = set(array.ids)
+    failed = {i: array.failed.get(i, "not in the catalog") for i in wanted if i not in decoded}
+    kept = [i for i in wanted if i in decoded]
+    vectors = np.empty((len(kept), model.config.embedding_dim), dtype=np.float32)
+    with _progress(progress, len(kept), f"embedding {len(kept):,} images") as advance:
+        for start in range(0, len(kept), _CHUNK):
+            chunk = kept[start:start + _CHUNK]
+            # the whole catalog: contiguous slices of the memory map; a subset: gathered rows
+            pixels = np.array(array.pixels[start:start + _CHUNK]) if ids is None else array.take(chunk)
+            vectors[start:start + len(chunk)] = embed_images(model, pixels, batch_size=batch_size, device=device)
+            advance(len(chunk))
+    labels = [catalog[i].label for i in kept]
+    embeddings = Embeddings(kept, vectors, labels if any(v is not None for v in labels) else None, model_id(model),
+                            {"catalog": str(catalog.source_path), "catalog_fingerprint": catalog.fingerprint()})
+    return embeddings, failed
+
+
+def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str] | None = None,
+                labels: Mapping[str, str] | None = None, model_path: str | os.PathLike = "",
+                kind: str = "exact", metric: str = "cosine", overwrite: bool = False,
+                cache_dir: str | os.PathLike | None = None, batch_size: int = 256, device: str = "auto",
+                progress: bool = True, **settings: Any) -> tuple[CatalogIndex, dict[str, str]]:
+    """Embed a catalog (or the ``ids`` of it) with ``model`` and write an index to ``folder``.
+
+    Args:
+        labels: id -> label overriding the catalog's (a split manifest's labels, after class merging).
+        model_path: the model folder, recorded so that ``search`` can embed queries with the same model.
+        settings: other :class:`IndexConfig` fields (nlist, nprobe, hnsw_m, ...).
+    Returns:
+        (the index, {id: reason} for items left out because their image could not be decoded).
+    """
+    embeddings, failed = embed_items(model, catalog, ids, cache_dir=cache_dir, batch_size=batch_size,
+                                     device=device, progress=progress)
+    if not len(embeddings):
+        raise StylespaceError(f"{catalog.source_path}: no decodable images to index")
+    items = [catalog[i] for i in embeddings.ids]
+    item_labels = [labels.get(i.id, i.label) if labels is not None else i.label for i in items]
+    index = CatalogIndex.create(
+        folder, embeddings.ids, embeddings.vectors, model_id=embeddings.model_id, metric=metric, kind=kind,
+        labels=item_labels, metas=[i.meta for i in items], sources=[i.source for i in items],
+        overwrite=overwrite, model_path=str(Path(model_path).resolve()) if model_path else "",
+        input_size=tuple(model.config.input_size), catalog=str(Path(catalog.source_path).resolve()),
+        catalog_fingerprint=catalog.fingerprint(), metadata_columns=list(catalog.metadata_columns), **settings)
+    return index, failed
+
+
+def add_items(index: CatalogIndex, model, catalog, ids: Sequence[str] | None = None, *, replace: bool = False,
+              labels: Mapping[str, str] | None = None, cache_dir: str | os.PathLike | None = None,
+              batch_size: int = 256, device: str = "auto", progress: bool = True) -> tuple[int, dict[str, str]]:
+    """Embed catalog items (all, or ``ids``) and add them to ``index``; items already in it are skipped
+    unless ``replace``. Returns (how many were added, {id: reason} of undecodable ones)."""
+    wanted = catalog.ids if ids is None else [str(i) for i in ids]
+    if not replace:
+        present = index.items.find(wanted)
+        wanted = [i for i in wanted if i not in present]
+    if not wanted:
+        return 0, {}
+    embeddings, failed = embed_items(model, catalog, wanted, cache_dir=cache_dir, batch_size=batch_size,
+                                     device=device, progress=progress)
+    items = [catalog[i] for i in embeddings.ids]
+    index.add(embeddings.ids, embeddings.vectors, model_id=embeddings.model_id,
+              labels=[labels.get(i.id, i.label) if labels is not None else i.label for i in items],
+              metas=[i.meta for i in items], sources=[i.source for i in items], replace=replace)
+    return len(items), failed
+
+
+def embed_query_images(model, sources: Sequence, device: str = "auto", batch_size: int = 64) -> np.ndarray:
+    """(Q, D) embeddings of query images of any size (paths, bytes or PIL images), decoded by
+    :func:`stylespace.data.images.load_rgb` at the model's input size, as the catalog was."""
+    from stylespace.data import load_rgb
+    from stylespace.embeddings import embed_images
+
+    size = tuple(model.config.input_size)
+    pixels = np.stack([load_rgb(source, size=size) for source in sources]) if len(sources) else \
+        np.empty((0, *size, 3), np.uint8)
+    return embed_images(model, pixels, batch_size=batch_size, device=device)
+
+
+def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Query image files from paths that are image files or folders (their images, sorted, not recursive)."""
+    from stylespace.data.images import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise StylespaceError(f"{path}: a folder with no images ({', '.join(IMAGE_EXTENSIONS)})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise StylespaceError(f"{path}: no such image file or folder (pass --id to search by catalog id)")
+    return files

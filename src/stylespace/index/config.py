@@ -1,0 +1,103 @@
+"""The index's configuration, saved as ``index.json`` in the index folder.
+
+``index.json`` is also the commit point of every write: it names the files of the current
+generation, and replacing it (one ``os.replace``) is what makes an update visible.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from stylespace.utils import StylespaceError
+
+KINDS = ("exact", "ivf", "hnsw")
+METRICS = ("cosine", "euclidean")
+CONFIG_FILE = "index.json"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class IndexConfig:
+    """How an index was made and which files hold it.
+
+    Attributes:
+        model_id: :func:`stylespace.models.model_id` of the model that embedded the items; queries
+            embedded by another model are refused.
+        dim: D, the embedding size.
+        metric: ``cosine`` (inner product on L2-normalised vectors) or ``euclidean`` (L2 on the vectors as given).
+        kind: ``exact`` (flat, the default), ``ivf`` (inverted lists, for millions of items) or ``hnsw`` (graph).
+        nlist: IVF cells; 0 = chosen from the catalog size (about 4 sqrt(N)).
+        nprobe: IVF cells visited per query.
+        hnsw_m: HNSW graph degree.
+        ef_construction / ef_search: HNSW beam widths when building / searching.
+        model_path: the model folder the index was built with (the CLI embeds queries with it).
+        input_size: (H, W) the model takes; query images are decoded to this size.
+        catalog: the catalog (or split) the items came from; catalog_fingerprint: its fingerprint then.
+        metadata_columns: the metadata columns items carry (what ``where=`` filters may name).
+        count: live items. stale: vectors still in the FAISS file whose items were removed (HNSW cannot
+            delete; ``rebuild`` drops them).
+        recall_at_10: for ``ivf``/``hnsw``, recall@10 against exact search measured when it was built.
+        confidence / threshold / calibration: the chosen recommendation confidence score, its threshold
+            and the figures of the calibration that chose them (empty until ``calibrate-threshold``).
+        generation, items_file, faiss_file: the current generation and its two files.
+    """
+
+    model_id: str
+    dim: int
+    metric: str = "cosine"
+    kind: str = "exact"
+    nlist: int = 0
+    nprobe: int = 16
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 64
+    model_path: str = ""
+    input_size: tuple[int, int] = (80, 60)
+    catalog: str = ""
+    catalog_fingerprint: str = ""
+    metadata_columns: list[str] = dataclasses.field(default_factory=list)
+    count: int = 0
+    stale: int = 0
+    recall_at_10: float | None = None
+    confidence: str = ""
+    threshold: float | None = None
+    calibration: dict = dataclasses.field(default_factory=dict)
+    generation: int = 0
+    items_file: str = ""
+    faiss_file: str = ""
+    created: str = ""
+    updated: str = ""
+    version: int = FORMAT_VERSION
+
+    def validate(self) -> "IndexConfig":
+        """Check every field; raises StylespaceError saying what was expected."""
+        if not isinstance(self.model_id, str) or not self.model_id:
+            raise StylespaceError("an index needs the model_id of the model that embedded its items")
+        if not isinstance(self.dim, int) or self.dim < 1:
+            raise StylespaceError(f"index dim must be a positive integer, got {self.dim!r}")
+        if self.metric not in METRICS:
+            raise StylespaceError(f"index metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.kind not in KINDS:
+            raise StylespaceError(f"index kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise StylespaceError(f"index {name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.nlist, int) or self.nlist < 0:
+            raise StylespaceError(f"index nlist must be an integer >= 0 (0 = automatic), got {self.nlist!r}")
+        size = tuple(self.input_size)
+        if len(size) != 2 or any(not isinstance(v, int) or v < 1 for v in size):
+            raise StylespaceError(f"index input_size must be (H, W) in pixels, got {self.input_size!r}")
+        self.input_size = (int(size[0]), int(size[1]))
+        if self.threshold is not None and (not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold)):
+            raise StylespaceError(f"index threshold must be a number, got {self.threshold!r}")
+        if self.version > FORMAT_VERSION:
+            raise StylespaceError(f"index format version {self.version} is newer than this stylespace understands "
+                                  f"({FORMAT_VERSION}); upgrade stylespace")
+        return self
+
+    def auto_nlist(self, n: int) -> int:
+        """IVF cells for ``n`` vectors: ``nlist`` when set, else about 4 sqrt(N), with >= 39 vectors per cell
+        (FAISS's minimum for a sound k-means)."""
+        wanted = self.nlist or int(round(4 * math.sqrt(max(n, 1))))
+        return max(1, min(wanted, n // 39))

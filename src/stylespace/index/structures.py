@@ -1,0 +1,136 @@
+"""The FAISS side of an index: making the structure of each kind, searching it, measuring its recall.
+
+Every kind stores the item's int64 key as the FAISS id:
+
+- ``exact``: ``IndexIDMap2(IndexFlatIP)`` (cosine, on L2-normalised vectors) or ``IndexIDMap2(IndexFlatL2)``.
+- ``ivf``: ``IndexIVFFlat`` (ids native), k-means cells trained on the catalog; ``nprobe`` cells per query.
+- ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)``; HNSW cannot delete, so removed items stay as stale vectors
+  that searches skip until ``rebuild``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from stylespace.index.config import IndexConfig
+from stylespace.utils import StylespaceError
+
+# Vectors used to train IVF cells: FAISS wants at least 39 per cell; more than 256 per cell adds time, not quality.
+_IVF_TRAIN_PER_CELL = 256
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def faiss_metric(metric: str) -> int:
+    faiss = _faiss()
+    return faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+
+
+def prepare_vectors(vectors, metric: str, dim: int | None = None, what: str = "vectors") -> np.ndarray:
+    """(N, D) float32 C-contiguous, finite, as searched under ``metric`` (a normalised copy for cosine)."""
+    array = np.array(vectors, dtype=np.float32, order="C", copy=True)
+    if array.ndim == 1 and dim is not None and array.shape[0] == dim:
+        array = array[None, :]
+    if array.ndim != 2:
+        raise StylespaceError(f"{what}: expected a 2-D (N, D) array, got shape {array.shape}")
+    if dim is not None and array.shape[1] != dim:
+        raise StylespaceError(f"{what} have {array.shape[1]} dimensions, the index holds {dim}-dimensional vectors")
+    if not np.isfinite(array).all():
+        raise StylespaceError(f"{what}: contain NaN or infinite values; re-run the embedding step")
+    if metric == "cosine" and len(array):
+        _faiss().normalize_L2(array)  # zero vectors stay zero: similarity 0 to everything
+    return array
+
+
+def new_structure(config: IndexConfig, training: np.ndarray | None = None):
+    """An empty FAISS index for ``config`` (IVF cells trained on ``training``, prepared vectors)."""
+    faiss = _faiss()
+    metric = faiss_metric(config.metric)
+    if config.kind == "exact":
+        flat = faiss.IndexFlatIP(config.dim) if config.metric == "cosine" else faiss.IndexFlatL2(config.dim)
+        return faiss.IndexIDMap2(flat)
+    if config.kind == "hnsw":
+        graph = faiss.IndexHNSWFlat(config.dim, config.hnsw_m, metric)
+        graph.hnsw.efConstruction = config.ef_construction
+        return faiss.IndexIDMap2(graph)
+    # ivf
+    n = 0 if training is None else len(training)
+    if n < 39:
+        raise StylespaceError(f"an IVF index needs at least 39 items to train its cells, got {n}; "
+                              "use --kind exact for small catalogs")
+    nlist = config.auto_nlist(n)
+    quantizer = faiss.IndexFlatIP(config.dim) if config.metric == "cosine" else faiss.IndexFlatL2(config.dim)
+    ivf = faiss.IndexIVFFlat(quantizer, config.dim, nlist, metric)
+    sample = training
+    if n > nlist * _IVF_TRAIN_PER_CELL:
+        rows = np.random.default_rng(0).choice(n, nlist * _IVF_TRAIN_PER_CELL, replace=False)
+        sample = training[np.sort(rows)]
+    ivf.train(sample)  # FAISS's Python wrapper keeps the quantizer alive with the IVF index
+    return ivf
+
+
+def cells(structure) -> int:
+    """IVF cells of a structure (0 for the other kinds)."""
+    faiss = _faiss()
+    try:
+        return int(faiss.extract_index_ivf(structure).nlist)
+    except RuntimeError:
+        return 0
+
+
+def search_structure(structure, config: IndexConfig, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities (Q, fetch) float32, keys (Q, fetch) int64) from FAISS, nearest first, -1 keys past the end.
+
+    Similarity is the cosine for ``cosine`` and minus the Euclidean distance for ``euclidean``, so that
+    larger is closer for both metrics.
+    """
+    faiss = _faiss()
+    params = None
+    if config.kind == "hnsw":
+        params = faiss.SearchParametersHNSW(efSearch=max(config.ef_search, fetch))
+    elif config.kind == "ivf":
+        params = faiss.SearchParametersIVF(nprobe=min(config.nprobe, max(cells(structure), 1)))
+    scores, keys = structure.search(queries, fetch, params=params)
+    if config.metric == "euclidean":
+        scores = -np.sqrt(np.maximum(scores, 0.0))
+    scores[keys < 0] = np.nan
+    return scores.astype(np.float32, copy=False), keys
+
+
+def to_bytes(structure) -> bytes:
+    return _faiss().serialize_index(structure).tobytes()
+
+
+def from_bytes(data: bytes):
+    faiss = _faiss()
+    return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+
+
+def recall_at_k(approximate: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over queries of |approximate top-k ∩ exact top-k| / k; both (Q, k) int64 key arrays."""
+    approximate, exact = np.asarray(approximate), np.asarray(exact)
+    if approximate.shape != exact.shape or approximate.ndim != 2:
+        raise StylespaceError(f"recall needs two (Q, k) arrays of the same shape, got {approximate.shape} and {exact.shape}")
+    k = exact.shape[1]
+    hits = [len(np.intersect1d(a[a >= 0], e[e >= 0])) for a, e in zip(approximate, exact)]
+    return float(np.mean(hits) / k) if len(hits) else float("nan")
+
+
+def measure_recall(structure, config: IndexConfig, keys: np.ndarray, vectors: np.ndarray, k: int = 10,
+                   n_queries: int = 1000, seed: int = 0) -> float:
+    """Recall@k of ``structure`` against exact search, with ``n_queries`` of its own items as queries.
+
+    ``vectors`` are the prepared vectors with their ``keys`` (what the structure holds).
+    """
+    faiss = _faiss()
+    n = len(keys)
+    k = min(k, n)
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(n_queries, n), replace=False))
+    exact = faiss.IndexIDMap2(faiss.IndexFlatIP(config.dim) if config.metric == "cosine" else faiss.IndexFlatL2(config.dim))
+    exact.add_with_ids(vectors, keys)
+    _, truth = exact.search(vectors[rows], k)
+    _, found = search_structure(structure, config, vectors[rows], k)
+    return recall_at_k(found, truth)

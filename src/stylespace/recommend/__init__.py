@@ -1,0 +1,35 @@
+"""Selective recommendation: top-3 similar catalog items with a label-free confidence, shown only when
+the confidence clears a threshold calibrated for a target error rate or coverage (seed 004, task 3).
+
+>>> calibration = calibrate(index, query_vectors, query_labels, model_id=mid, target_error=0.05)
+>>> calibration.save(index)                       # the chosen score + threshold go into index.json
+>>> SelectiveRecommender.from_index(index).recommend(vectors, model_id=mid)
+"""
+from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
+from stylespace.recommend.scores import (
+    ConfidenceScore,
+    DensityRatio,
+    Margin,
+    MeanSimilarity,
+    NeighbourAgreement,
+    NeighbourContext,
+    NeighbourhoodOverlap,
+    Reciprocity,
+    TopSimilarity,
+    default_scores,
+    score_by_name,
+)
+from stylespace.recommend.selective import (
+    Calibration,
+    Recommendation,
+    SelectiveRecommender,
+    calibrate,
+    correct_recommendations,
+)
+
+__all__ = [
+    "Calibration", "ConfidenceScore", "DensityRatio", "Margin", "MeanSimilarity", "NeighbourAgreement",
+    "NeighbourContext", "NeighbourhoodOverlap", "OperatingPoint", "Reciprocity", "Recommendation",
+    "RiskCoverage", "SelectiveRecommender", "TopSimilarity", "calibrate", "correct_recommendations",
+    "default_scores", "risk_coverage", "score_by_name",
+]

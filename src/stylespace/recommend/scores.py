@@ -1,0 +1,246 @@
+"""Label-free confidence scores for a top-n recommendation: each reads the query's neighbourhood in the
+catalog (never the catalog's labels) and returns one number per query, larger = more confident.
+
+Each score is a small class with one job. They all read a :class:`NeighbourContext`, built once per
+batch of queries, so comparing every score on a calibration set costs one search (plus one search of
+the recommended items' own neighbourhoods for the scores that need it).
+
+Similarities are larger-is-closer (cosine, or minus the Euclidean distance); distances are
+``1 - cosine`` or the Euclidean distance.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from stylespace.index.catalog_index import CatalogIndex, Neighbours
+from stylespace.utils import StylespaceError
+
+
+def to_distance(similarities: np.ndarray, metric: str) -> np.ndarray:
+    """Similarities (larger is closer) -> distances (smaller is closer): 1 - cos, or the Euclidean distance."""
+    return 1.0 - similarities if metric == "cosine" else -similarities
+
+
+@dataclasses.dataclass
+class NeighbourContext:
+    """The neighbourhood facts scores read, computed lazily and at most once per batch of queries.
+
+    Attributes:
+        index: the catalog index searched.
+        neighbours: (Q, K) the query's nearest catalog items (K >= what any score needs).
+        n_items: how many of them make the recommendation (3 in seed 004).
+        query_keys: (Q,) the query's own key when the query is a catalog item (-1 otherwise), so that an
+            item's neighbourhood never counts the query itself.
+    """
+
+    index: CatalogIndex
+    neighbours: Neighbours
+    n_items: int = 3
+    query_keys: np.ndarray | None = None
+    _vectors: dict = dataclasses.field(default_factory=dict, repr=False)
+    _item_neighbours: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def metric(self) -> str:
+        return self.neighbours.metric
+
+    def similarities(self, k: int) -> np.ndarray:
+        """(Q, k) the query's similarity to its k nearest items."""
+        self._need(k)
+        return self.neighbours.similarities[:, :k]
+
+    def neighbour_vectors(self, k: int) -> np.ndarray:
+        """(Q, k, D) vectors of the query's k nearest items (as searched; NaN where missing)."""
+        self._need(k)
+        if self._vectors.get("k", 0) < k:
+            self._vectors = {"k": k, "vectors": self.index.vectors_of_keys(self.neighbours.keys[:, :k])}
+        return self._vectors["vectors"][:, :k]
+
+    def item_neighbours(self, k: int) -> Neighbours:
+        """The k nearest other catalog items of each recommended item: keys and similarities (Q, n_items, k)."""
+        cached = self._item_neighbours.get("found")
+        if cached is None or cached.keys.shape[2] < k:
+            items = self.neighbours.keys[:, :self.n_items]
+            exclude = None
+            if self.query_keys is not None:
+                exclude = np.repeat(np.asarray(self.query_keys, dtype=np.int64), self.n_items)[:, None]
+            found = self.index.neighbours_of_keys(items.ravel(), k, exclude)
+            shape = (*items.shape, k)
+            cached = Neighbours(found.keys.reshape(shape), found.similarities.reshape(shape), found.metric)
+            self._item_neighbours["found"] = cached
+        return Neighbours(cached.keys[..., :k], cached.similarities[..., :k], cached.metric)
+
+    def _need(self, k: int) -> None:
+        if k > self.neighbours.k:
+            raise StylespaceError(f"a confidence score needs {k} neighbours but only {self.neighbours.k} were searched")
+
+
+class ConfidenceScore:
+    """Base class: ``score(context) -> (Q,)`` float64, larger = more confident; NaN where undefined.
+
+    Attributes:
+        name: how the score is named in reports, index.json and ``--score``.
+        neighbours_needed: how many query neighbours it reads.
+    """
+
+    name: str = ""
+    neighbours_needed: int = 3
+
+    def __call__(self, context: NeighbourContext) -> np.ndarray:
+        return np.asarray(self.score(context), dtype=np.float64)
+
+    def score(self, context: NeighbourContext) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class TopSimilarity(ConfidenceScore):
+    """Similarity of the nearest item: the plain baseline (about 52 % coverage at 5 % error in 004)."""
+
+    name = "top1"
+    neighbours_needed = 1
+
+    def score(self, context):
+        return context.similarities(1)[:, 0]
+
+
+class MeanSimilarity(ConfidenceScore):
+    """Mean similarity of the ``k`` nearest items (k = 3: how close the whole recommendation is)."""
+
+    def __init__(self, k: int = 3):
+        self.k = _positive(k, "k")
+        self.name = f"mean{k}"
+        self.neighbours_needed = k
+
+    def score(self, context):
+        return context.similarities(self.k).mean(axis=1)
+
+
+class Margin(ConfidenceScore):
+    """Similarity of the ``near``-th neighbour minus that of the ``far``-th (1-based ranks): a sharp drop
+    says the query has a few clear matches rather than sitting in a uniform crowd."""
+
+    def __init__(self, near: int = 1, far: int = 10):
+        if not 1 <= near < far:
+            raise StylespaceError(f"margin needs 1 <= near < far, got near={near}, far={far}")
+        self.near, self.far = near, far
+        self.name = f"margin{near}-{far}"
+        self.neighbours_needed = far
+
+    def score(self, context):
+        sims = context.similarities(self.far)
+        return sims[:, self.near - 1] - sims[:, self.far - 1]
+
+
+class NeighbourAgreement(ConfidenceScore):
+    """Mean pairwise similarity among the ``k`` nearest items: they agree (look alike) when the query
+    sits in one tight group, and disagree when it falls between groups."""
+
+    def __init__(self, k: int = 10):
+        if k < 2:
+            raise StylespaceError(f"neighbour agreement needs k >= 2, got {k}")
+        self.k = k
+        self.name = f"agreement{k}"
+        self.neighbours_needed = k
+
+    def score(self, context):
+        vectors = context.neighbour_vectors(self.k).astype(np.float64)
+        if context.metric == "cosine":
+            pairwise = np.einsum("qid,qjd->qij", vectors, vectors)
+        else:
+            diff = vectors[:, :, None, :] - vectors[:, None, :, :]
+            pairwise = -np.sqrt((diff ** 2).sum(axis=-1))
+        off_diagonal = ~np.eye(self.k, dtype=bool)
+        return pairwise[:, off_diagonal].mean(axis=1)
+
+
+class Reciprocity(ConfidenceScore):
+    """How far inside the recommended items' own neighbourhoods the query lies: the mean over the
+    ``n_items`` recommended items j of sim(query, j) - sim(j, j's k-th nearest catalog item). Positive
+    when the query would be among each item's k nearest neighbours (a reciprocal match)."""
+
+    def __init__(self, k: int = 10):
+        self.k = _positive(k, "k")
+        self.name = f"reciprocity{k}"
+        self.neighbours_needed = 3
+
+    def score(self, context):
+        to_items = context.similarities(context.n_items)
+        own_radius = context.item_neighbours(self.k).similarities[:, :, self.k - 1]
+        return (to_items - own_radius).mean(axis=1)
+
+
+class NeighbourhoodOverlap(ConfidenceScore):
+    """Agreement between neighbourhoods: the mean over the recommended items j of
+    |k-NN(query) ∩ k-NN(j)| / k. Items of one coherent group share their neighbours."""
+
+    def __init__(self, k: int = 10):
+        self.k = _positive(k, "k")
+        self.name = f"overlap{k}"
+        self.neighbours_needed = k
+
+    def score(self, context):
+        mine = context.neighbours.keys[:, :self.k]
+        theirs = context.item_neighbours(self.k).keys
+        shared = np.zeros(theirs.shape[:2])
+        for j in range(theirs.shape[1]):
+            match = (theirs[:, j, :, None] == mine[:, None, :]) & (mine[:, None, :] >= 0)
+            shared[:, j] = match.any(axis=2).sum(axis=1)
+        # the query's list holds j itself, j's list does not: count j as shared
+        return (shared.mean(axis=1) + 1.0) / self.k
+
+
+class DensityRatio(ConfidenceScore):
+    """Trust-score-style density ratio: the distance from the query to its k-th nearest item, relative to
+    the same distance measured from the recommended items (the catalog's local density there), as
+    -log(ratio). Near 0 or positive when the query is as well surrounded as catalog items are; very
+    negative for a query out in a sparse region (an unfamiliar kind of item)."""
+
+    def __init__(self, k: int = 10):
+        self.k = _positive(k, "k")
+        self.name = f"density{k}"
+        self.neighbours_needed = k
+
+    def score(self, context):
+        mine = to_distance(context.similarities(self.k)[:, self.k - 1], context.metric)
+        theirs = to_distance(context.item_neighbours(self.k).similarities[:, :, self.k - 1], context.metric)
+        tiny = 1e-6
+        return -np.log(np.maximum(mine, tiny) / np.maximum(theirs.mean(axis=1), tiny))
+
+
+def default_scores() -> list[ConfidenceScore]:
+    """The scores compared by calibration (the best by AURC is kept)."""
+    return [TopSimilarity(), MeanSimilarity(3), MeanSimilarity(10), Margin(1, 10), Margin(3, 20),
+            NeighbourAgreement(3), NeighbourAgreement(10), Reciprocity(10), NeighbourhoodOverlap(10),
+            DensityRatio(10)]
+
+
+def score_by_name(name: str) -> ConfidenceScore:
+    """The score called ``name`` (as in index.json), e.g. ``top1``, ``mean3``, ``margin1-10``, ``reciprocity10``."""
+    import re
+
+    patterns = [
+        (r"top1", lambda: TopSimilarity()),
+        (r"mean(\d+)", lambda k: MeanSimilarity(int(k))),
+        (r"margin(\d+)-(\d+)", lambda a, b: Margin(int(a), int(b))),
+        (r"agreement(\d+)", lambda k: NeighbourAgreement(int(k))),
+        (r"reciprocity(\d+)", lambda k: Reciprocity(int(k))),
+        (r"overlap(\d+)", lambda k: NeighbourhoodOverlap(int(k))),
+        (r"density(\d+)", lambda k: DensityRatio(int(k))),
+    ]
+    for pattern, make in patterns:
+        match = re.fullmatch(pattern, name)
+        if match:
+            return make(*match.groups())
+    known = ", ".join(s.name for s in default_scores())
+    raise StylespaceError(f"unknown confidence score {name!r}; expected one of {known} (or another k)")
+
+
+def _positive(k: int, name: str) -> int:
+    if not isinstance(k, int) or k < 1:
+        raise StylespaceError(f"{name} must be an integer >= 1, got {k!r}")
+    return k

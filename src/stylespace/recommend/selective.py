@@ -1,0 +1,221 @@
+"""Selective recommendation (seed 004, task 3): the n most similar catalog items for a query, shown only
+when a label-free confidence clears a threshold.
+
+``SelectiveRecommender`` holds an index, a confidence score and a threshold; ``calibrate`` compares
+scores on labelled queries (a recommendation is correct when at least one of its items shares the
+query's class), keeps the one with the lowest AURC and picks the threshold for a target error rate
+or coverage; ``Calibration.save`` records both in the index's index.json for ``recommend`` and the service.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from stylespace.index.catalog_index import CatalogIndex, Hit
+from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
+from stylespace.recommend.scores import ConfidenceScore, NeighbourContext, default_scores, score_by_name
+from stylespace.utils import StylespaceError
+
+DEFAULT_SCORE = "top1"
+
+
+@dataclasses.dataclass
+class Recommendation:
+    """One query's recommendation: its ``items`` (nearest first), the ``confidence`` and whether it is
+    ``confident`` enough to be shown (confidence >= threshold; always True without a threshold)."""
+
+    items: list[Hit]
+    confidence: float
+    confident: bool
+
+    @property
+    def ids(self) -> list[str]:
+        return [hit.id for hit in self.items]
+
+    @property
+    def scores(self) -> list[float]:
+        return [hit.score for hit in self.items]
+
+
+class SelectiveRecommender:
+    """Top-``n_items`` recommendations with a confidence and a show/abstain decision.
+
+    Args:
+        index: the catalog to recommend from.
+        score: a :class:`ConfidenceScore` or its name (``top1``, ``reciprocity10``...).
+        threshold: show when confidence >= threshold; None shows everything (uncalibrated).
+        n_items: items per recommendation (3 in seed 004).
+    """
+
+    def __init__(self, index: CatalogIndex, score: ConfidenceScore | str = DEFAULT_SCORE,
+                 threshold: float | None = None, n_items: int = 3):
+        if not isinstance(n_items, int) or n_items < 1:
+            raise StylespaceError(f"n_items must be an integer >= 1, got {n_items!r}")
+        self.index = index
+        self.score = score_by_name(score) if isinstance(score, str) else score
+        self.threshold = threshold
+        self.n_items = n_items
+
+    @classmethod
+    def from_index(cls, index: CatalogIndex, n_items: int = 3) -> "SelectiveRecommender":
+        """The recommender saved with the index by ``calibrate-threshold`` (top-1 similarity and no
+        threshold when the index was never calibrated)."""
+        return cls(index, index.config.confidence or DEFAULT_SCORE, index.config.threshold, n_items)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.threshold is not None
+
+    @property
+    def score_name(self) -> str:
+        return self.score.name
+
+    def context(self, queries, *, model_id: str | None = None, exclude_ids=None,
+                where: Mapping | None = None, query_keys: np.ndarray | None = None,
+                scores: Sequence[ConfidenceScore] | None = None, k: int = 0) -> NeighbourContext:
+        """Search once for what ``scores`` (default: this recommender's) need, and at least ``k`` neighbours."""
+        scores = list(scores or [self.score])
+        k = max([k, self.n_items] + [s.neighbours_needed for s in scores])
+        neighbours = self.index.neighbours(queries, k, exclude_ids=exclude_ids, where=where, model_id=model_id)
+        return NeighbourContext(self.index, neighbours, self.n_items, query_keys)
+
+    def confidence(self, context: NeighbourContext) -> np.ndarray:
+        """(Q,) confidence of each query's recommendation; -inf where the score is undefined."""
+        values = self.score(context)
+        return np.where(np.isnan(values), -np.inf, values)
+
+    def recommend(self, queries, *, k: int | None = None, model_id: str | None = None, exclude_ids=None,
+                  where: Mapping | None = None) -> list[Recommendation]:
+        """A :class:`Recommendation` per query of ``queries`` (Q, D) (see ``CatalogIndex.neighbours``).
+
+        ``k`` lists more items than the ``n_items`` the confidence judges (default: ``n_items``).
+        """
+        k = self.n_items if k is None else k
+        if not isinstance(k, int) or k < 1:
+            raise StylespaceError(f"k must be an integer >= 1, got {k!r}")
+        context = self.context(queries, model_id=model_id, exclude_ids=exclude_ids, where=where, k=k)
+        confidence = self.confidence(context)
+        hits = self.index.hits(context.neighbours.head(k))
+        return [Recommendation(items, float(c), self.threshold is None or bool(c >= self.threshold))
+                for items, c in zip(hits, confidence)]
+
+
+@dataclasses.dataclass
+class Calibration:
+    """The outcome of :func:`calibrate`.
+
+    Attributes:
+        chosen: the name of the score with the lowest AURC. point: its operating point for the target.
+        curves: score name -> :class:`RiskCoverage`, in the order they were compared.
+        n_queries: labelled queries used; n_items: items per recommendation.
+        accuracy: share of correct recommendations when all are shown (the same for every score).
+        queries: where the queries came from (for the record in index.json).
+    """
+
+    chosen: str
+    point: OperatingPoint
+    curves: dict[str, RiskCoverage]
+    n_queries: int
+    n_items: int
+    accuracy: float
+    queries: str = ""
+
+    def table(self) -> list[dict]:
+        """One row per score, best AURC first: name, AURC, coverage at the target's error (or error at
+        the target coverage) and its threshold."""
+        rows = []
+        for name, curve in sorted(self.curves.items(), key=lambda kv: kv[1].aurc):
+            point = _operating_point(curve, self.point.target)
+            rows.append({"score": name, "aurc": curve.aurc, "threshold": point.threshold,
+                         "coverage": point.coverage, "error": point.error, "reached": point.reached})
+        return rows
+
+    def to_dict(self, curves: bool = False) -> dict:
+        result = {"chosen": self.chosen, "threshold": self.point.threshold, "target": self.point.target,
+                  "coverage": self.point.coverage, "error": self.point.error, "reached": self.point.reached,
+                  "aurc": self.curves[self.chosen].aurc, "accuracy_at_full_coverage": self.accuracy,
+                  "n_queries": self.n_queries, "n_items": self.n_items, "queries": self.queries,
+                  "scores": self.table()}
+        if curves:
+            result["curves"] = {name: curve.to_dict() for name, curve in self.curves.items()}
+        return result
+
+    def save(self, index: CatalogIndex) -> None:
+        """Record the chosen score and threshold (and these figures) in the index's index.json."""
+        if not self.point.reached or self.point.threshold is None:
+            raise StylespaceError(f"no threshold meets the target {self.point.target} on these {self.n_queries} "
+                                  "queries; nothing saved (aim for a looser target or train a better model)")
+        index.set_calibration(self.chosen, self.point.threshold, self.to_dict())
+
+    def plot(self, path: str | Path, top: int = 4) -> Path:
+        from stylespace.recommend.plot import plot_risk_coverage
+
+        return plot_risk_coverage(self, path, top)
+
+
+def correct_recommendations(index: CatalogIndex, keys: np.ndarray, query_labels: Sequence[str]) -> np.ndarray:
+    """(Q,) bool: at least one of the recommended items (keys (Q, n)) has the query's label."""
+    labels = index.labels_of_keys(keys)
+    query_labels = np.asarray([str(label) for label in query_labels], dtype=object)
+    return (labels == query_labels[:, None]).any(axis=1)
+
+
+def calibrate(index: CatalogIndex, query_vectors, query_labels: Sequence[str], *, model_id: str | None = None,
+              query_ids: Sequence[str] | None = None, scores: Sequence[ConfidenceScore | str] | None = None,
+              target_error: float | None = None, target_coverage: float | None = None, n_items: int = 3,
+              where: Mapping | None = None, queries: str = "") -> Calibration:
+    """Compare confidence scores on labelled queries and choose one score and its threshold.
+
+    Args:
+        index: the catalog (its items must have labels: they decide whether a recommendation is correct).
+        query_vectors: (Q, D) embeddings of the queries (made by the index's model, checked by ``model_id``).
+        query_labels: (Q,) the queries' classes.
+        query_ids: the queries' ids; queries that are themselves catalog items are excluded from their own
+            recommendations (and from their items' neighbourhoods), so they cannot match themselves.
+        scores: scores to compare (objects or names); default :func:`default_scores`.
+        target_error / target_coverage: the target (one of them; default error 5 %).
+        where: an optional metadata filter applied to recommendations.
+        queries: a description of the query set, recorded with the result.
+    """
+    if target_error is not None and target_coverage is not None:
+        raise StylespaceError("give a target error rate or a target coverage, not both")
+    target = {"coverage": target_coverage} if target_coverage is not None else {
+        "error": 0.05 if target_error is None else target_error}
+    query_labels = list(query_labels)
+    if any(label is None or label == "" for label in query_labels):
+        raise StylespaceError("every calibration query needs a label (its class)")
+    scores = [score_by_name(s) if isinstance(s, str) else s for s in (scores or default_scores())]
+    names = [s.name for s in scores]
+    if len(set(names)) != len(names):
+        raise StylespaceError(f"confidence scores must have distinct names, got {names}")
+    if index.items.labelled_count() == 0:
+        raise StylespaceError(f"the items of the index at {index.folder} have no labels; calibration needs a "
+                              "labelled catalog (build the index from a catalog with a label column)")
+    exclude, query_keys = None, None
+    if query_ids is not None:
+        query_ids = [str(i) for i in query_ids]
+        if len(query_ids) != len(query_labels):
+            raise StylespaceError(f"{len(query_ids)} query ids for {len(query_labels)} labels")
+        found = index.items.find(query_ids)
+        if found:
+            exclude = [[i] for i in query_ids]
+            query_keys = np.array([found.get(i, -1) for i in query_ids], dtype=np.int64)
+    recommender = SelectiveRecommender(index, scores[0], n_items=n_items)
+    context = recommender.context(query_vectors, model_id=model_id, exclude_ids=exclude, where=where,
+                                  query_keys=query_keys, scores=scores)
+    if len(context.neighbours) != len(query_labels):
+        raise StylespaceError(f"{len(context.neighbours)} query vectors but {len(query_labels)} labels")
+    correct = correct_recommendations(index, context.neighbours.keys[:, :n_items], query_labels)
+    curves = {score.name: risk_coverage(score(context), correct) for score in scores}
+    chosen = min(curves, key=lambda name: curves[name].aurc)
+    point = _operating_point(curves[chosen], target)
+    return Calibration(chosen, point, curves, len(correct), n_items, float(correct.mean()), queries)
+
+
+def _operating_point(curve: RiskCoverage, target: dict) -> OperatingPoint:
+    if "coverage" in target:
+        return curve.for_coverage(target["coverage"])
+    return curve.for_error(target["error"])

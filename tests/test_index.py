@@ -1,0 +1,416 @@
+"""CatalogIndex: search against brute force, add/remove/rebuild with stable ids, model mismatch, filters,
+atomic writes and crashes mid-write, approximate kinds, the CLI, and self-retrieval on the real catalog."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stylespace.index import CatalogIndex, recall_at_k
+from stylespace.index import catalog_index as catalog_index_module
+from stylespace.index import structures
+from stylespace.utils import StylespaceError
+
+MODEL = "model-a"
+
+
+def clustered(n: int = 600, dim: int = 16, classes: int = 6, seed: int = 0, spread: float = 0.6):
+    """Vectors around ``classes`` centres, with ids, labels and Kaggle-like metadata."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim))
+    labels = rng.integers(0, classes, n)
+    vectors = (centres[labels] + spread * rng.normal(size=(n, dim))).astype(np.float32)
+    ids = [f"item{i}" for i in range(n)]
+    metas = [{"gender": ["Men", "Women", "Unisex"][i % 3] if i % 50 else "Girls", "season": ["Summer", "Winter"][i % 2]}
+             for i in range(n)]
+    return ids, vectors, [f"class{c}" for c in labels], metas
+
+
+def brute_force(references: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosine"):
+    """(indices (Q, k), similarity (Q, k)) by numpy, larger-is-closer, ties broken by row order."""
+    if metric == "cosine":
+        r = references / np.linalg.norm(references, axis=1, keepdims=True)
+        q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        similarity = q @ r.T
+    else:
+        similarity = -np.linalg.norm(queries[:, None, :] - references[None, :, :], axis=2)
+    order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(similarity, order, axis=1)
+
+
+@pytest.fixture
+def data():
+    return clustered()
+
+
+@pytest.fixture
+def index(tmp_path, data):
+    ids, vectors, labels, metas = data
+    return CatalogIndex.create(tmp_path / "idx", ids, vectors, model_id=MODEL, labels=labels, metas=metas)
+
+
+# --- search ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_search_matches_brute_force(tmp_path, data, metric):
+    ids, vectors, labels, metas = data
+    index = CatalogIndex.create(tmp_path / "idx", ids, vectors, model_id=MODEL, metric=metric, metas=metas)
+    queries = np.random.default_rng(1).normal(size=(20, vectors.shape[1])).astype(np.float32)
+    hits = index.search(queries, k=7, model_id=MODEL)
+    order, similarity = brute_force(vectors, queries, 7, metric)
+    for row, found in enumerate(hits):
+        assert [h.id for h in found] == [ids[i] for i in order[row]]
+        expected = similarity[row] if metric == "cosine" else -similarity[row]  # euclidean reports distances
+        np.testing.assert_allclose([h.score for h in found], expected, rtol=1e-4, atol=1e-5)
+        assert found[0].meta == metas[order[row][0]]
+
+
+def test_cosine_index_reports_euclidean_distances_between_unit_vectors(index, data):
+    _, vectors, _, _ = data
+    cosine = index.search(vectors[:3], k=4)
+    euclid = index.search(vectors[:3], k=4, metric="euclidean")
+    for a, b in zip(cosine, euclid):
+        assert [h.id for h in a] == [h.id for h in b]
+        np.testing.assert_allclose([h.score for h in b], np.sqrt(np.maximum(0, 2 - 2 * np.array([h.score for h in a]))),
+                                   atol=1e-6)
+
+
+def test_search_by_id_excludes_the_item_itself(index, data):
+    ids, vectors, _, _ = data
+    with_self = index.search(vectors[:1], k=3)[0]
+    assert with_self[0].id == ids[0]
+    without = index.search_ids([ids[0]], k=3)[0]
+    assert ids[0] not in [h.id for h in without]
+    assert [h.id for h in without] == [h.id for h in with_self[1:]] + [without[-1].id]
+
+
+def test_where_filter_returns_k_matching_items_even_for_a_rare_value(index, data):
+    ids, vectors, _, metas = data
+    rare = [i for i, m in zip(ids, metas) if m["gender"] == "Girls"]  # 12 of 600
+    hits = index.search(vectors[:5], k=10, where={"gender": "Girls"})
+    for found in hits:
+        assert len(found) == 10
+        assert all(h.meta["gender"] == "Girls" for h in found)
+    # and they are the nearest ones among the allowed items (brute force over the allowed rows)
+    allowed_rows = [ids.index(i) for i in rare]
+    order, _ = brute_force(vectors[allowed_rows], vectors[:5], 10)
+    assert [h.id for h in hits[0]] == [rare[i] for i in order[0]]
+    both = index.search(vectors[:2], k=5, where={"gender": ["Men", "Women"], "season": "Summer"})
+    assert all(h.meta["gender"] in ("Men", "Women") and h.meta["season"] == "Summer" for r in both for h in r)
+    few = index.search(vectors[:1], k=50, where={"gender": "Girls"})[0]
+    assert len(few) == len(rare)  # fewer than k qualify: all of them, no padding
+    with pytest.raises(StylespaceError, match="metadata columns"):
+        index.search(vectors[:1], k=3, where={"colour": "Red"})
+    assert index.search(vectors[:1], k=3, where={"gender": "Nobody"}) == [[]]
+
+
+def test_exclusions_shared_and_per_query_still_return_k(index, data):
+    ids, vectors, _, _ = data
+    first = index.search(vectors[:2], k=5)
+    banned = [h.id for h in first[0]]
+    shared = index.search(vectors[:2], k=5, exclude_ids=banned)
+    assert all(len(r) == 5 and not set(banned) & {h.id for h in r} for r in shared)
+    per_query = index.search(vectors[:2], k=5, exclude_ids=[[first[0][0].id], [h.id for h in first[1][:4]]])
+    assert [h.id for h in per_query[0]] == [h.id for h in first[0][1:]] + [per_query[0][-1].id]
+    assert not {h.id for h in first[1][:4]} & {h.id for h in per_query[1]}
+    assert len(per_query[1]) == 5
+    with pytest.raises(StylespaceError, match="one per query"):
+        index.search(vectors[:2], k=5, exclude_ids=[["a"], ["b"], ["c"]])
+
+
+# --- the model that made it --------------------------------------------------------------------------------
+
+
+def test_queries_from_another_model_are_refused(index, data):
+    _, vectors, _, _ = data
+    with pytest.raises(StylespaceError, match=f"made by model {MODEL}"):
+        index.search(vectors[:1], k=3, model_id="model-b")
+
+    class Embedded:  # what stylespace.embeddings.Embeddings carries
+        def __init__(self, vectors, model_id):
+            self.vectors, self.model_id = vectors, model_id
+
+    with pytest.raises(StylespaceError, match="model-b"):
+        index.search(Embedded(vectors[:1], "model-b"), k=3)
+    assert len(index.search(Embedded(vectors[:1], MODEL), k=3)[0]) == 3
+    with pytest.raises(StylespaceError, match=f"made by model {MODEL}"):
+        index.add(["new"], vectors[:1], model_id="model-b")
+    with pytest.raises(StylespaceError, match="model_id"):
+        index.add(["new"], vectors[:1])
+    with pytest.raises(StylespaceError, match="dimensions"):
+        index.search(vectors[:1, :8], k=3)
+    reopened = CatalogIndex.open(index.folder)
+    assert reopened.model_id == MODEL
+    with pytest.raises(StylespaceError, match=f"made by model {MODEL}"):
+        reopened.search(vectors[:1], k=3, model_id="model-b")
+
+
+# --- add / remove / rebuild -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
+def test_add_remove_rebuild_keep_ids_stable(tmp_path, data, kind):
+    ids, vectors, labels, metas = data
+    index = CatalogIndex.create(tmp_path / kind, ids[:500], vectors[:500], model_id=MODEL, kind=kind,
+                                labels=labels[:500], metas=metas[:500], nprobe=64)
+    keys_before = index.keys_of(ids[:500])
+    new_keys = index.add(ids[500:], vectors[500:], model_id=MODEL, labels=labels[500:], metas=metas[500:])
+    assert len(index) == 600 and new_keys.min() > keys_before.max()
+    assert index.search(vectors[550:551], k=1)[0][0].id == ids[550]  # found without a rebuild
+
+    removed = ids[:10]
+    assert index.remove(removed) == 10
+    assert len(index) == 590
+    for found in index.search(vectors[:10], k=5):
+        assert not set(removed) & {h.id for h in found} and len(found) == 5
+    assert index.config.stale == (10 if kind == "hnsw" else 0)
+
+    again = index.add(["item3"], vectors[3:4], model_id=MODEL)  # a removed id comes back with a new key
+    assert again[0] > new_keys.max()
+
+    index.rebuild()
+    assert index.config.stale == 0 and index.structure.ntotal == 591
+    kept = ids[10:500]
+    np.testing.assert_array_equal(index.keys_of(kept), keys_before[10:])
+    np.testing.assert_array_equal(index.keys_of(ids[500:]), new_keys)
+    reopened = CatalogIndex.open(index.folder)
+    np.testing.assert_array_equal(reopened.keys_of(kept), keys_before[10:])
+    assert reopened.search(vectors[20:21], k=1)[0][0].id == ids[20]
+
+
+def test_add_refuses_existing_ids_unless_replace(index, data):
+    ids, vectors, _, _ = data
+    with pytest.raises(StylespaceError, match="already in the index"):
+        index.add([ids[0]], vectors[5:6], model_id=MODEL)
+    with pytest.raises(StylespaceError, match="unique"):
+        index.add(["x", "x"], vectors[:2], model_id=MODEL)
+    index.add([ids[0]], vectors[5:6], model_id=MODEL, replace=True)
+    assert len(index) == 600
+    np.testing.assert_allclose(index.vectors([ids[0]]), index.vectors([ids[5]]), atol=1e-6)
+    with pytest.raises(StylespaceError, match="not in the index"):
+        index.remove(["nope"])
+    assert index.remove(["nope"], missing_ok=True) == 0
+
+
+def test_rebuild_changes_kind_and_metric_from_the_stored_vectors(index, data):
+    ids, vectors, _, _ = data
+    exact = [h.id for h in index.search(vectors[:1], k=10)[0]]
+    index.rebuild(kind="hnsw")
+    assert index.config.kind == "hnsw" and index.config.recall_at_10 > 0.9
+    assert [h.id for h in index.search(vectors[:1], k=10)[0]][:5] == exact[:5]
+    index.rebuild(kind="exact", metric="euclidean")
+    order, _ = brute_force(vectors, vectors[:1], 10, "euclidean")
+    assert [h.id for h in index.search(vectors[:1], k=10)[0]] == [ids[i] for i in order[0]]
+
+
+def test_existing_index_is_not_overwritten_by_accident(index, data):
+    ids, vectors, _, _ = data
+    with pytest.raises(StylespaceError, match="already holds an index"):
+        CatalogIndex.create(index.folder, ids, vectors, model_id=MODEL)
+    replaced = CatalogIndex.create(index.folder, ids[:5], vectors[:5], model_id="model-b", overwrite=True)
+    assert len(CatalogIndex.open(index.folder)) == 5 and replaced.model_id == "model-b"
+
+
+# --- atomic writes -------------------------------------------------------------------------------------------
+
+
+def _generation_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != "index.json")
+
+
+@pytest.mark.parametrize("where", ["faiss", "config"])
+def test_a_failure_mid_write_leaves_the_previous_index_usable(index, data, monkeypatch, where):
+    ids, vectors, _, _ = data
+    before = [h.id for h in index.search(vectors[:1], k=5)[0]]
+    config_before = (index.folder / "index.json").read_text()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    target = (structures, "to_bytes") if where == "faiss" else (catalog_index_module, "write_json")
+    with monkeypatch.context() as patch:
+        patch.setattr(*target, crash)
+        with pytest.raises(OSError, match="simulated"):
+            index.remove(ids[:3])
+        with pytest.raises(OSError, match="simulated"):
+            index.add(["fresh"], vectors[:1] * 2, model_id=MODEL)
+
+    assert (index.folder / "index.json").read_text() == config_before
+    assert len(index) == 600 and [h.id for h in index.search(vectors[:1], k=5)[0]] == before
+    reopened = CatalogIndex.open(index.folder)
+    assert len(reopened) == 600 and [h.id for h in reopened.search(vectors[:1], k=5)[0]] == before
+    assert "fresh" not in reopened
+    assert _generation_files(index.folder) == ["items-000001.sqlite", "vectors-000001.faiss"]
+    index.remove(ids[:3])  # and the next write works
+    assert len(CatalogIndex.open(index.folder)) == 597
+
+
+def test_a_process_killed_mid_write_leaves_the_previous_index_usable(index, data):
+    """A real crash (no exception handler runs): the child dies just before index.json is replaced."""
+    ids, vectors, _, _ = data
+    before = [h.id for h in index.search(vectors[:1], k=5)[0]]
+    script = textwrap.dedent(f"""
+        import os, numpy as np
+        from stylespace.index import CatalogIndex
+        from stylespace.index import catalog_index
+        index = CatalogIndex.open({str(index.folder)!r})
+        catalog_index.write_json = lambda *a, **k: os._exit(9)
+        index.remove({ids[:50]!r})
+    """)
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 9, child.stderr
+    leftovers = _generation_files(index.folder)
+    assert "items-000002.sqlite" in leftovers and "vectors-000002.faiss" in leftovers  # written, never committed
+    reopened = CatalogIndex.open(index.folder)
+    assert len(reopened) == 600 and reopened.config.generation == 1
+    assert [h.id for h in reopened.search(vectors[:1], k=5)[0]] == before
+    reopened.remove(ids[:1])  # the next write commits and sweeps the orphans
+    assert _generation_files(index.folder) == ["items-000001.sqlite", "items-000002.sqlite",
+                                               "vectors-000001.faiss", "vectors-000002.faiss"]
+    assert len(CatalogIndex.open(index.folder)) == 599
+
+
+def test_a_reader_sees_writes_of_another_handle_after_refresh(index, data):
+    ids, vectors, _, _ = data
+    writer = CatalogIndex.open(index.folder)
+    writer.remove(ids[:2])
+    assert len(index) == 600  # the reader's snapshot is unchanged until it refreshes
+    assert index.refresh() and len(index) == 598
+    assert not index.refresh()
+    index.remove(ids[2:3])  # a write from a stale handle applies on top of the newest generation
+    assert len(CatalogIndex.open(index.folder)) == 597
+
+
+# --- approximate kinds ------------------------------------------------------------------------------------------
+
+
+def test_recall_at_k():
+    assert recall_at_k(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 1], [4, 7, 8]])) == pytest.approx(4 / 6)
+    with pytest.raises(StylespaceError):
+        recall_at_k(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_kinds_measure_their_recall(tmp_path, kind):
+    ids, vectors, _, _ = clustered(n=3000, dim=24, classes=20, seed=3)
+    index = CatalogIndex.create(tmp_path / kind, ids, vectors, model_id=MODEL, kind=kind, nprobe=8)
+    assert 0.8 < index.config.recall_at_10 <= 1.0
+    exact = CatalogIndex.create(tmp_path / "exact", ids, vectors, model_id=MODEL)
+    measured = recall_at_k(index.neighbours(vectors[:200], 10).keys, exact.neighbours(vectors[:200], 10).keys)
+    assert abs(measured - index.config.recall_at_10) < 0.1
+    if kind == "ivf":
+        assert structures.cells(index.structure) == index.config.auto_nlist(3000)
+        with pytest.raises(StylespaceError, match="at least 39"):
+            CatalogIndex.create(tmp_path / "tiny", ids[:10], vectors[:10], model_id=MODEL, kind="ivf")
+
+
+def test_bad_settings_are_refused(tmp_path, data):
+    ids, vectors, _, _ = data
+    with pytest.raises(StylespaceError, match="kind"):
+        CatalogIndex.create(tmp_path / "a", ids, vectors, model_id=MODEL, kind="annoy")
+    with pytest.raises(StylespaceError, match="metric"):
+        CatalogIndex.create(tmp_path / "b", ids, vectors, model_id=MODEL, metric="manhattan")
+    with pytest.raises(StylespaceError, match="one id per vector"):
+        CatalogIndex.create(tmp_path / "c", ids[:3], vectors, model_id=MODEL)
+    with pytest.raises(StylespaceError, match="NaN"):
+        CatalogIndex.create(tmp_path / "d", ["a"], np.full((1, 4), np.nan), model_id=MODEL)
+    with pytest.raises(StylespaceError, match="not an index folder"):
+        CatalogIndex.open(tmp_path / "nowhere")
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "index.json").write_text("{not json")
+    with pytest.raises(StylespaceError, match="not valid JSON"):
+        CatalogIndex.open(tmp_path / "e")
+
+
+# --- with a model: the library path and the CLI -----------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    import torch
+
+    from stylespace.models import ModelConfig, build_model, save_model
+
+    torch.manual_seed(0)
+    return save_model(build_model(ModelConfig(width=8, embedding_dim=32)).eval(), tmp_path / "model")
+
+
+def test_cli_index_search_add_remove_rebuild(small_catalog, tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from stylespace.cli import app
+
+    runner = CliRunner()
+
+    def run(*args: str) -> dict:
+        result = runner.invoke(app, [*map(str, args), "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    index_dir = tmp_path / "idx"
+    built = run("index", tiny_model, small_catalog, "-o", index_dir)
+    assert built["count"] == 72 and built["model_path"] == str(tiny_model.resolve())
+    # a large query photo of a catalog item, in another format and size, goes through load_rgb
+    from PIL import Image
+
+    photo = tmp_path / "1003.jpg"
+    Image.open(small_catalog / "images" / "1003.png").resize((1800, 2400)).save(photo, quality=95)
+    found = run("search", index_dir, small_catalog / "images" / "1003.png", photo, "-k", "3")
+    assert [q["hits"][0]["id"] for q in found["queries"]] == ["1003", "1003"]
+    assert found["queries"][0]["hits"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    excluded = run("search", index_dir, photo, "-k", "3", "--exclude-self", "--where", "gender=Men")
+    assert all(h["id"] != "1003" and h["meta"]["gender"] == "Men" for h in excluded["queries"][0]["hits"])
+    by_id = run("search", index_dir, "1003", "1004", "--id", "--exclude-self", "-k", "2")
+    assert [len(q["hits"]) for q in by_id["queries"]] == [2, 2]
+    assert run("index", "remove", index_dir, "1003", "1004")["count"] == 70
+    assert run("index", "add", index_dir, small_catalog)["added"] == 2
+    rebuilt = run("index", "rebuild", index_dir, "--kind", "hnsw")
+    assert rebuilt["kind"] == "hnsw" and rebuilt["count"] == 72
+    assert run("search", index_dir, "1003", "--id", "-k", "1")["queries"][0]["hits"][0]["id"] == "1003"
+
+    other = tmp_path / "other-model"
+    import torch
+
+    from stylespace.models import ModelConfig, build_model, save_model
+
+    torch.manual_seed(1)
+    save_model(build_model(ModelConfig(width=8, embedding_dim=32)).eval(), other)
+    refused = runner.invoke(app, ["search", str(index_dir), str(photo), "--model", str(other)])
+    assert refused.exit_code != 0 and "was made by model" in str(refused.exception)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_catalog_items_find_themselves(shared_zip, tmp_path):
+    """Index the whole real catalog and query 50 sampled items by their image, decoded the query way."""
+    import torch
+
+    from stylespace.data import load_catalog
+    from stylespace.index.build import build_index, embed_query_images
+    from stylespace.models import ModelConfig, build_model, load_model
+
+    default = Path(os.environ.get("STYLESPACE_MODEL", Path(__file__).resolve().parents[1] / "runs" / "default"))
+    if (default / "model.json").is_file():
+        model = load_model(default)
+    else:  # an untrained model embeds identical pixels identically, which is all self-retrieval needs
+        torch.manual_seed(0)
+        model = build_model(ModelConfig()).eval()
+    catalog = load_catalog(shared_zip)
+    index, failed = build_index(model, catalog, tmp_path / "idx", progress=False)
+    assert len(index) > 44_000
+    rng = np.random.default_rng(0)
+    sample = [index.ids[i] for i in rng.choice(len(index), 50, replace=False)]
+    vectors = embed_query_images(model, [catalog.read_bytes(catalog[i]) for i in sample])
+    hits = index.search(vectors, k=5)
+    for item_id, found in zip(sample, hits):
+        top = found[0]
+        # an exact duplicate image in the catalog ties with the item itself: accept a tie at the top score
+        tied = [h.id for h in found if h.score >= top.score - 1e-5]
+        assert item_id in tied, f"{item_id} not its own top-1: {[(h.id, round(h.score, 5)) for h in found]}"
