@@ -1,0 +1,48 @@
+"""`stylespace serve`: the web page and REST API over a catalog index."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from stylespace.cli._output import console
+from stylespace.utils import StylespaceError
+
+DEFAULT_INDEX = Path("demo/index")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", help="Start the web page and REST API (OpenAPI at /docs) over a catalog index.")(serve_cmd)
+
+
+def serve_cmd(
+    index_dir: Path = typer.Argument(DEFAULT_INDEX, metavar="[INDEX_DIR]",
+                                     help="Index folder written by `stylespace index` (default: the demo's)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 = every interface)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    model: Optional[Path] = typer.Option(None, help="Model folder that embeds queries (default: the index's own)."),
+    compat: Optional[Path] = typer.Option(None, help="Compatibility model folder (`stylespace compat-train`) for "
+                                                     "the compare view; without it /compare answers 503."),
+    max_upload_mb: float = typer.Option(10.0, help="Largest image upload accepted, in MB (10^6 bytes)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    import uvicorn
+
+    from stylespace.service import create_app
+
+    if not 0 < port < 65536:
+        raise StylespaceError(f"--port must be 1..65535, got {port}")
+    if max_upload_mb <= 0:
+        raise StylespaceError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    if not index_dir.is_dir():
+        hint = " (run `make demo` to build it)" if index_dir == DEFAULT_INDEX else ""
+        raise StylespaceError(f"{index_dir}: index folder not found{hint}; build one with `stylespace index`")
+    console.print(f"loading {index_dir} ...")
+    application = create_app(index_dir, model_dir=model, compat_dir=compat,
+                             max_upload_bytes=int(max_upload_mb * 1_000_000), device=device)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}"
+    # The URL goes to stdout (it is this command's result); uvicorn's log goes to stderr.
+    print(f"stylespace is serving {application.state.engine.size:,} items at {url}  (API: {url}/docs)", flush=True)
+    uvicorn.run(application, host=host, port=port, log_level="warning")

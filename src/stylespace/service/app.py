@@ -1,0 +1,191 @@
+"""The FastAPI app: the REST API and the web page over one catalog index.
+
+>>> app = create_app("demo/index")            # loads index, model and recommender once
+>>> uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Every handler is a plain (sync) function: FastAPI runs it in its thread pool, so an embedding or a
+FAISS search never blocks the event loop that accepts other clients.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from stylespace.service import schemas
+from stylespace.service.engine import StyleEngine, UnknownItem
+from stylespace.service.uploads import BodySizeLimit, UploadError, decode_upload, read_upload
+from stylespace.utils import StylespaceError
+
+STATIC_DIR = Path(__file__).with_name("static")
+MAX_K = 100
+# Multipart framing (boundaries, part headers, the form fields) on top of the image bytes themselves.
+MULTIPART_SLACK_BYTES = 64 * 1024
+UPLOAD_PATHS = {"/search": 1, "/compare": 2}  # path -> image files it takes at most
+
+K_QUERY = Query(10, ge=1, le=MAX_K, description=f"How many items to return (1..{MAX_K}).")
+
+
+def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
+               compat_dir: str | os.PathLike | None = None, max_upload_bytes: int = 10_000_000,
+               device: str = "auto") -> FastAPI:
+    """Build the app over the index in ``index_dir``; everything is loaded here, once.
+
+    Args:
+        index_dir: a folder written by ``stylespace index`` (FAISS index, items, calibrated threshold).
+        model_dir: the model that embeds queries; default: the one the index records it was built with.
+        compat_dir: a compatibility model folder (``stylespace compat-train``) for /compare; None = no /compare.
+        max_upload_bytes: the largest image file accepted, in bytes (413 above it).
+        device: where the models run (``auto`` = CUDA when there is one).
+    """
+    if not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
+        raise StylespaceError(f"max_upload_bytes must be a positive number of bytes, got {max_upload_bytes!r}")
+    engine = StyleEngine.load(index_dir, model_dir=model_dir, compat_dir=compat_dir, device=device)
+
+    app = FastAPI(
+        title="stylespace",
+        version="0.1.0",
+        description="Find catalog items in the same style as an image, and ask whether two items go well "
+                    "together. The web page is at /, this API's schema at /openapi.json.",
+    )
+    app.state.engine = engine
+    app.state.max_upload_bytes = max_upload_bytes
+
+    def body_limit(path: str) -> int | None:
+        files = UPLOAD_PATHS.get(path)
+        return None if files is None else files * max_upload_bytes + MULTIPART_SLACK_BYTES
+
+    app.add_middleware(BodySizeLimit, limit_for=body_limit)
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, exc: UploadError):
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(UnknownItem)
+    async def unknown_item(request: Request, exc: UnknownItem):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(StylespaceError)
+    async def user_error(request: Request, exc: StylespaceError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    # --- the web page -------------------------------------------------------------------------
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    # --- service state ------------------------------------------------------------------------
+    @app.get("/health", response_model=schemas.Health, tags=["service"])
+    def health():
+        """Liveness: the index and model are loaded and answering."""
+        return schemas.Health(status="ok", items=engine.size, model_id=engine.model_id)
+
+    @app.get("/stats", response_model=schemas.Stats, tags=["service"])
+    def stats():
+        """Catalog size, the model that embeds queries, the calibrated recommendation threshold."""
+        return schemas.Stats(**engine.stats(), max_upload_bytes=max_upload_bytes, max_k=MAX_K)
+
+    # --- search -------------------------------------------------------------------------------
+    @app.post("/search", response_model=schemas.SearchResult, tags=["search"])
+    async def search(image: Annotated[UploadFile, File(description="A product photo (JPEG, PNG, WebP...).")],
+                     k: Annotated[int, Form(ge=1, le=MAX_K, description=f"How many items (1..{MAX_K}).")] = 10):
+        """The k catalog items closest in style to an uploaded image, with the recommendation confidence."""
+        started = time.perf_counter()
+        data = await read_upload(image, max_upload_bytes, "image")
+        pixels = await run_in_threadpool(decode_upload, data, engine.input_size, "image")
+        ranking = await run_in_threadpool(engine.search, pixels, k)
+        query = schemas.QueryInfo(kind="upload", filename=image.filename)
+        return _search_result(ranking, query, k, started, engine.index.metric)
+
+    @app.get("/items/{item_id}/similar", response_model=schemas.SearchResult, tags=["search"])
+    def similar(item_id: Annotated[str, PathParam(description="A catalog item id.")], k: int = K_QUERY):
+        """The k catalog items closest in style to a catalog item (the item itself left out)."""
+        started = time.perf_counter()
+        ranking = engine.similar(item_id, k)
+        return _search_result(ranking, schemas.QueryInfo(kind="item", id=item_id), k, started,
+                              engine.index.metric)
+
+    # --- the catalog --------------------------------------------------------------------------
+    @app.get("/items/{item_id}", response_model=schemas.Item, tags=["catalog"])
+    def item(item_id: str):
+        """One item's label and metadata."""
+        return _item(engine.item(item_id), full=True)
+
+    @app.get("/items/{item_id}/image", tags=["catalog"],
+             responses={200: {"content": {"image/*": {}}, "description": "The item's image as stored."}})
+    def item_image(item_id: str):
+        """The item's image, read from the catalog's source (folder or zip)."""
+        data, media_type = engine.image(item_id)
+        # Catalog images change only when the catalog does (and then the index is rebuilt).
+        return Response(data, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/classes", response_model=list[schemas.ClassCount], tags=["catalog"])
+    def classes():
+        """Labels (article types) with their item counts, most common first."""
+        return [schemas.ClassCount(label=label, count=count) for label, count in engine.classes()]
+
+    @app.get("/items", response_model=schemas.ItemPage, tags=["catalog"])
+    def items(label: Annotated[str | None, Query(description="Only items with this label.")] = None,
+              offset: Annotated[int, Query(ge=0)] = 0,
+              limit: Annotated[int, Query(ge=1, le=500)] = 60):
+        """Browse the catalog, optionally one label at a time, in catalog order."""
+        total, records = engine.items(label, offset, limit)
+        return schemas.ItemPage(label=label, total=total, offset=offset, limit=limit,
+                                items=[_item(r) for r in records])
+
+    # --- compatibility --------------------------------------------------------------------------
+    @app.post("/compare", response_model=schemas.Verdict, tags=["compatibility"])
+    async def compare(image_a: Annotated[UploadFile | None, File(description="First image.")] = None,
+                      image_b: Annotated[UploadFile | None, File(description="Second image.")] = None,
+                      id_a: Annotated[str | None, Form(description="First item id (instead of image_a).")] = None,
+                      id_b: Annotated[str | None, Form(description="Second item id (instead of image_b).")] = None):
+        """Do two items go well together? Give each as an upload or a catalog id (003's style evaluator)."""
+        if not engine.can_compare:
+            raise HTTPException(503, "no compatibility model is loaded: start the server with --compat FOLDER "
+                                     "(a folder written by `stylespace compat-train`)")
+        sides = []
+        for name, upload, item_id in (("a", image_a, id_a), ("b", image_b, id_b)):
+            if (upload is None) == (item_id is None or item_id == ""):
+                raise UploadError(422, f"give exactly one of image_{name} (a file) or id_{name} (a catalog id)")
+            if upload is not None:
+                data = await read_upload(upload, max_upload_bytes, f"image_{name}")
+                pixels = await run_in_threadpool(decode_upload, data, engine.compat_input_size, f"image_{name}")
+                sides.append((pixels, schemas.QueryInfo(kind="upload", filename=upload.filename)))
+            else:
+                pixels = await run_in_threadpool(engine.item_pixels, item_id, engine.compat_input_size)
+                sides.append((pixels, schemas.QueryInfo(kind="item", id=item_id)))
+        verdict = await run_in_threadpool(engine.compare, sides[0][0], sides[1][0])
+        return schemas.Verdict(**verdict, a=sides[0][1], b=sides[1][1])
+
+    return app
+
+
+def _item(record, full: bool = False):
+    links = {"image_url": f"/items/{record.id}/image", "similar_url": f"/items/{record.id}/similar"}
+    base = {"id": record.id, "label": record.label, "name": record.name, **links}
+    return schemas.Item(**base, metadata=record.meta) if full else schemas.ItemSummary(**base)
+
+
+def _search_result(ranking, query: schemas.QueryInfo, k: int, started: float, metric: str) -> schemas.SearchResult:
+    hits = [schemas.Hit(**_item(record).model_dump(), rank=rank, score=score, metadata=record.meta)
+            for rank, (record, score) in enumerate(ranking.hits, start=1)]
+    if ranking.threshold is None:
+        message = ("This index has no calibrated threshold, so every result is shown; calibrate one with "
+                   "`stylespace calibrate-threshold`.")
+    elif ranking.confident:
+        message = f"Confident match: confidence {ranking.confidence:.4f} >= threshold {ranking.threshold:.4f}."
+    else:
+        message = (f"No confident match: confidence {ranking.confidence:.4f} is below the threshold "
+                   f"{ranking.threshold:.4f}; no recommendation is better than an unrelated one.")
+    return schemas.SearchResult(query=query, k=k, results=hits, confidence=ranking.confidence,
+                                confidence_score=ranking.score_name, threshold=ranking.threshold,
+                                confident=ranking.confident, message=message, metric=metric,
+                                took_ms=1000 * (time.perf_counter() - started))

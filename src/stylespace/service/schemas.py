@@ -1,0 +1,98 @@
+"""The shapes of the REST API's answers (they are also its OpenAPI schema at /docs)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ItemSummary(BaseModel):
+    """One catalog item as listed: enough to show a card."""
+
+    id: str
+    label: str | None = Field(description="The item's class (article type for the Kaggle catalog), if known.")
+    name: str | None = Field(description="A display name (productDisplayName when the catalog has one).")
+    image_url: str
+    similar_url: str
+
+
+class Item(ItemSummary):
+    """One catalog item with all its metadata columns."""
+
+    metadata: dict[str, str]
+
+
+class Hit(ItemSummary):
+    """One search result."""
+
+    rank: int = Field(description="1 for the closest item.")
+    score: float = Field(description="Closeness to the query in the index's metric: cosine similarity (higher is "
+                                     "closer) or Euclidean distance (lower is closer).")
+    metadata: dict[str, str]
+
+
+class QueryInfo(BaseModel):
+    kind: str = Field(description="'upload' or 'item'.")
+    id: str | None = None
+    filename: str | None = None
+
+
+class SearchResult(BaseModel):
+    """Top-k catalog items for one query, with the recommendation confidence (004's selective rule)."""
+
+    query: QueryInfo
+    k: int
+    results: list[Hit] = Field(description="Best first. Shown to users only when `confident` is true.")
+    confidence: float = Field(description="How sure the recommender is that the top items are relevant "
+                                          "(computed without the catalog's labels).")
+    confidence_score: str = Field(description="Which confidence score this is.")
+    threshold: float | None = Field(description="The calibrated threshold the confidence must reach; null when the "
+                                                "index was never calibrated (`stylespace calibrate-threshold`).")
+    confident: bool = Field(description="confidence >= threshold: show the results; otherwise 'No confident "
+                                        "match'. Always true without a threshold.")
+    metric: str = Field(description="What `score` is: 'cosine' (similarity) or 'euclidean' (distance).")
+    message: str
+    took_ms: float
+
+
+class Verdict(BaseModel):
+    """003's style evaluator: the style distance of two items and whether they go well together."""
+
+    distance: float = Field(description="Euclidean distance in the compatibility style space (small = compatible).")
+    cutoff: float = Field(description="Pairs at distance <= cutoff go well together.")
+    cutoff_method: str
+    compatible: bool
+    message: str
+    a: QueryInfo
+    b: QueryInfo
+
+
+class ClassCount(BaseModel):
+    label: str
+    count: int
+
+
+class ItemPage(BaseModel):
+    label: str | None
+    total: int
+    offset: int
+    limit: int
+    items: list[ItemSummary]
+
+
+class Stats(BaseModel):
+    items: int = Field(description="Catalog size (items in the index).")
+    classes: int
+    model_id: str
+    embedding_dim: int
+    metric: str
+    threshold: float | None = Field(description="The calibrated recommendation threshold (null: not calibrated).")
+    confidence_score: str
+    compatibility: dict | None = Field(description="The loaded compatibility model (cutoff, backbone), or null.")
+    catalog: str
+    max_upload_bytes: int
+    max_k: int
+
+
+class Health(BaseModel):
+    status: str
+    items: int
+    model_id: str
