@@ -1,0 +1,196 @@
+"""Embeddings files: the vectors of a catalog's items under one model, with their ids (and labels).
+
+>>> emb = embed_catalog(load_model("runs/default"), load_catalog("catalog.zip"))
+>>> emb.save("catalog.npz"); Embeddings.load("catalog.npz").vectors.shape
+(44419, 128)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stylespace.utils import StylespaceError, atomic_write, pick_device, to_jsonable
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class Embeddings:
+    """Vectors of items under one model.
+
+    Attributes:
+        ids: N item ids (strings), row i of ``vectors`` belongs to ``ids[i]``.
+        vectors: (N, D) float32, L2-normalised when made by :func:`embed_images`.
+        labels: N class names (None where an item has none), or None for an unlabelled catalog.
+        model_id: :func:`stylespace.models.model_id` of the model that made them.
+        meta: free-form provenance (catalog path and fingerprint, input size, ...), JSON-serialisable.
+    """
+
+    ids: list[str]
+    vectors: np.ndarray
+    labels: list[str | None] | None = None
+    model_id: str = ""
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ids = [str(i) for i in self.ids]
+        self.vectors = np.asarray(self.vectors, dtype=np.float32)
+        if self.vectors.ndim != 2:
+            raise StylespaceError(f"embedding vectors must be (N, D), got shape {self.vectors.shape}")
+        if len(self.ids) != len(self.vectors):
+            raise StylespaceError(f"{len(self.ids)} ids but {len(self.vectors)} vectors; expected one vector per id")
+        if len(set(self.ids)) != len(self.ids):
+            raise StylespaceError("embedding ids must be unique")
+        if self.labels is not None:
+            self.labels = [None if label is None else str(label) for label in self.labels]
+            if len(self.labels) != len(self.ids):
+                raise StylespaceError(f"{len(self.ids)} ids but {len(self.labels)} labels; expected one label per id")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def subset(self, ids: list[str]) -> "Embeddings":
+        """The rows of ``ids``, in that order."""
+        index = {item_id: i for i, item_id in enumerate(self.ids)}
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise StylespaceError(f"{len(missing)} ids have no embedding (e.g. {missing[:3]})")
+        rows = [index[i] for i in ids]
+        labels = None if self.labels is None else [self.labels[r] for r in rows]
+        return Embeddings(list(ids), self.vectors[rows], labels, self.model_id, dict(self.meta))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a ``.npz`` file (numpy arrays only, no pickles), atomically."""
+        path = Path(path)
+        arrays = {
+            "format_version": np.array(FORMAT_VERSION),
+            "ids": np.array(self.ids, dtype=np.str_),
+            "vectors": self.vectors,
+            "model_id": np.array(self.model_id),
+            "meta": np.array(json.dumps(to_jsonable(self.meta))),
+        }
+        if self.labels is not None:
+            arrays["labels"] = np.array(["" if label is None else label for label in self.labels], dtype=np.str_)
+            arrays["has_label"] = np.array([label is not None for label in self.labels])
+        with atomic_write(path) as handle:
+            np.savez(handle, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Embeddings":
+        """Read a file written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise StylespaceError(f"{path}: embeddings file not found; make one with `stylespace embed MODEL CATALOG -o {path}`")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [k for k in ("ids", "vectors", "model_id", "meta") if k not in data.files]
+                if missing:
+                    raise StylespaceError(f"{path}: not a stylespace embeddings file (missing {', '.join(missing)}); "
+                                          "expected a .npz written by `stylespace embed`")
+                version = int(data["format_version"]) if "format_version" in data.files else 1
+                if version > FORMAT_VERSION:
+                    raise StylespaceError(f"{path}: embeddings format {version} is newer than this stylespace "
+                                          f"reads ({FORMAT_VERSION}); upgrade stylespace")
+                labels = None
+                if "labels" in data.files:
+                    has = data["has_label"] if "has_label" in data.files else np.ones(len(data["labels"]), bool)
+                    labels = [str(label) if keep else None for label, keep in zip(data["labels"], has)]
+                return cls(ids=[str(i) for i in data["ids"]], vectors=data["vectors"], labels=labels,
+                           model_id=str(data["model_id"]), meta=json.loads(str(data["meta"])))
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, json.JSONDecodeError) as exc:
+            raise StylespaceError(f"{path}: not a readable embeddings file ({type(exc).__name__}: {exc}); "
+                                  "expected a .npz written by `stylespace embed`") from None
+
+
+@torch.no_grad()
+def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str | torch.device = "auto",
+                 progress: bool = False) -> np.ndarray:
+    """L2-normalised embeddings of images.
+
+    Args:
+        model: an :class:`~stylespace.models.EmbeddingModel` (moved to ``device`` and put in eval mode).
+        pixels: (N, H, W, 3) uint8 at the model's ``input_size`` (a memory map is read batch by batch).
+        batch_size: images per forward pass.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or a torch.device.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        (N, D) float32, unit-length rows.
+    """
+    if batch_size < 1:
+        raise StylespaceError(f"batch_size must be >= 1, got {batch_size}")
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise StylespaceError(f"expected uint8 images (N, H, W, 3), got {pixels.dtype} {tuple(pixels.shape)}")
+    size = tuple(getattr(getattr(model, "config", None), "input_size", pixels.shape[1:3]))
+    if tuple(pixels.shape[1:3]) != size:
+        raise StylespaceError(f"images are {pixels.shape[1]}x{pixels.shape[2]} but the model takes "
+                              f"{size[0]}x{size[1]} (H x W); load them at the model's input size")
+    target = device if isinstance(device, torch.device) else pick_device(device)
+    model = model.to(target).eval()
+    dim = model.config.embedding_dim
+    out = np.empty((len(pixels), dim), dtype=np.float32)
+    starts = range(0, len(pixels), batch_size)
+    bar = _bar(progress, len(pixels))
+    with bar as advance:
+        for start in starts:
+            batch = torch.from_numpy(np.array(pixels[start:start + batch_size])).to(target)  # a copy: memmaps are read-only
+            x = batch.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            out[start:start + len(batch)] = model.embed(x).float().cpu().numpy()
+            advance(len(batch))
+    return out
+
+
+def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, batch_size: int = 512,
+                  device: str | torch.device = "auto", progress: bool = True) -> Embeddings:
+    """Embeddings of every decodable item of ``catalog`` (through the decoded image cache at the model's
+    input size); items whose image fails to decode are listed in ``meta["failed"]``."""
+    from stylespace.data import load_image_array
+    from stylespace.models import model_id
+
+    array = load_image_array(catalog, size=tuple(model.config.input_size), cache_dir=cache_dir, progress=progress)
+    vectors = embed_images(model, array.pixels, batch_size=batch_size, device=device, progress=progress)
+    labels = [catalog[i].label for i in array.ids]
+    meta = {
+        "catalog": str(catalog.source_path),
+        "catalog_fingerprint": catalog.fingerprint(),
+        "input_size": list(model.config.input_size),
+        "backbone": model.config.backbone,
+        "failed": dict(array.failed),
+    }
+    return Embeddings(array.ids, vectors, labels if any(label is not None for label in labels) else None,
+                      model_id(model), meta)
+
+
+class _bar:
+    """A Rich progress bar on stderr (``with _bar(True, n) as advance: advance(k)``), or nothing."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self.progress = enabled, total, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda k: None
+        from rich.progress import Progress
+
+        from stylespace.cli._output import console
+
+        self.progress = Progress(console=console, transient=True)
+        self.progress.__enter__()
+        task = self.progress.add_task(f"embedding {self.total:,} images", total=self.total)
+        return lambda k: self.progress.update(task, advance=k)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
