@@ -25,7 +25,7 @@ from stylespace.evaluation import (
     evaluate,
     evaluate_hierarchy,
     label_pairs,
-    load_headline,
+    load_headlines,
     open_set_metrics,
     pair_distances,
     retrieval_metrics,
@@ -425,7 +425,7 @@ def test_evaluate_runs_every_part_and_writes_json_and_markdown(tmp_path):
     data = json.loads(path.read_text())
     assert data["model_id"] == "abc123" and data["split_sha256"] == manifest.sha256
     assert data["scenarios"][1]["results"]["kNN k=1"]["confusion"]
-    name, headline = load_headline(path)
+    [(name, headline)] = load_headlines(path)
     assert name == "synthetic" and headline["scenario 2 / kNN k=1 / accuracy"] == pytest.approx(
         report.scenarios[1].results["kNN k=1"].accuracy)
     markdown = report.to_markdown()
@@ -473,3 +473,68 @@ def test_retrieval_on_200k_vectors_stays_under_2gb():
     assert figures["n_scored"] == 200_000 and figures["largest_r"] == 199
     assert figures["recall_at_10"] == pytest.approx(10 * 199 / 199_999, rel=0.15)  # chance level on random data
     assert figures["peak_rss_mb"] < 2048
+
+
+# --- the command ---------------------------------------------------------------------------------------
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stylespace", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture
+def model_split(tmp_path, cache_dir):
+    """A synthetic Kaggle catalog, a 4 main / 2 new protocol split of it and an untrained compact model
+    with a classifier head over the main classes."""
+    from conftest import write_kaggle_catalog
+
+    from stylespace.data import load_catalog, protocol_split
+    from stylespace.models import ModelConfig, build_model, save_model
+
+    catalog_dir = write_kaggle_catalog(tmp_path / "catalog", per_class=20)
+    manifest = protocol_split(load_catalog(catalog_dir), n_main=4, n_new=2, main_fractions=(0.5, 0.25, 0.25))
+    split = manifest.save(tmp_path / "split.csv")
+    model = build_model(ModelConfig(backbone="compact", embedding_dim=16, width=8, classes=manifest.config.main_classes))
+    return catalog_dir, split, save_model(model, tmp_path / "model"), manifest
+
+
+def test_cli_evaluates_a_model_and_compares_with_embeddings(model_split, tmp_path):
+    from stylespace.embeddings import Embeddings
+
+    catalog_dir, split, model_dir, manifest = model_split
+    result = tmp_path / "result.json"
+    done = run_cli("evaluate", model_dir, "--split", split, "--knn", "1,3", "-o", result, "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert json.loads(result.read_text()) == doc
+    assert doc["split_sha256"] == manifest.sha256 and len(doc["model_id"]) == 12
+    assert [s["number"] for s in doc["scenarios"]] == [1, 2, 3, 4]
+    assert doc["head"]["n"] == 4 * 5 and doc["pairs"]["n_pairs"] == 40 * 39 // 2
+    assert set(doc["retrieval"]) == {"test", "all"} and doc["seconds"]["total"] > 0 and doc["peak_rss_mb"] > 0
+
+    # The same vectors as an embeddings file, and the saved result, side by side with the model.
+    model_vectors = run_cli("embed", model_dir, catalog_dir, "-o", tmp_path / "emb.npz", "--json")
+    assert model_vectors.returncode == 0, model_vectors.stderr
+    shuffled = Embeddings.load(tmp_path / "emb.npz")
+    rng = np.random.default_rng(0)
+    shuffled.vectors = rng.standard_normal(shuffled.vectors.shape).astype(np.float32)
+    shuffled.save(tmp_path / "random.npz")
+    done = run_cli("evaluate", tmp_path / "emb.npz", "--split", split, "--knn", "1", "--compare", tmp_path / "random.npz",
+                   "--compare", result)
+    assert done.returncode == 0, done.stderr
+    assert "| figure | emb.npz | random.npz | model |" in done.stdout
+    assert "| 2: main support -> main test |" in done.stdout and "Pair verification" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| scenario 2 / kNN k=1 / accuracy |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == cells[3]  # the model and its own embeddings file score the same
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    manifest, _ = synthetic_split()
+    split = manifest.save(tmp_path / "split.csv")
+    done = run_cli("evaluate", tmp_path / "missing.npz", "--split", split, "--knn", "1,x")
+    assert done.returncode == 2 and "--knn expects comma-separated integers" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = run_cli("evaluate", tmp_path / "missing.npz", "--split", split)
+    assert done.returncode == 2 and "embeddings file not found" in done.stderr and "Traceback" not in done.stderr

@@ -14,7 +14,7 @@ from stylespace.evaluation.classification import (
 from stylespace.evaluation.hierarchy import HierarchyResult, coarsen, evaluate_hierarchy
 from stylespace.evaluation.pairs import CutoffRow, PairVerification, label_pairs, verify_pairs
 from stylespace.evaluation.protocol import evaluate, make_classifiers
-from stylespace.evaluation.report import EvaluationConfig, EvaluationReport, compare_markdown, load_headline
+from stylespace.evaluation.report import EvaluationConfig, EvaluationReport, compare_markdown, load_headlines
 from stylespace.evaluation.retrieval import RetrievalMetrics, retrieval_metrics
 from stylespace.evaluation.scenarios import OpenSetResult, ScenarioResult, evaluate_open_set, evaluate_scenarios
 from stylespace.evaluation.search import ExactSearch, pair_distances, prepare
@@ -31,7 +31,7 @@ __all__ = [
     "HierarchyResult", "coarsen", "evaluate_hierarchy",
     "CutoffRow", "PairVerification", "label_pairs", "verify_pairs",
     "evaluate", "make_classifiers",
-    "EvaluationConfig", "EvaluationReport", "compare_markdown", "load_headline",
+    "EvaluationConfig", "EvaluationReport", "compare_markdown", "load_headlines",
     "RetrievalMetrics", "retrieval_metrics",
     "OpenSetResult", "ScenarioResult", "evaluate_open_set", "evaluate_scenarios",
     "ExactSearch", "pair_distances", "prepare",

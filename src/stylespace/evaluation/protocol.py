@@ -77,7 +77,12 @@ def evaluate(table: VectorTable, manifest, config: EvaluationConfig | None = Non
     for which in config.retrieval_sets:
         rows = manifest if which == "all" else manifest.scenario(4)[1]
         X, y, _ = table.take(rows.ids, rows.labels)
-        retrieval[which] = retrieval_metrics(X, y, ks=config.retrieval_ks, metric=config.metric, max_r=config.max_r)
+        ks = [k for k in config.retrieval_ks if k < len(X)]
+        if len(ks) < len(config.retrieval_ks):
+            notes.append(f"retrieval {which}: {len(X)} items, so recall@k is reported for k in {ks} only")
+        if not ks:
+            continue
+        retrieval[which] = retrieval_metrics(X, y, ks=ks, metric=config.metric, max_r=config.max_r)
         lap(f"retrieval {which}")
 
     hierarchy = []

@@ -71,6 +71,7 @@ class EvaluationReport:
     pairs_source: str
     seconds: dict[str, float]
     notes: list[str] = dataclasses.field(default_factory=list)
+    peak_rss_mb: float | None = None  # the process's peak resident memory, when the caller measured it
 
     def headline(self) -> dict[str, float]:
         """Flat ``"scenario 3 / prototype / accuracy" -> value``: the numbers a comparison table shows."""
@@ -202,12 +203,13 @@ def compare_markdown(headlines: Sequence[tuple[str, dict[str, float]]]) -> str:
     return markdown_table(["figure"] + [name for name, _ in headlines], rows)
 
 
-def load_headline(path: str | os.PathLike) -> tuple[str, dict[str, float]]:
-    """(name, headline) of a saved report JSON, to compare with new results."""
+def load_headlines(path: str | os.PathLike) -> list[tuple[str, dict[str, float]]]:
+    """[(name, headline)] of a saved result JSON (one report, or several from ``--compare``)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        return str(data["name"]), {str(k): float(v) for k, v in data["headline"].items()}
+        reports = data["reports"] if "reports" in data else [data]
+        return [(str(r["name"]), {str(k): float(v) for k, v in r["headline"].items()}) for r in reports]
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise StylespaceError(f"{path}: not an evaluation result JSON ({exc}); "
+        raise StylespaceError(f"{path}: not an evaluation result JSON ({type(exc).__name__}: {exc}); "
                               "expected a file written by `stylespace evaluate -o`") from None
