@@ -212,12 +212,27 @@ def train_compatibility(features: PairFeatures, splits: Mapping[str, PairSet], c
         the chosen head, its cutoff (max TPR - FPR on validation), the sweep table with test AUCs, the
         untrained head's AUCs, the test cutoff table at FPR 5/10/20 % and the test ROC curve.
     """
+    device = torch.device(device)
+    if device.type == "cpu":
+        # The head's matrices are small: one thread beats several that wait on each other (and on the
+        # other processes sharing the cores) by an order of magnitude.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _train_compatibility(features, splits, config, category_of, device, log)
+        finally:
+            torch.set_num_threads(threads)
+    return _train_compatibility(features, splits, config, category_of, device, log)
+
+
+def _train_compatibility(features: PairFeatures, splits: Mapping[str, PairSet], config: CompatibilityConfig,
+                         category_of: Mapping[str, str], device: torch.device,
+                         log: Callable[[str], None]) -> CompatTrainResult:
     config = dataclasses.replace(config, feature_dim=int(features.features.shape[1]))
     config.validate()
     missing = [name for name in ("train", "val", "test") if name not in splits]
     if missing:
         raise StylespaceError(f"pair splits {missing} missing; expected train, val and test")
-    device = torch.device(device)
     on_device = torch.as_tensor(features.features, device=device)
     rows = {name: _PairRows(splits[name], features) for name in ("train", "val", "test")}
     train_items = np.unique(np.concatenate([rows["train"].a, rows["train"].b]))
