@@ -24,6 +24,7 @@ from stylespace.recommend import (
     risk_coverage,
     score_by_name,
 )
+from stylespace.recommend.combined import CombinedScore, cross_fitted
 from stylespace.recommend.scores import NeighbourContext
 from stylespace.utils import StylespaceError
 
@@ -198,7 +199,7 @@ def test_calibrate_keeps_the_lowest_aurc_and_its_threshold(catalog):
     calibration = calibrate(index, queries, query_labels, model_id=MODEL, target_error=0.05)
     aurcs = {name: curve.aurc for name, curve in calibration.curves.items()}
     assert calibration.chosen == min(aurcs, key=aurcs.get)
-    assert set(aurcs) == {s.name for s in default_scores()}
+    assert set(aurcs) == {s.name for s in default_scores()} | {"combined"}
     chosen = calibration.curves[calibration.chosen]
     assert calibration.point == chosen.for_error(0.05) and calibration.point.error <= 0.05
     keys = index.neighbours(queries, 3).keys
@@ -247,6 +248,27 @@ def test_saved_calibration_drives_the_recommender(catalog, tmp_path):
     if not impossible.point.reached:
         with pytest.raises(StylespaceError, match="nothing saved"):
             impossible.save(index)
+
+
+def test_combined_score_is_cross_fitted_and_restored_from_the_index(catalog):
+    index, _, queries, query_labels, _ = catalog
+    calibration = calibrate(index, queries, query_labels, scores=["combined"], target_coverage=0.7)
+    assert calibration.chosen == "combined" and calibration.chosen_params["parts"][0] == "top1"
+    context = NeighbourContext(index, index.neighbours(queries, 20), 3)
+    correct = correct_recommendations(index, context.neighbours.keys[:, :3], query_labels)
+    fitted = CombinedScore.from_params(calibration.chosen_params)
+    features = fitted.features(context)
+    in_sample = CombinedScore(fitted.parts).fit(features, correct).decision(features)
+    np.testing.assert_allclose(fitted.decision(features), in_sample)
+    held_out = cross_fitted(CombinedScore(fitted.parts), features, correct)
+    assert not np.allclose(held_out, in_sample)  # the curve compared by AURC is not the in-sample one
+    assert calibration.curves["combined"].aurc == pytest.approx(risk_coverage(held_out, correct).aurc)
+    calibration.save(index)
+    recommender = SelectiveRecommender.from_index(CatalogIndex.open(index.folder))
+    assert isinstance(recommender.score, CombinedScore)
+    np.testing.assert_allclose(recommender.score(recommender.context(queries)), in_sample, atol=1e-9)
+    with pytest.raises(StylespaceError, match="not fitted"):
+        CombinedScore().decision(features)
 
 
 def test_plot_is_written(catalog, tmp_path):

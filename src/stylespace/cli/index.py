@@ -366,7 +366,8 @@ def recommend_cmd(
     index = CatalogIndex.open(index_dir)
     recommender = SelectiveRecommender.from_index(index)
     if score is not None or threshold is not None:
-        recommender = SelectiveRecommender(index, score or recommender.score, threshold if threshold is not None
+        chosen = recommender.score if score in (None, recommender.score_name) else score
+        recommender = SelectiveRecommender(index, chosen, threshold if threshold is not None
                                            else recommender.threshold, recommender.n_items)
     if not recommender.calibrated:
         console.print("[yellow]note:[/yellow] this index has no calibrated threshold, so every recommendation is "
@@ -405,7 +406,8 @@ def calibrate_cmd(
     target_error: Optional[float] = typer.Option(None, help="Largest error rate among shown recommendations "
                                                             "(default 0.05 = 5 %)."),
     target_coverage: Optional[float] = typer.Option(None, help="Instead: the share of queries to show (0.8 = 80 %)."),
-    score: Optional[list[str]] = typer.Option(None, help="Confidence scores to compare (repeatable; default all)."),
+    score: Optional[list[str]] = typer.Option(None, help="Confidence scores to compare (repeatable; default all, "
+                                                         "and `combined`, fitted on these queries)."),
     plot: Optional[Path] = typer.Option(None, help="Write the error rate (%) vs coverage (%) plot here (PNG)."),
     save: bool = typer.Option(True, help="Save the chosen score and threshold in the index's index.json."),
     model: Optional[Path] = MODEL_OPTION,

@@ -482,14 +482,16 @@ class CatalogIndex:
         self._write(change, replaces_structure=True, vacuum=True)
         return self
 
-    def set_calibration(self, confidence: str, threshold: float | None, calibration: Mapping[str, Any]) -> None:
-        """Record the recommendation confidence score, its threshold and the calibration figures in
-        index.json (the item and FAISS files are unchanged)."""
+    def set_calibration(self, confidence: str, threshold: float | None, calibration: Mapping[str, Any],
+                        confidence_params: Mapping[str, Any] | None = None) -> None:
+        """Record the recommendation confidence score (and its fitted parameters, if any), its threshold and
+        the calibration figures in index.json (the item and FAISS files are unchanged)."""
         if threshold is not None and not math.isfinite(threshold):
             raise StylespaceError(f"threshold must be a finite number, got {threshold}")
         with _writer_lock(self.folder):
             self._refresh_locked()
             config = dataclasses.replace(self.config, confidence=confidence,
+                                         confidence_params=json.loads(json.dumps(dict(confidence_params or {}))),
                                          threshold=None if threshold is None else float(threshold),
                                          calibration=json.loads(json.dumps(dict(calibration))), updated=_now())
             config.validate()

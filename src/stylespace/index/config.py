@@ -39,6 +39,7 @@ class IndexConfig:
         recall_at_10: for ``ivf``/``hnsw``, recall@10 against exact search measured when it was built.
         confidence / threshold / calibration: the chosen recommendation confidence score, its threshold
             and the figures of the calibration that chose them (empty until ``calibrate-threshold``).
+        confidence_params: what a fitted score needs to be rebuilt (the combined score's weights).
         generation, items_file, faiss_file: the current generation and its two files.
     """
 
@@ -60,6 +61,7 @@ class IndexConfig:
     stale: int = 0
     recall_at_10: float | None = None
     confidence: str = ""
+    confidence_params: dict = dataclasses.field(default_factory=dict)
     threshold: float | None = None
     calibration: dict = dataclasses.field(default_factory=dict)
     generation: int = 0

@@ -5,6 +5,7 @@ the confidence clears a threshold calibrated for a target error rate or coverage
 >>> calibration.save(index)                       # the chosen score + threshold go into index.json
 >>> SelectiveRecommender.from_index(index).recommend(vectors, model_id=mid)
 """
+from stylespace.recommend.combined import CombinedScore
 from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
 from stylespace.recommend.scores import (
     ConfidenceScore,
@@ -25,11 +26,12 @@ from stylespace.recommend.selective import (
     SelectiveRecommender,
     calibrate,
     correct_recommendations,
+    saved_score,
 )
 
 __all__ = [
-    "Calibration", "ConfidenceScore", "DensityRatio", "Margin", "MeanSimilarity", "NeighbourAgreement",
+    "Calibration", "CombinedScore", "ConfidenceScore", "DensityRatio", "Margin", "MeanSimilarity", "NeighbourAgreement",
     "NeighbourContext", "NeighbourhoodOverlap", "OperatingPoint", "Reciprocity", "Recommendation",
     "RiskCoverage", "SelectiveRecommender", "TopSimilarity", "calibrate", "correct_recommendations",
-    "default_scores", "risk_coverage", "score_by_name",
+    "default_scores", "risk_coverage", "saved_score", "score_by_name",
 ]

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from stylespace.index.catalog_index import CatalogIndex, Hit
+from stylespace.recommend.combined import CombinedScore, cross_fitted
 from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
 from stylespace.recommend.scores import ConfidenceScore, NeighbourContext, default_scores, score_by_name
 from stylespace.utils import StylespaceError
@@ -63,7 +64,8 @@ class SelectiveRecommender:
     def from_index(cls, index: CatalogIndex, n_items: int = 3) -> "SelectiveRecommender":
         """The recommender saved with the index by ``calibrate-threshold`` (top-1 similarity and no
         threshold when the index was never calibrated)."""
-        return cls(index, index.config.confidence or DEFAULT_SCORE, index.config.threshold, n_items)
+        score = saved_score(index.config.confidence or DEFAULT_SCORE, index.config.confidence_params)
+        return cls(index, score, index.config.threshold, n_items)
 
     @property
     def calibrated(self) -> bool:
@@ -122,6 +124,7 @@ class Calibration:
     n_items: int
     accuracy: float
     queries: str = ""
+    chosen_params: dict = dataclasses.field(default_factory=dict)
 
     def table(self) -> list[dict]:
         """One row per score, best AURC first: name, AURC, coverage at the target's error (or error at
@@ -148,7 +151,7 @@ class Calibration:
         if not self.point.reached or self.point.threshold is None:
             raise StylespaceError(f"no threshold meets the target {self.point.target} on these {self.n_queries} "
                                   "queries; nothing saved (aim for a looser target or train a better model)")
-        index.set_calibration(self.chosen, self.point.threshold, self.to_dict())
+        index.set_calibration(self.chosen, self.point.threshold, self.to_dict(), self.chosen_params)
 
     def plot(self, path: str | Path, top: int = 4) -> Path:
         from stylespace.recommend.plot import plot_risk_coverage
@@ -175,7 +178,8 @@ def calibrate(index: CatalogIndex, query_vectors, query_labels: Sequence[str], *
         query_labels: (Q,) the queries' classes.
         query_ids: the queries' ids; queries that are themselves catalog items are excluded from their own
             recommendations (and from their items' neighbourhoods), so they cannot match themselves.
-        scores: scores to compare (objects or names); default :func:`default_scores`.
+        scores: scores to compare (objects or names); default :func:`default_scores` and ``combined`` (a
+            logistic regression over several of them, fitted on these queries, its AURC cross-fitted).
         target_error / target_coverage: the target (one of them; default error 5 %).
         where: an optional metadata filter applied to recommendations.
         queries: a description of the query set, recorded with the result.
@@ -187,8 +191,11 @@ def calibrate(index: CatalogIndex, query_vectors, query_labels: Sequence[str], *
     query_labels = list(query_labels)
     if any(label is None or label == "" for label in query_labels):
         raise StylespaceError("every calibration query needs a label (its class)")
-    scores = [score_by_name(s) if isinstance(s, str) else s for s in (scores or default_scores())]
-    names = [s.name for s in scores]
+    scores = list(scores or [*default_scores(), CombinedScore.name])
+    combine = [s for s in scores if isinstance(s, CombinedScore) or s == CombinedScore.name]
+    scores = [score_by_name(s) if isinstance(s, str) else s for s in scores if s not in combine]
+    combined = (combine[0] if isinstance(combine[0], CombinedScore) else CombinedScore()) if combine else None
+    names = [s.name for s in scores] + ([combined.name] if combined else [])
     if len(set(names)) != len(names):
         raise StylespaceError(f"confidence scores must have distinct names, got {names}")
     if index.items.labelled_count() == 0:
@@ -203,16 +210,28 @@ def calibrate(index: CatalogIndex, query_vectors, query_labels: Sequence[str], *
         if found:
             exclude = [[i] for i in query_ids]
             query_keys = np.array([found.get(i, -1) for i in query_ids], dtype=np.int64)
-    recommender = SelectiveRecommender(index, scores[0], n_items=n_items)
+    recommender = SelectiveRecommender(index, n_items=n_items)
     context = recommender.context(query_vectors, model_id=model_id, exclude_ids=exclude, where=where,
-                                  query_keys=query_keys, scores=scores)
+                                  query_keys=query_keys, scores=scores + ([combined] if combined else []))
     if len(context.neighbours) != len(query_labels):
         raise StylespaceError(f"{len(context.neighbours)} query vectors but {len(query_labels)} labels")
     correct = correct_recommendations(index, context.neighbours.keys[:, :n_items], query_labels)
     curves = {score.name: risk_coverage(score(context), correct) for score in scores}
+    params = {}
+    if combined is not None and min(correct.sum(), (~correct).sum()) >= 2:
+        curves[combined.name] = risk_coverage(cross_fitted(combined, combined.features(context), correct), correct)
+        params[combined.name] = combined.params()
     chosen = min(curves, key=lambda name: curves[name].aurc)
     point = _operating_point(curves[chosen], target)
-    return Calibration(chosen, point, curves, len(correct), n_items, float(correct.mean()), queries)
+    return Calibration(chosen, point, curves, len(correct), n_items, float(correct.mean()), queries,
+                       params.get(chosen, {}))
+
+
+def saved_score(name: str, params: Mapping | None = None) -> ConfidenceScore:
+    """The confidence score saved in an index: by name, with its fitted parameters when it has some."""
+    if name == CombinedScore.name:
+        return CombinedScore.from_params(dict(params or {}))
+    return score_by_name(name)
 
 
 def _operating_point(curve: RiskCoverage, target: dict) -> OperatingPoint:
