@@ -353,3 +353,63 @@ def test_serve_command_reports_a_missing_index(tmp_path):
     result = subprocess.run([sys.executable, "-m", "stylespace", "serve", str(tmp_path / "none")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "index folder not found" in result.stderr
+
+
+# --- batching concurrent searches -----------------------------------------------------------------------------
+
+
+def test_concurrent_searches_share_batches_and_get_their_own_answers(served):
+    from stylespace.data import load_rgb
+    from stylespace.service import StyleEngine
+
+    engine = StyleEngine.load(served.index, max_batch=32)
+    try:
+        uploads = [str(i) for i in range(1000, 1072, 6)]
+        items = [str(i) for i in range(1003, 1072, 6)]
+        alone = {i: [r.id for r, _ in engine.similar(i, 5).hits] for i in items}
+        batches_before = engine._batcher.batches
+        futures = []
+        for upload, item in zip(uploads, items):  # interleaved: images and catalog items in the same batches
+            pixels = load_rgb(served.catalog / "images" / f"{upload}.png", size=engine.input_size)
+            futures.append((upload, "upload", engine.submit_search(pixels, 3)))
+            futures.append((item, "item", engine.submit_similar(item, 5)))
+        for item_id, kind, future in futures:
+            ranking = future.result(timeout=60)
+            ids = [record.id for record, _ in ranking.hits]
+            if kind == "upload":
+                assert ids[0] == item_id and len(ids) == 3
+            else:
+                assert ids == alone[item_id]
+        assert engine._batcher.batches - batches_before < len(futures) / 2
+    finally:
+        engine.close()
+
+
+def test_query_batcher_answers_in_order_and_survives_a_failed_batch():
+    from stylespace.service.batching import QueryBatcher
+
+    sizes = []
+
+    def answer(queries):
+        sizes.append(len(queries))
+        if any(q == "boom" for q in queries):
+            raise ValueError("boom in this batch")
+        time.sleep(0.01)
+        return [q * 2 for q in queries]
+
+    batcher = QueryBatcher(answer, max_batch=4)
+    futures = [batcher.submit(i) for i in range(10)]
+    assert [f.result(timeout=10) for f in futures] == [i * 2 for i in range(10)]
+    assert max(sizes) <= 4 and len(sizes) < 10
+    with pytest.raises(ValueError, match="boom"):
+        batcher("boom")
+    assert batcher(21) == 42  # the worker goes on after a failed batch
+    batcher.close()
+    with pytest.raises(StylespaceError, match="stopped"):
+        batcher.submit(1)
+    with pytest.raises(StylespaceError, match="max_batch"):
+        QueryBatcher(answer, max_batch=0)
+    short = QueryBatcher(lambda queries: [], max_batch=2)
+    with pytest.raises(RuntimeError, match="0 answers for 1"):
+        short(1)
+    short.close()

@@ -3,11 +3,14 @@
 >>> app = create_app("demo/index")            # loads index, model and recommender once
 >>> uvicorn.run(app, host="127.0.0.1", port=8000)
 
-Every handler is a plain (sync) function: FastAPI runs it in its thread pool, so an embedding or a
-FAISS search never blocks the event loop that accepts other clients.
+Nothing slow runs on the event loop that accepts clients: searches are queued to the engine's batch
+worker (concurrent requests share one forward pass and one index search) and awaited; decoding,
+comparing and catalog reads run in FastAPI's thread pool (sync handlers, or ``run_in_threadpool``).
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -34,7 +37,7 @@ K_QUERY = Query(10, ge=1, le=MAX_K, description=f"How many items to return (1..{
 
 def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
                compat_dir: str | os.PathLike | None = None, max_upload_bytes: int = 10_000_000,
-               device: str = "auto") -> FastAPI:
+               device: str = "auto", max_batch: int = 32) -> FastAPI:
     """Build the app over the index in ``index_dir``; everything is loaded here, once.
 
     Args:
@@ -43,12 +46,20 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         compat_dir: a compatibility model folder (``stylespace compat-train``) for /compare; None = no /compare.
         max_upload_bytes: the largest image file accepted, in bytes (413 above it).
         device: where the models run (``auto`` = CUDA when there is one).
+        max_batch: the most concurrent searches answered together (one forward pass, one index search).
     """
     if not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
         raise StylespaceError(f"max_upload_bytes must be a positive number of bytes, got {max_upload_bytes!r}")
-    engine = StyleEngine.load(index_dir, model_dir=model_dir, compat_dir=compat_dir, device=device)
+    engine = StyleEngine.load(index_dir, model_dir=model_dir, compat_dir=compat_dir, device=device,
+                              max_batch=max_batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        engine.close()
 
     app = FastAPI(
+        lifespan=lifespan,
         title="stylespace",
         version="0.1.0",
         description="Find catalog items in the same style as an image, and ask whether two items go well "
@@ -101,15 +112,15 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         started = time.perf_counter()
         data = await read_upload(image, max_upload_bytes, "image")
         pixels = await run_in_threadpool(decode_upload, data, engine.input_size, "image")
-        ranking = await run_in_threadpool(engine.search, pixels, k)
+        ranking = await asyncio.wrap_future(engine.submit_search(pixels, k))
         query = schemas.QueryInfo(kind="upload", filename=image.filename)
         return _search_result(ranking, query, k, started, engine.index.metric)
 
     @app.get("/items/{item_id}/similar", response_model=schemas.SearchResult, tags=["search"])
-    def similar(item_id: Annotated[str, PathParam(description="A catalog item id.")], k: int = K_QUERY):
+    async def similar(item_id: Annotated[str, PathParam(description="A catalog item id.")], k: int = K_QUERY):
         """The k catalog items closest in style to a catalog item (the item itself left out)."""
         started = time.perf_counter()
-        ranking = engine.similar(item_id, k)
+        ranking = await asyncio.wrap_future(engine.submit_similar(item_id, k))
         return _search_result(ranking, schemas.QueryInfo(kind="item", id=item_id), k, started,
                               engine.index.metric)
 

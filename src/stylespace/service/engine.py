@@ -11,9 +11,11 @@ import io
 import mimetypes
 import os
 import threading
+from concurrent.futures import Future
 
 import numpy as np
 
+from stylespace.service.batching import QueryBatcher
 from stylespace.utils import StylespaceError
 
 NAME_COLUMNS = ("productDisplayName", "name", "title")
@@ -31,6 +33,15 @@ class ItemRecord:
     label: str | None
     name: str | None
     meta: dict[str, str]
+
+
+@dataclasses.dataclass
+class _Query:
+    """One queued search: an image's pixels or a catalog item's id, and how many items to return."""
+
+    k: int
+    pixels: np.ndarray | None = None
+    item_id: str | None = None
 
 
 @dataclasses.dataclass
@@ -64,9 +75,10 @@ class StyleEngine:
         catalog: the :class:`stylespace.data.Catalog` whose reader serves the items' image bytes.
         judge: a :class:`stylespace.compat.judge.CompatibilityJudge`, or None (no /compare).
         device: the torch device queries are embedded on.
+        max_batch: the most concurrent searches answered by one forward pass and one index search.
     """
 
-    def __init__(self, index, model, recommender, catalog, judge=None, device="cpu"):
+    def __init__(self, index, model, recommender, catalog, judge=None, device="cpu", max_batch: int = 32):
         from stylespace.models import model_id
 
         index.check_model(model_id(model), "queries embedded by the given model")
@@ -92,12 +104,14 @@ class StyleEngine:
                 self._by_label[label].append(item_id)
         self._class_counts = sorted(((label, len(members)) for label, members in self._by_label.items()),
                                     key=lambda kv: (-kv[1], kv[0]))
-        # One forward pass at a time: concurrent passes on a small CPU only fight over its cores.
-        self._model_lock = threading.Lock()
+        self._batcher = QueryBatcher(self._answer, max_batch=max_batch, name="stylespace-search")
+        # One compatibility forward pass at a time: concurrent passes on a small CPU fight over its cores.
+        self._judge_lock = threading.Lock()
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
-             compat_dir: str | os.PathLike | None = None, device: str = "auto") -> "StyleEngine":
+             compat_dir: str | os.PathLike | None = None, device: str = "auto",
+             max_batch: int = 32) -> "StyleEngine":
         """Load everything the service needs from disk (once, at start-up)."""
         from stylespace.data import load_catalog
         from stylespace.index import CatalogIndex
@@ -121,7 +135,7 @@ class StyleEngine:
             from stylespace.compat.judge import CompatibilityJudge
 
             judge = CompatibilityJudge.load(compat_dir, device=str(target))
-        return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target)
+        return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target, max_batch)
 
     # --- what is loaded -----------------------------------------------------------------------------
     @property
@@ -153,33 +167,62 @@ class StyleEngine:
         return {"items": self.size, "classes": len(self._class_counts), "model_id": self.model_id,
                 "embedding_dim": self.model.config.embedding_dim, "metric": self.index.metric,
                 "threshold": self.recommender.threshold, "confidence_score": self.recommender.score_name,
-                "compatibility": compat, "catalog": str(self.catalog.source_path)}
+                "compatibility": compat, "catalog": str(self.catalog.source_path),
+                "searches": self._batcher.queries, "search_batches": self._batcher.batches}
 
     # --- search -------------------------------------------------------------------------------------
-    def embed(self, pixels: np.ndarray) -> np.ndarray:
-        """(H, W, 3) or (N, H, W, 3) uint8 at the model's input size -> (N, D) unit vectors."""
-        from stylespace.embeddings import embed_images
+    # Every search goes through the batcher: concurrent requests share one forward pass and one
+    # index search (see batching.py); the sync methods wait for their answer, the submit_ ones do not.
 
-        # A copy: decoded images are read-only views of PIL's buffer, which torch will not wrap.
-        batch = np.array(pixels[None] if pixels.ndim == 3 else pixels, dtype=np.uint8)
-        with self._model_lock:
-            return embed_images(self.model, batch, batch_size=len(batch), device=self.device)
+    def submit_search(self, pixels: np.ndarray, k: int) -> Future:
+        """Queue a search for an image (H, W, 3) uint8 at :attr:`input_size`; the future holds a Ranking."""
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8 or pixels.shape != (*self.input_size, 3):
+            raise StylespaceError(f"expected a uint8 image of shape {(*self.input_size, 3)}, got "
+                                  f"{pixels.dtype} {pixels.shape}")
+        return self._batcher.submit(_Query(k=k, pixels=pixels))
+
+    def submit_similar(self, item_id: str, k: int) -> Future:
+        """Queue a search for a catalog item (its stored vector), the item itself left out."""
+        self.item(item_id)
+        return self._batcher.submit(_Query(k=k, item_id=item_id))
 
     def search(self, pixels: np.ndarray, k: int) -> Ranking:
         """The ``k`` items closest to an image (H, W, 3) uint8 at :attr:`input_size`."""
-        return self._rank(self.embed(pixels), k, exclude=None)
+        return self.submit_search(pixels, k).result()
 
     def similar(self, item_id: str, k: int) -> Ranking:
-        """The ``k`` items closest to a catalog item (its stored vector), the item itself left out."""
-        self.item(item_id)
-        return self._rank(self.index.vectors([item_id]), k, exclude=[[item_id]])
+        """The ``k`` items closest to a catalog item, the item itself left out."""
+        return self.submit_similar(item_id, k).result()
 
-    def _rank(self, vectors: np.ndarray, k: int, exclude) -> Ranking:
-        recommendation = self.recommender.recommend(vectors, k=k, exclude_ids=exclude,
-                                                    model_id=self.index.model_id)[0]
-        hits = [(self._records[hit.id], float(hit.score)) for hit in recommendation.items]
-        return Ranking(hits=hits, confidence=float(recommendation.confidence), threshold=self.recommender.threshold,
-                       confident=recommendation.confident, score_name=self.recommender.score_name)
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 at the model's input size -> (N, D) unit vectors."""
+        from stylespace.embeddings import embed_images
+
+        # A copy: decoded images are read-only views of PIL's buffer, which torch will not wrap.
+        batch = np.array(pixels, dtype=np.uint8)
+        return embed_images(self.model, batch, batch_size=max(len(batch), 1), device=self.device)
+
+    def _answer(self, queries: list["_Query"]) -> list[Ranking]:
+        """One batch: embed the images together, then one recommendation call for every query."""
+        vectors = np.empty((len(queries), self.index.config.dim), dtype=np.float32)
+        uploads = [i for i, q in enumerate(queries) if q.pixels is not None]
+        items = [i for i, q in enumerate(queries) if q.item_id is not None]
+        if uploads:
+            vectors[uploads] = self.embed(np.stack([queries[i].pixels for i in uploads]))
+        if items:
+            vectors[items] = self.index.vectors([queries[i].item_id for i in items])
+        exclude = [[q.item_id] if q.item_id is not None else [] for q in queries]
+        recommendations = self.recommender.recommend(vectors, k=max(q.k for q in queries), exclude_ids=exclude,
+                                                     model_id=self.index.model_id)
+        return [Ranking(hits=[(self._records[hit.id], float(hit.score)) for hit in r.items[:q.k]],
+                        confidence=float(r.confidence), threshold=self.recommender.threshold,
+                        confident=r.confident, score_name=self.recommender.score_name)
+                for q, r in zip(queries, recommendations)]
+
+    def close(self) -> None:
+        """Stop the search worker (queued searches are answered first)."""
+        self._batcher.close()
 
     # --- the catalog --------------------------------------------------------------------------------
     def item(self, item_id: str) -> ItemRecord:
@@ -229,7 +272,7 @@ class StyleEngine:
     def compare(self, pixels_a: np.ndarray, pixels_b: np.ndarray) -> dict:
         if self.judge is None:
             raise StylespaceError("no compatibility model is loaded")
-        with self._model_lock:
+        with self._judge_lock:
             verdict = self.judge.judge(pixels_a, pixels_b)
         return {"distance": verdict.distance, "cutoff": verdict.cutoff, "cutoff_method": self.judge.cutoff.method,
                 "compatible": verdict.compatible, "message": verdict.message}

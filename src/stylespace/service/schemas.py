@@ -90,6 +90,8 @@ class Stats(BaseModel):
     catalog: str
     max_upload_bytes: int
     max_k: int
+    searches: int = Field(description="Searches answered since start-up.")
+    search_batches: int = Field(description="Batches they were answered in (concurrent searches share one).")
 
 
 class Health(BaseModel):
