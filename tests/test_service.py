@@ -413,3 +413,14 @@ def test_query_batcher_answers_in_order_and_survives_a_failed_batch():
     with pytest.raises(RuntimeError, match="0 answers for 1"):
         short(1)
     short.close()
+
+
+def test_a_model_other_than_the_indexs_is_refused(served, tmp_path):
+    import torch
+
+    from stylespace.models import ModelConfig, build_model, save_model
+
+    torch.manual_seed(1)
+    save_model(build_model(ModelConfig(backbone="compact", embedding_dim=32, width=8)), tmp_path / "other")
+    with pytest.raises(StylespaceError, match="embedded by model"):
+        create_app(served.index, model_dir=tmp_path / "other")
