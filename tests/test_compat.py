@@ -346,3 +346,18 @@ def test_proxy_pairs_on_the_shared_catalog(shared_zip):
         ma, mb = meta_of(catalog, a), meta_of(catalog, b)
         assert (is_proxy_positive if y else is_proxy_negative)(ma, mb, complements)
     assert split_pairs(pairs)[1]["dropped_pairs"] == 0
+
+
+def test_backbone_from_a_run_folder_or_a_name(tmp_path):
+    pytest.importorskip("stylespace.models", reason="stylespace.models is not in this checkout yet")
+    from stylespace.compat.pipeline import load_backbone
+    from stylespace.models import model_id, save_model
+
+    built, description = load_backbone("compact", (40, 30))
+    assert description == "compact (untrained)" and built.config.input_size == (40, 30)
+    assert built.config.embedding_dim == built.feature_dim, "an untrained embedding layer must not narrow the features"
+    save_model(built, tmp_path / "run")
+    loaded, description = load_backbone(str(tmp_path / "run"))
+    assert description == str(tmp_path / "run") and model_id(loaded) == model_id(built)
+    with pytest.raises(StylespaceError, match="run folder"):
+        load_backbone(str(tmp_path / "nowhere"))
