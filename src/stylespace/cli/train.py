@@ -1,0 +1,138 @@
+"""`stylespace train` (a model from a catalog and a split) and `stylespace embed` (a catalog's vectors)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from stylespace.cli._output import console, emit, out
+from stylespace.utils import StylespaceError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help="Train an embedding model on a catalog's training split (one run folder per run).")(train_cmd)
+    app.command("embed", help="Turn a catalog into an embeddings file (vectors + ids) with a trained model.")(embed_cmd)
+
+
+def _ints(text: Optional[str], name: str) -> Optional[tuple[int, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise StylespaceError(f"{name} {text!r}: expected comma-separated integers, e.g. 1,1,1,1") from None
+
+
+def train_cmd(
+    catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="The catalog (Kaggle zip/folder, image tree, manifest...)."),
+    split: Path = typer.Option(..., "--split", help="Split manifest from `stylespace split`; trains on main/train."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder (model, configs, history, curves, checkpoint)."),
+    preset_name: str = typer.Option("cpu", "--preset", help="Starting settings: cpu (~10 min on 2 cores), default "
+                                                             "(the shipped model, ~40 min on 2 cores) or gpu."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its own settings."),
+    backbone: Optional[str] = typer.Option(None, help="compact, lenet, resnet18, resnet50, vgg16 or inception_v3."),
+    weights: Optional[str] = typer.Option(None, help="Local pre-trained backbone weights (torchvision .pth or .safetensors)."),
+    embedding_dim: Optional[int] = typer.Option(None, help="Embedding size D."),
+    input_size: Optional[str] = typer.Option(None, help="Image size HxW in pixels (default 80x60)."),
+    width: Optional[int] = typer.Option(None, help="compact/lenet: base channel width."),
+    depth: Optional[str] = typer.Option(None, help="compact: residual blocks per stage, e.g. 1,1,1,1."),
+    stem_stride: Optional[int] = typer.Option(None, help="compact: 2, or 4 (cheaper, for CPUs)."),
+    multiscale: Optional[bool] = typer.Option(None, "--multiscale/--no-multiscale", help="Pool a shallow stage too (002)."),
+    pooling: Optional[str] = typer.Option(None, help="avg, gem or avgmax."),
+    dropout: Optional[float] = typer.Option(None, help="Dropout before the embedding layer."),
+    classifier: Optional[str] = typer.Option(None, help="linear or cosine (normalised) classifier."),
+    objective: Optional[str] = typer.Option(None, help="Terms joined by +, with optional :weight: ce, contrastive, "
+                                                       "triplet, ms, arcface (e.g. ce+triplet:0.5)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    batch_size: Optional[int] = typer.Option(None, help="Items per batch."),
+    optimizer: Optional[str] = typer.Option(None, help="adam, adamw, sgd (momentum) or rmsprop."),
+    schedule: Optional[str] = typer.Option(None, help="onecycle, cosine or constant."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (L2) on weight matrices."),
+    sampler: Optional[str] = typer.Option(None, help="shuffle, m_per_class or rare_augment (000's balancing)."),
+    m_per_class: Optional[int] = typer.Option(None, help="m_per_class sampler: items per class in a batch."),
+    balance_power: Optional[float] = typer.Option(None, help="rare_augment: 0 = natural frequencies, 1 = balanced."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs (0 = off)."),
+    label_smoothing: Optional[float] = typer.Option(None, help="ce: label smoothing."),
+    margin: Optional[float] = typer.Option(None, help="contrastive: margin m."),
+    pair_ratio: Optional[float] = typer.Option(None, help="contrastive: dissimilar pairs per similar pair (000: 20)."),
+    gap: Optional[float] = typer.Option(None, help="triplet: gap g."),
+    miner: Optional[str] = typer.Option(None, help="triplet: semihard, batch_hard or all."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="On-the-fly augmentation."),
+    val_fraction: Optional[float] = typer.Option(None, help="Part of the training split kept for validation."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (weights, sampling, augmentation)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (0 = default)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    from stylespace.cli.data import parse_size
+    from stylespace.training import preset, resume_configs, train_run
+    from stylespace.training.presets import override
+
+    if resume:
+        model_config, train_config = resume_configs(out_dir)
+        train_config = override(train_config, device=device, num_threads=threads)
+        console.print(f"resuming {out_dir} with its saved settings ({model_config.backbone}, {train_config.objective})")
+    else:
+        model_config, train_config = preset(preset_name)
+        model_config = override(model_config, backbone=backbone, weights=weights, embedding_dim=embedding_dim,
+                                input_size=parse_size(input_size) if input_size else None, width=width,
+                                depth=_ints(depth, "--depth"), stem_stride=stem_stride, multiscale=multiscale,
+                                pooling=pooling, dropout=dropout, classifier=classifier).validate()
+        loss = override(train_config.loss, label_smoothing=label_smoothing, margin=margin, pair_ratio=pair_ratio,
+                        gap=gap, miner=miner)
+        train_config = override(train_config, objective=objective, epochs=epochs, lr=lr, batch_size=batch_size,
+                                optimizer=optimizer, schedule=schedule, weight_decay=weight_decay, sampler=sampler,
+                                m_per_class=m_per_class, balance_power=balance_power, patience=patience,
+                                augment=augment, val_fraction=val_fraction, seed=seed, device=device,
+                                num_threads=threads, loss=loss).validate()
+    model, result, record = train_run(catalog_path, split, model_config, train_config, out_dir, resume=resume,
+                                      progress=not as_json, log=lambda line: console.print(line))
+    summary = {"run": str(out_dir), **record, "history": result.history}
+
+    def render(r: dict) -> None:
+        table = Table(title=f"{out_dir}: {model_config.backbone}, {train_config.objective}, {r['epochs_run']} epochs")
+        for column in ("epoch", "train loss", "train acc", "val loss", "val acc", "seconds"):
+            table.add_column(column, justify="right")
+        pct = lambda v: "" if v is None else f"{100 * v:.1f} %"
+        num = lambda v: "" if v is None else f"{v:.4f}"
+        for row in r["history"]:
+            table.add_row(str(row["epoch"]), num(row["train_loss"]), pct(row["train_accuracy"]), num(row["val_loss"]),
+                          pct(row["val_metric"]), f"{row['seconds']:.0f}")
+        out.print(table)
+        out.print(f"kept epoch {r['best_epoch']} ({r['val_metric']} {pct(r['best_val_metric'])}); model id "
+                  f"{r['model_id']}; {r['train_seconds']:.0f} s on {r['device']}")
+        out.print(f"next: stylespace embed {out_dir} {catalog_path} -o embeddings.npz")
+
+    emit(summary, as_json, render)
+
+
+def embed_cmd(
+    model_dir: Path = typer.Argument(..., metavar="MODEL", help="A model folder (a `stylespace train` run)."),
+    catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="The catalog to embed."),
+    output: Path = typer.Option(..., "-o", "--output", help="Embeddings file to write (.npz)."),
+    batch_size: int = typer.Option(512, help="Images per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    from stylespace.data import load_catalog
+    from stylespace.embeddings import embed_catalog
+    from stylespace.models import load_model
+
+    started = time.perf_counter()
+    model = load_model(model_dir)
+    catalog = load_catalog(catalog_path)
+    embeddings = embed_catalog(model, catalog, batch_size=batch_size, device=device, progress=not as_json)
+    embeddings.save(output)
+    result = {"output": str(output), "items": len(embeddings), "dim": embeddings.dim, "model_id": embeddings.model_id,
+              "labelled": embeddings.labels is not None, "failed": len(embeddings.meta["failed"]),
+              "seconds": round(time.perf_counter() - started, 2)}
+
+    def render(r: dict) -> None:
+        out.print(f"{r['output']}: {r['items']:,} vectors of {r['dim']} dims (model {r['model_id']}) in "
+                  f"{r['seconds']:.1f} s" + (f"; {r['failed']} images failed to decode" if r["failed"] else ""))
+
+    emit(result, as_json, render)

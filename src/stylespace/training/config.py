@@ -1,0 +1,105 @@
+"""The training run's configuration (saved as ``train.json`` in the run folder) and the presets."""
+from __future__ import annotations
+
+import dataclasses
+
+from stylespace.training.augment import AugmentConfig
+from stylespace.training.objectives import MINERS, ObjectiveConfig, parse_objective
+from stylespace.training.samplers import SAMPLERS
+from stylespace.utils import StylespaceError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How to train. Nested ``loss`` (ObjectiveConfig) and ``augmentation`` (AugmentConfig) may be given
+    as dicts (as read back from JSON).
+
+    Attributes:
+        objective: weighted terms, e.g. ``ce``, ``triplet``, ``contrastive``, ``ce+ms:0.5`` (see objectives).
+        optimizer: ``adam``, ``adamw``, ``sgd`` (with ``momentum``, Nesterov) or ``rmsprop`` (seed 003).
+        lr: peak learning rate. weight_decay: L2 / decoupled decay on weight matrices (not on biases or norms).
+        schedule: ``onecycle`` (warm-up then anneal), ``cosine`` (with ``warmup_epochs`` linear warm-up) or ``constant``.
+        epochs: maximum epochs. batch_size: items per batch.
+        patience: stop when the validation metric has not improved for this many epochs (0 = never).
+        amp: mixed precision (bfloat16 autocast) on CUDA; ignored on the CPU.
+        seed: seeds weights, sampling and augmentation; the same seed and data give the same run.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
+        sampler: ``shuffle``, ``m_per_class`` (``m_per_class`` items per class per batch) or
+            ``rare_augment`` (seed 000: rare classes drawn and augmented more, ``balance_power`` in [0, 1]).
+        augment: apply ``augmentation`` on the fly. val_fraction: part of the training split kept for
+            validation (stratified, fixed by ``seed``). num_threads: CPU threads for torch (0 = torch's default).
+        eval_batch_size: batch size for validation and embedding.
+    """
+
+    objective: str = "ce"
+    loss: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "onecycle"
+    warmup_epochs: float = 1.0
+    epochs: int = 20
+    batch_size: int = 128
+    patience: int = 0
+    amp: bool = True
+    seed: int = 0
+    device: str = "auto"
+    sampler: str = "shuffle"
+    m_per_class: int = 4
+    balance_power: float = 0.5
+    augment: bool = True
+    augmentation: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    val_fraction: float = 0.05
+    num_threads: int = 0
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, dict):
+            self.loss = _nested(ObjectiveConfig, self.loss, "loss")
+        if isinstance(self.augmentation, dict):
+            self.augmentation = _nested(AugmentConfig, self.augmentation, "augmentation")
+
+    def validate(self) -> "TrainConfig":
+        parse_objective(self.objective)
+        if self.loss.miner not in MINERS:
+            raise StylespaceError(f"miner {self.loss.miner!r} is unknown; expected one of {', '.join(MINERS)}")
+        if not 0.0 <= self.loss.label_smoothing < 1.0:
+            raise StylespaceError(f"label_smoothing must be in [0, 1), got {self.loss.label_smoothing}")
+        for name in ("margin", "gap", "pair_ratio"):
+            if getattr(self.loss, name) <= 0:
+                raise StylespaceError(f"loss {name} must be > 0, got {getattr(self.loss, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise StylespaceError(f"optimizer {self.optimizer!r} is unknown; expected one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise StylespaceError(f"schedule {self.schedule!r} is unknown; expected one of {', '.join(SCHEDULES)}")
+        if self.sampler not in SAMPLERS:
+            raise StylespaceError(f"sampler {self.sampler!r} is unknown; expected one of {', '.join(SAMPLERS)}")
+        checks = [
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            (isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs}"),
+            (isinstance(self.batch_size, int) and self.batch_size >= 2, f"batch_size must be an integer >= 2, got {self.batch_size}"),
+            (self.patience >= 0, f"patience must be >= 0 (0 = no early stopping), got {self.patience}"),
+            (0.0 <= self.val_fraction < 0.5, f"val_fraction must be in [0, 0.5), got {self.val_fraction}"),
+            (self.num_threads >= 0, f"num_threads must be >= 0 (0 = torch's default), got {self.num_threads}"),
+            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise StylespaceError(message)
+        self.augmentation.validate()
+        return self
+
+
+def _nested(cls, data: dict, name: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise StylespaceError(f"train config {name}: unknown field(s) {unknown}; expected some of {sorted(names)}")
+    return cls(**data)

@@ -1,0 +1,179 @@
+"""Training objectives, composed from pytorch-metric-learning parts: a loss, a miner, a distance.
+
+An :class:`Objective` is a weighted sum of terms. A term sees the batch's raw embeddings (B, D), the
+classifier's logits (B, C) when the model has a classifier, and the integer labels (B,):
+
+- :class:`ClassificationTerm`: cross-entropy (with label smoothing) on the model's classifier logits;
+- :class:`MetricTerm`: any PML loss on the embeddings, with an optional PML miner choosing the pairs or
+  triplets (contrastive + :class:`RatioPairMiner`, triplet margin + batch-hard / semi-hard, multi-similarity,
+  ArcFace ...). PML losses with parameters (proxies, ArcFace's class centres) are trained with the model.
+
+``build_objective("ce+triplet", ...)`` makes the common ones by name; ``"ce:1+triplet:0.5"`` sets weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from pytorch_metric_learning import distances, losses, miners
+from pytorch_metric_learning.miners import BaseMiner
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+from torch import nn
+
+from stylespace.utils import StylespaceError
+
+
+class RatioPairMiner(BaseMiner):
+    """All positive pairs of the batch and ``ratio`` times as many negative pairs drawn at random
+    (seed 000 trained its Siamese network with 1:20 similar:dissimilar pairs).
+
+    Returns PML's pair tuple ``(anchor_pos, positive, anchor_neg, negative)`` of index tensors.
+    """
+
+    def __init__(self, ratio: float = 20.0, **kwargs):
+        super().__init__(**kwargs)
+        if ratio <= 0:
+            raise StylespaceError(f"pair ratio (dissimilar per similar pair) must be > 0, got {ratio}")
+        self.ratio = ratio
+
+    def mine(self, embeddings, labels, ref_emb, ref_labels):
+        a1, p, a2, n = lmu.get_all_pairs_indices(labels, ref_labels)
+        keep = min(len(a2), int(round(self.ratio * max(len(a1), 1))))
+        pick = torch.randperm(len(a2), device=a2.device)[:keep]
+        return a1, p, a2[pick], n[pick]
+
+
+class ClassificationTerm(nn.Module):
+    """Cross-entropy on the classifier's logits (B, C); needs a model built with classes."""
+
+    needs_classifier = True
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def forward(self, embeddings: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits.float(), labels)
+
+
+class MetricTerm(nn.Module):
+    """A PML loss on the embeddings (B, D), with the pairs/triplets chosen by an optional PML miner."""
+
+    needs_classifier = False
+
+    def __init__(self, loss: nn.Module, miner: nn.Module | None = None):
+        super().__init__()
+        self.loss, self.miner = loss, miner
+
+    def forward(self, embeddings: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+        embeddings = embeddings.float()  # PML distances in full precision, even under autocast
+        indices = self.miner(embeddings, labels) if self.miner is not None else None
+        return self.loss(embeddings, labels, indices)
+
+
+class Objective(nn.Module):
+    """A weighted sum of named terms; ``forward`` returns (total loss, {name: term loss})."""
+
+    def __init__(self, terms: dict[str, nn.Module], weights: dict[str, float]):
+        super().__init__()
+        if not terms:
+            raise StylespaceError("an objective needs at least one term")
+        self.terms = nn.ModuleDict(terms)
+        self.weights = dict(weights)
+
+    @property
+    def needs_classifier(self) -> bool:
+        return any(term.needs_classifier for term in self.terms.values())
+
+    def forward(self, embeddings: torch.Tensor, logits: torch.Tensor | None,
+                labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        total, parts = 0.0, {}
+        for name, term in self.terms.items():
+            value = term(embeddings, logits, labels)
+            parts[name] = float(value.detach())
+            total = total + self.weights[name] * value
+        return total, parts
+
+
+@dataclasses.dataclass
+class ObjectiveConfig:
+    """Parameters of the named objective terms (the fields of TrainConfig that build_objective reads).
+
+    Attributes:
+        label_smoothing: cross-entropy label smoothing (``ce``).
+        margin: contrastive loss margin m on the distance between unit embeddings (``contrastive``).
+        pair_ratio: dissimilar:similar pairs per batch (``contrastive``; seed 000: 20).
+        gap: triplet hinge gap g (``triplet``; seed 002).
+        miner: triplet mining: ``semihard``, ``batch_hard`` or ``all`` (every valid triplet).
+        arcface_margin: additive angular margin in degrees (``arcface``); ``arcface_scale`` its scale.
+    """
+
+    label_smoothing: float = 0.1
+    margin: float = 1.0
+    pair_ratio: float = 20.0
+    gap: float = 0.2
+    miner: str = "semihard"
+    arcface_margin: float = 28.6
+    arcface_scale: float = 30.0
+
+
+TERMS = ("ce", "contrastive", "triplet", "ms", "arcface")
+MINERS = ("semihard", "batch_hard", "all")
+
+
+def build_term(name: str, cfg: ObjectiveConfig, n_classes: int, embedding_dim: int) -> nn.Module:
+    """One named term. Distances are Euclidean between L2-normalised embeddings (PML's ``LpDistance``)
+    or cosine similarity, the geometry the search index uses."""
+    if name == "ce":
+        return ClassificationTerm(cfg.label_smoothing)
+    if name == "contrastive":
+        distance = distances.LpDistance(normalize_embeddings=True)
+        return MetricTerm(losses.ContrastiveLoss(pos_margin=0.0, neg_margin=cfg.margin, distance=distance),
+                          RatioPairMiner(cfg.pair_ratio, distance=distance))
+    if name == "triplet":
+        distance = distances.LpDistance(normalize_embeddings=True)
+        miner = {"semihard": lambda: miners.TripletMarginMiner(cfg.gap, type_of_triplets="semihard", distance=distance),
+                 "batch_hard": lambda: miners.BatchHardMiner(distance=distance),
+                 "all": lambda: None}[cfg.miner]()
+        return MetricTerm(losses.TripletMarginLoss(margin=cfg.gap, distance=distance), miner)
+    if name == "ms":
+        similarity = distances.CosineSimilarity()
+        return MetricTerm(losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5, distance=similarity),
+                          miners.MultiSimilarityMiner(epsilon=0.1, distance=similarity))
+    if name == "arcface":
+        return MetricTerm(losses.ArcFaceLoss(n_classes, embedding_dim, margin=cfg.arcface_margin,
+                                             scale=cfg.arcface_scale))
+    raise StylespaceError(f"objective term {name!r} is unknown; expected one of {', '.join(TERMS)}")
+
+
+def parse_objective(spec: str) -> dict[str, float]:
+    """``"ce+triplet:0.5"`` -> {"ce": 1.0, "triplet": 0.5}."""
+    weights: dict[str, float] = {}
+    for part in (spec or "").replace(" ", "").split("+"):
+        if not part:
+            continue
+        name, _, weight = part.partition(":")
+        if name not in TERMS:
+            raise StylespaceError(f"objective {spec!r}: term {name!r} is unknown; expected terms from "
+                                  f"{', '.join(TERMS)} joined by '+', each with an optional ':weight'")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            raise StylespaceError(f"objective {spec!r}: weight {weight!r} of {name} is not a number") from None
+        if value <= 0:
+            raise StylespaceError(f"objective {spec!r}: weight of {name} must be > 0")
+        if name in weights:
+            raise StylespaceError(f"objective {spec!r}: term {name} given twice")
+        weights[name] = value
+    if not weights:
+        raise StylespaceError(f"objective {spec!r} names no term; expected e.g. ce, triplet or ce+triplet:0.5")
+    return weights
+
+
+def build_objective(spec: str, cfg: ObjectiveConfig, n_classes: int, embedding_dim: int) -> Objective:
+    """The objective ``spec`` (e.g. ``"ce+triplet:0.5"``) with the parameters in ``cfg``."""
+    if cfg.miner not in MINERS:
+        raise StylespaceError(f"miner {cfg.miner!r} is unknown; expected one of {', '.join(MINERS)}")
+    weights = parse_objective(spec)
+    terms = {name: build_term(name, cfg, n_classes, embedding_dim) for name in weights}
+    return Objective(terms, weights)

@@ -1,0 +1,41 @@
+"""Named starting points for `stylespace train --preset NAME`; explicit options override them.
+
+- ``cpu``: what `make demo` trains when no model is shipped: about 10 minutes on 2 CPU cores.
+- ``default``: the shipped default model (about 40 minutes on 2 CPU cores, or a minute or two on a GPU).
+- ``gpu``: a larger model and longer schedule for one modern GPU (a few minutes on an H100).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from stylespace.models import ModelConfig
+from stylespace.training.config import TrainConfig
+from stylespace.utils import StylespaceError
+
+PRESETS: dict[str, tuple[dict, dict]] = {
+    "cpu": (
+        dict(backbone="compact", width=32, stem_stride=4, embedding_dim=128, classifier="cosine"),
+        dict(objective="ce", epochs=3, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle"),
+    ),
+    "default": (
+        dict(backbone="compact", width=32, stem_stride=2, embedding_dim=128, classifier="cosine"),
+        dict(objective="ce", epochs=8, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle"),
+    ),
+    "gpu": (
+        dict(backbone="compact", width=48, depth=(2, 2, 2, 2), stem_stride=2, embedding_dim=128, classifier="cosine"),
+        dict(objective="ce", epochs=30, batch_size=256, lr=4e-3, schedule="onecycle", sampler="shuffle"),
+    ),
+}
+
+
+def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
+    """(ModelConfig, TrainConfig) of the preset ``name``."""
+    if name not in PRESETS:
+        raise StylespaceError(f"preset {name!r} is unknown; expected one of {', '.join(PRESETS)}")
+    model_kwargs, train_kwargs = PRESETS[name]
+    return ModelConfig(**model_kwargs).validate(), TrainConfig(**train_kwargs).validate()
+
+
+def override(config, **changes):
+    """A copy of a config dataclass with the non-None ``changes`` applied (the CLI's explicit options)."""
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})

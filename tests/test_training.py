@@ -1,0 +1,421 @@
+"""Objectives, samplers, augmentation, the training loop (history, checkpoints, resume) and `stylespace train`."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stylespace.models import ModelConfig, build_model, load_model, model_id
+from stylespace.training import (
+    AugmentConfig, BatchAugment, ObjectiveConfig, RatioPairMiner, TrainConfig, build_objective, build_sampler,
+    carve_validation, fit, leave_one_out_1nn_accuracy, parse_objective, preset, train_run,
+)
+from stylespace.utils import StylespaceError
+
+SIZE = (32, 24)
+COLOURS = [(210, 40, 40), (40, 60, 210), (40, 170, 60), (220, 170, 30)]
+
+
+def shapes(per_class: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """4 classes of coloured shapes on white, 32x24 px: red squares, blue discs, green bars, yellow rings;
+    position, size and shade jitter. Returns (N, 32, 24, 3) uint8 and (N,) int labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE[0], 0:SIZE[1]]
+    images, labels = [], []
+    for label, colour in enumerate(COLOURS):
+        for _ in range(per_class):
+            cy, cx, r = 16 + rng.uniform(-4, 4), 12 + rng.uniform(-3, 3), rng.uniform(5, 8)
+            if label == 0:
+                mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
+            elif label == 1:
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+            elif label == 2:
+                mask = (abs(yy - cy) < 1.6 * r) & (abs(xx - cx) < r / 2)
+            else:
+                d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+                mask = (d < r) & (d > r / 2)
+            image = np.full((*SIZE, 3), 255, np.uint8)
+            shade = np.clip(np.array(colour) + rng.integers(-25, 26, 3), 0, 255)
+            image[mask] = shade
+            images.append(image)
+            labels.append(label)
+    return np.stack(images), np.array(labels)
+
+
+def tiny_model(classes: bool = True, seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(backbone="compact", width=8, embedding_dim=16, input_size=SIZE,
+                                   classes=["red", "blue", "green", "yellow"] if classes else [], **kw))
+
+
+def tiny_config(**kw) -> TrainConfig:
+    kw.setdefault("epochs", 4)
+    kw.setdefault("batch_size", 32)
+    kw.setdefault("lr", 3e-3)
+    kw.setdefault("device", "cpu")
+    return TrainConfig(**kw)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = shapes(24, seed=0)
+    vx, vy = shapes(8, seed=1)
+    return x, y, vx, vy
+
+
+# --- objectives ------------------------------------------------------------------------------------
+
+
+OBJECTIVES = [
+    ("ce", {}, "shuffle"),
+    ("contrastive", {}, "m_per_class"),
+    ("triplet", {"miner": "all"}, "m_per_class"),
+    ("triplet", {"miner": "batch_hard"}, "m_per_class"),
+    ("triplet", {"miner": "semihard"}, "m_per_class"),
+    ("ms", {}, "m_per_class"),
+    ("arcface", {}, "shuffle"),
+    ("ce+triplet:0.5", {"miner": "batch_hard"}, "m_per_class"),
+]
+
+
+@pytest.mark.parametrize("objective, loss, sampler", OBJECTIVES, ids=[f"{o}-{l.get('miner', '')}" for o, l, _ in OBJECTIVES])
+def test_objective_loss_decreases(tmp_path, data, objective, loss, sampler):
+    """The objective, measured on the same un-augmented images, is lower after training.
+
+    The probe scores every triplet (no miner) and averages over all of them: with PML's default "average
+    over non-zero losses" and a miner, the measured loss may rise as easy triplets drop out.
+    """
+    from pytorch_metric_learning.losses import TripletMarginLoss
+    from pytorch_metric_learning.reducers import MeanReducer
+
+    x, y, _, _ = data
+    needs_classes = "ce" in parse_objective(objective)
+    model = tiny_model(classes=needs_classes)
+    config = tiny_config(objective=objective, loss=ObjectiveConfig(**loss), sampler=sampler, m_per_class=8,
+                         augment=False, epochs=6)
+    trained = build_objective(objective, config.loss, 4, 16)  # composed here, handed to fit
+    probe = build_objective(objective, ObjectiveConfig(miner="all"), 4, 16)
+    for term in probe.terms.values():
+        if isinstance(term.loss, TripletMarginLoss):
+            term.loss.reducer = MeanReducer()
+
+    def measure() -> float:
+        """The probe with the trained objective's parameters (ArcFace's class centres) at this moment."""
+        model.eval()
+        probe.load_state_dict(trained.state_dict())
+        torch.manual_seed(2)  # the contrastive miner's random negatives
+        with torch.no_grad():
+            embeddings = model(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255)
+            logits = model.classify(embeddings) if model.classifier is not None else None
+            return float(probe(embeddings, logits, torch.from_numpy(y))[0])
+
+    before = measure()
+    result = fit(model, x, y, None, None, config, tmp_path / "run", progress=False, objective=trained)
+    after = measure()
+    assert after < before * 0.9, (objective, before, after)
+    assert result.epochs_run == 6 and len(result.history) == 6
+
+
+def test_arcface_proxies_are_trained_with_the_model(tmp_path, data):
+    x, y, vx, vy = data
+    model = tiny_model(classes=False)
+    result = fit(model, x, y, vx, vy, tiny_config(objective="arcface", epochs=5), tmp_path / "run", progress=False)
+    assert result.val_metric == "val_1nn_accuracy"
+    assert result.best_val_metric > 0.5
+
+
+def test_ratio_pair_miner_keeps_all_positives_and_ratio_negatives():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3, 3, 3] * 4)
+    embeddings = torch.randn(len(labels), 8)
+    a1, p, a2, n = RatioPairMiner(ratio=2.0)(embeddings, labels)
+    n_pos = int(sum((labels == c).sum() * ((labels == c).sum() - 1) for c in labels.unique()))
+    assert len(a1) == len(p) == n_pos
+    assert len(a2) == len(n) == 2 * n_pos
+    assert bool((labels[a1] == labels[p]).all()) and bool((labels[a2] != labels[n]).all())
+    few = RatioPairMiner(ratio=100.0)(embeddings, labels)  # capped by the negatives there are
+    assert len(few[2]) == int((labels[:, None] != labels[None, :]).sum())
+
+
+@pytest.mark.parametrize("spec, expected", [("ce", {"ce": 1.0}), ("ce + triplet:0.5", {"ce": 1.0, "triplet": 0.5}),
+                                            ("ms:2+arcface", {"ms": 2.0, "arcface": 1.0})])
+def test_parse_objective(spec, expected):
+    assert parse_objective(spec) == expected
+
+
+@pytest.mark.parametrize("spec, message", [("hinge", "unknown"), ("ce:x", "not a number"), ("ce:0", "> 0"),
+                                           ("ce+ce", "twice"), ("", "names no term")])
+def test_parse_objective_errors(spec, message):
+    with pytest.raises(StylespaceError, match=message):
+        parse_objective(spec)
+
+
+def test_cross_entropy_needs_a_classifier(tmp_path, data):
+    x, y, _, _ = data
+    with pytest.raises(StylespaceError, match="no classifier"):
+        fit(tiny_model(classes=False), x, y, None, None, tiny_config(objective="ce"), tmp_path / "run", progress=False)
+
+
+# --- samplers and augmentation -----------------------------------------------------------------------
+
+
+def test_samplers():
+    labels = np.array([0] * 40 + [1] * 10 + [2] * 6 + [3] * 4)
+    shuffle = build_sampler("shuffle", labels, 16, seed=0)
+    seen = np.concatenate([b for b, _ in shuffle.batches(1)])
+    assert sorted(seen) == list(range(60)) and len(list(shuffle.batches(1))) == len(shuffle)
+    assert not np.array_equal(seen, np.concatenate([b for b, _ in shuffle.batches(2)]))
+
+    m_per_class = build_sampler("m_per_class", labels, 16, seed=0, m_per_class=4)
+    batches = [b for b, _ in m_per_class.batches(1)]
+    assert len(batches) == len(m_per_class) == 60 // 16
+    for batch in batches:
+        assert sorted(np.bincount(labels[batch], minlength=4)) == [4, 4, 4, 4]
+    assert all(np.array_equal(a, b) for a, b in zip(batches, [b for b, _ in m_per_class.batches(1)]))
+
+    rare = build_sampler("rare_augment", labels, 16, seed=0, balance_power=1.0)
+    drawn, strength = map(np.concatenate, zip(*rare.batches(1)))
+    counts = np.bincount(labels[drawn], minlength=4)
+    assert counts.min() > 4  # the rarest class is drawn more often than its 4 items
+    assert strength[labels[drawn] == 0].max() == 1.0 and strength[labels[drawn] == 3].min() > 1.0
+
+
+def test_sampler_errors():
+    labels = np.array([0, 0, 1, 1])
+    with pytest.raises(StylespaceError, match="multiple of m_per_class"):
+        build_sampler("m_per_class", labels, 3, seed=0, m_per_class=2)
+    with pytest.raises(StylespaceError, match="< batch_size"):
+        build_sampler("m_per_class", labels, 8, seed=0, m_per_class=2)
+    with pytest.raises(StylespaceError, match="unknown"):
+        build_sampler("weighted", labels, 2, seed=0)
+
+
+def test_augmentation():
+    x, _ = shapes(2)
+    batch = torch.from_numpy(x)
+    identity = BatchAugment(AugmentConfig(scale=0, translate=0, flip=0, colour=0))
+    assert torch.allclose(identity(batch), batch.permute(0, 3, 1, 2).float() / 255, atol=1e-5)
+    flipped = BatchAugment(AugmentConfig(scale=0, translate=0, flip=1.0, colour=0))(batch)
+    assert torch.allclose(flipped, batch.permute(0, 3, 1, 2).float().flip(-1) / 255, atol=1e-5)
+    strong = BatchAugment(AugmentConfig())
+    out = strong(batch, torch.full((len(batch),), 2.0), torch.Generator().manual_seed(0))
+    assert out.shape == (8, 3, *SIZE) and out.min() >= 0 and out.max() <= 1
+    again = strong(batch, torch.full((len(batch),), 2.0), torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    weak = strong(batch, torch.zeros(len(batch)), torch.Generator().manual_seed(0))
+    # strength 0 leaves only the flip: every image is either itself or its mirror
+    plain = batch.permute(0, 3, 1, 2).float() / 255
+    assert all(torch.allclose(w, p, atol=1e-5) or torch.allclose(w, p.flip(-1), atol=1e-5) for w, p in zip(weak, plain))
+    with pytest.raises(StylespaceError, match="scale"):
+        AugmentConfig(scale=1.5).validate()
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+
+def test_fit_writes_the_run_folder(tmp_path, data):
+    x, y, vx, vy = data
+    model = tiny_model()
+    run = tmp_path / "run"
+    result = fit(model, x, y, vx, vy, tiny_config(epochs=3), run, progress=False)
+    assert {p.name for p in run.iterdir()} >= {"model.safetensors", "model.json", "train.json", "history.csv",
+                                                "learning_curves.png", "checkpoint.pt"}
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert all(0 <= float(r["val_accuracy"]) <= 1 for r in rows)
+    assert (run / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((run / "train.json").read_text())["epochs"] == 3
+    assert result.val_metric == "val_accuracy" and result.best_val_metric > 0.5  # chance: 0.25
+    assert model_id(load_model(run)) == model_id(model)
+
+
+def test_metric_only_run_validates_with_nearest_neighbours(tmp_path, data):
+    x, y, vx, vy = data
+    result = fit(tiny_model(classes=False), x, y, vx, vy, tiny_config(objective="triplet", sampler="m_per_class",
+                                                                        m_per_class=8), tmp_path / "run", progress=False)
+    assert result.val_metric == "val_1nn_accuracy" and result.best_val_metric > 0.7
+    assert result.history[0]["train_accuracy"] is None
+
+
+def test_leave_one_out_1nn_accuracy():
+    emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9], [0.95, 0.05]]), dim=1)
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    # items 0 and 1 (label 0) have item 4 (label 1) as nearest neighbour and item 4 has item 0: only items
+    # 2 and 3 are right, whatever the chunk size
+    assert leave_one_out_1nn_accuracy(emb, labels) == leave_one_out_1nn_accuracy(emb, labels, chunk=2) == 0.4
+    assert leave_one_out_1nn_accuracy(emb, torch.tensor([0, 0, 1, 1, 0])) == 1.0
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path, data):
+    x, y, vx, vy = data
+    # A learning rate this small cannot move the validation accuracy for long: the run stops early.
+    result = fit(tiny_model(), x, y, vx, vy, tiny_config(epochs=30, patience=2, lr=1e-6), tmp_path / "run",
+                 progress=False)
+    assert result.stopped_early and result.epochs_run < 30
+    assert result.best_val_metric == max(r["val_metric"] for r in result.history)
+    assert result.history[result.best_epoch - 1]["val_metric"] == result.best_val_metric
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path, data):
+    x, y, vx, vy = data
+    config = tiny_config(epochs=4, objective="ce+triplet:0.5", sampler="m_per_class", m_per_class=8)
+    whole = tiny_model()
+    fit(whole, x, y, vx, vy, config, tmp_path / "whole", progress=False)
+
+    def stop_after_two(line: str) -> None:
+        if line.startswith("epoch 2/"):
+            raise KeyboardInterrupt  # what Ctrl-C does, just after epoch 2 is logged (and before its checkpoint)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), x, y, vx, vy, config, tmp_path / "cut", progress=False, log=stop_after_two)
+    # The interruption came before epoch 2's checkpoint: epoch 1's is there, complete.
+    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1 and not (tmp_path / "cut" / "model.safetensors").exists()
+    with pytest.raises(StylespaceError, match="--resume"):
+        fit(tiny_model(), x, y, vx, vy, config, tmp_path / "cut", progress=False)
+    resumed = tiny_model(seed=5)  # its own initial weights are replaced by the checkpoint's
+    result = fit(resumed, x, y, vx, vy, config, tmp_path / "cut", resume=True, progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+
+
+def test_resume_refuses_other_settings(tmp_path, data):
+    x, y, vx, vy = data
+    fit(tiny_model(), x, y, vx, vy, tiny_config(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(StylespaceError, match="lr"):
+        fit(tiny_model(), x, y, vx, vy, tiny_config(epochs=1, lr=0.1), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(StylespaceError, match="another model configuration"):
+        fit(tiny_model(dropout=0.1), x, y, vx, vy, tiny_config(epochs=1), tmp_path / "run", resume=True,
+            progress=False)
+    with pytest.raises(StylespaceError, match="no checkpoint.pt"):
+        fit(tiny_model(), x, y, vx, vy, tiny_config(epochs=1), tmp_path / "new", resume=True, progress=False)
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, data, monkeypatch):
+    import stylespace.training.trainer as trainer
+
+    x, y, vx, vy = data
+    real_save, calls = torch.save, []
+
+    def save_then_fail(obj, handle):
+        calls.append(obj["epoch"])
+        if obj["epoch"] == 2:
+            handle.write(b"half a checkpoint")
+            raise OSError("disk full")
+        real_save(obj, handle)
+
+    monkeypatch.setattr(trainer.torch, "save", save_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        fit(tiny_model(), x, y, vx, vy, tiny_config(epochs=3), tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    assert calls == [1, 2]
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(train_pixels=np.zeros((4, 32, 24, 3), np.float32)), "uint8"),
+    (dict(train_pixels=np.zeros((4, 80, 60, 3), np.uint8)), "input_size"),
+    (dict(train_labels=np.array([0, 1, 2])), "4 integers"),
+    (dict(train_labels=np.array([0, 1, 2, 9])), r"in \[0, 4\)"),
+])
+def test_fit_input_errors(tmp_path, bad, message):
+    args = dict(train_pixels=np.zeros((4, *SIZE, 3), np.uint8), train_labels=np.array([0, 1, 2, 3]))
+    args.update(bad)
+    with pytest.raises(StylespaceError, match=message):
+        fit(tiny_model(), args["train_pixels"], args["train_labels"], None, None, tiny_config(), tmp_path / "r",
+            progress=False)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("optimizer", "lbfgs", "optimizer"), ("schedule", "step", "schedule"), ("sampler", "x", "sampler"),
+    ("epochs", 0, "epochs"), ("lr", 0, "lr"), ("val_fraction", 0.7, "val_fraction"), ("objective", "foo", "unknown"),
+])
+def test_train_config_validation(field, value, message):
+    with pytest.raises(StylespaceError, match=message):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_train_config_round_trips_through_json(tmp_path):
+    from stylespace.utils import load_dataclass, save_dataclass
+
+    config = TrainConfig(objective="ce+triplet:0.5", loss=ObjectiveConfig(gap=0.3), augmentation=AugmentConfig(flip=0))
+    save_dataclass(config, tmp_path / "train.json")
+    assert load_dataclass(TrainConfig, tmp_path / "train.json") == config
+
+
+def test_presets_are_valid():
+    for name in ("cpu", "default", "gpu"):
+        model_config, train_config = preset(name)
+        assert model_config.backbone and train_config.epochs >= 1
+    with pytest.raises(StylespaceError, match="preset"):
+        preset("tpu")
+
+
+def test_carve_validation_is_stratified_and_deterministic():
+    labels = np.array([0] * 50 + [1] * 20 + [2] * 1)
+    train, val = carve_validation(labels, 0.1, seed=0)
+    assert sorted(np.concatenate([train, val])) == list(range(71))
+    assert list(np.bincount(labels[val], minlength=3)) == [5, 2, 0]
+    assert np.array_equal(val, carve_validation(labels, 0.1, seed=0)[1])
+    assert not np.array_equal(val, carve_validation(labels, 0.1, seed=1)[1])
+
+
+# --- from a catalog and a split manifest -----------------------------------------------------------------
+
+
+@pytest.fixture
+def catalog_and_split(small_catalog, tmp_path):
+    from stylespace.data import load_catalog, protocol_split
+
+    manifest = protocol_split(load_catalog(small_catalog), n_main=4, n_new=2, main_fractions=(0.8, 0.1, 0.1))
+    manifest.save(tmp_path / "split.csv")
+    return small_catalog, tmp_path / "split.csv", manifest
+
+
+def test_train_run_records_the_split(tmp_path, catalog_and_split):
+    catalog, split, manifest = catalog_and_split
+    model_config = ModelConfig(width=8, embedding_dim=16, stem_stride=4)
+    model, result, record = train_run(catalog, split, model_config, tiny_config(epochs=2, val_fraction=0.2),
+                                      tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["split_sha256"] == manifest.sha256 == record["split_sha256"]
+    assert saved["classes"] == sorted(set(manifest.select(group="main").labels)) == model.classes
+    assert saved["train_items"] + saved["val_items"] == len(manifest.select(group="main", split="train"))
+    assert saved["model_id"] == model_id(load_model(tmp_path / "run"))
+
+
+def test_cli_train_resume_and_embed(tmp_path, catalog_and_split):
+    from typer.testing import CliRunner
+
+    from stylespace.cli import app
+    from stylespace.embeddings import Embeddings
+
+    catalog, split, _ = catalog_and_split
+    run = tmp_path / "run"
+    runner = CliRunner()
+    args = ["train", str(catalog), "--split", str(split), "--out", str(run), "--preset", "cpu", "--width", "8",
+            "--epochs", "2", "--batch-size", "16", "--val-fraction", "0.2", "--objective", "ce+triplet:0.5",
+            "--sampler", "m_per_class", "--device", "cpu", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["epochs_run"] == 2 and len(summary["history"]) == 2 and summary["run"] == str(run)
+    again = runner.invoke(app, args)  # the folder holds a checkpoint: refuse rather than overwrite
+    assert again.exit_code != 0 and "--resume" in str(again.exception)
+    resumed = runner.invoke(app, ["train", str(catalog), "--split", str(split), "--out", str(run), "--resume", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["epochs_run"] == 2  # it had finished: nothing more to do
+
+    embedded = runner.invoke(app, ["embed", str(run), str(catalog), "-o", str(tmp_path / "e.npz"), "--json"])
+    assert embedded.exit_code == 0, embedded.output
+    report = json.loads(embedded.stdout)
+    emb = Embeddings.load(tmp_path / "e.npz")
+    assert report["items"] == len(emb) == 72 and emb.dim == 128 and emb.model_id == summary["model_id"]
