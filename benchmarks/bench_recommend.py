@@ -42,7 +42,7 @@ def main() -> int:
     from stylespace.data import SplitManifest, load_catalog, protocol_split
     from stylespace.index.build import build_index, embed_items
     from stylespace.models import ModelConfig, build_model, load_model
-    from stylespace.recommend import SelectiveRecommender, calibrate, correct_recommendations
+    from stylespace.recommend import calibrate, correct_recommendations
 
     if args.model is not None:
         model, model_name = load_model(args.model).eval(), str(args.model)
@@ -70,7 +70,7 @@ def main() -> int:
         seconds = time.perf_counter() - started
         chosen = calibration.curves[calibration.chosen]
         # the chosen threshold on the main and the new classes separately
-        recommender = SelectiveRecommender(index, calibration.chosen, calibration.point.threshold)
+        recommender = calibration.recommender(index)
         context = recommender.context(embeddings)
         correct = correct_recommendations(index, context.neighbours.keys[:, :3], query_labels)
         threshold = calibration.point.threshold if calibration.point.threshold is not None else np.inf
@@ -98,8 +98,8 @@ def main() -> int:
         rows = np.array([group[i] == name for i in embeddings.ids])
         if rows.any():
             picked = rows & shown
-            error = 100 * (~correct[picked]).mean() if picked.any() else float("nan")
-            print(f"| {name} test | {100 * picked.sum() / rows.sum():.1f} % | {error:.1f} % |")
+            error = f"{100 * (~correct[picked]).mean():.1f} %" if picked.any() else "-"
+            print(f"| {name} test | {100 * picked.sum() / rows.sum():.1f} % | {error} |")
     print()
     coverage, aurc = calibration.point.coverage, chosen.aurc
     print(f"- coverage at <= {100 * target:g} % error: {100 * coverage:.1f} % (target >= 80 %: "

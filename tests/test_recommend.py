@@ -263,6 +263,7 @@ def test_combined_score_is_cross_fitted_and_restored_from_the_index(catalog):
     held_out = cross_fitted(CombinedScore(fitted.parts), features, correct)
     assert not np.allclose(held_out, in_sample)  # the curve compared by AURC is not the in-sample one
     assert calibration.curves["combined"].aurc == pytest.approx(risk_coverage(held_out, correct).aurc)
+    np.testing.assert_allclose(calibration.recommender(index).score(context), in_sample, atol=1e-9)
     calibration.save(index)
     recommender = SelectiveRecommender.from_index(CatalogIndex.open(index.folder))
     assert isinstance(recommender.score, CombinedScore)

@@ -153,6 +153,11 @@ class Calibration:
                                   "queries; nothing saved (aim for a looser target or train a better model)")
         index.set_calibration(self.chosen, self.point.threshold, self.to_dict(), self.chosen_params)
 
+    def recommender(self, index: CatalogIndex) -> SelectiveRecommender:
+        """The chosen score (fitted, for ``combined``) with the chosen threshold, over ``index``."""
+        return SelectiveRecommender(index, saved_score(self.chosen, self.chosen_params), self.point.threshold,
+                                    self.n_items)
+
     def plot(self, path: str | Path, top: int = 4) -> Path:
         from stylespace.recommend.plot import plot_risk_coverage
 
