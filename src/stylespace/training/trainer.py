@@ -262,69 +262,42 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
         save_dataclass(config, run_dir / TRAIN_CONFIG_FILE)
 
     session_start = time.perf_counter() - state["seconds"]
-    with _Progress(progress) as bar:
-        while state["epoch"] < config.epochs and not state["stopped_early"]:
-            epoch = state["epoch"] + 1
-            started = time.perf_counter()
-            model.train()
-            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            task = bar.start(f"epoch {epoch}/{config.epochs}", len(sampler))
-            loss_sum, correct, seen, steps = 0.0, 0, 0, 0
-            for indices, strength in sampler.batches(epoch):
-                idx = torch.from_numpy(indices)
-                batch = train_x[idx.to(store)].to(device, non_blocking=True)
-                y = train_y[idx.to(device)]
-                if augment is not None:
-                    x = augment(batch, None if strength is None else torch.from_numpy(strength), generator)
-                else:
-                    x = to_float(batch)
-                x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    embeddings = model(x)
-                    logits = model.classify(embeddings) if model.classifier is not None else None
-                loss, _ = objective(embeddings.float(), None if logits is None else logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                loss_sum += loss.item() * len(y)
-                seen += len(y)
-                steps += 1
-                if logits is not None:
-                    correct += int((logits.argmax(dim=1) == y).sum())
-                if steps % 5 == 0 or steps == len(sampler):
-                    last = state["history"][-1][metric_name] if state["history"] and has_val else None
-                    bar.update(task, f"loss {loss_sum / seen:.4f}" + (f"  {metric_name} {100 * last:.1f}%" if last is not None else ""),
-                               advance=5 if steps % 5 == 0 else steps % 5)
-            bar.stop(task)
-            if not math.isfinite(loss_sum):
-                raise StylespaceError(f"training diverged at epoch {epoch} (loss {loss_sum}); lower the learning rate "
-                                      f"(now {config.lr}) and start again")
-            row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-                   "train_accuracy": correct / seen if model.classifier is not None and seen else None,
-                   "val_loss": None, "val_accuracy": None, "val_metric": None,
-                   "lr": optimizer.param_groups[0]["lr"]}
-            if has_val:
-                row["val_loss"], row["val_accuracy"] = evaluate(model, objective, val_x, val_y,
-                                                                config.eval_batch_size, device)
-                row["val_metric"] = row[metric_name] = row["val_accuracy"]
-            row["seconds"] = round(time.perf_counter() - started, 2)
-            state["history"].append(row)
-            improved = not has_val or row["val_metric"] > state["best_metric"]
-            if improved:
-                state["best_epoch"], state["best_metric"] = epoch, row["val_metric"] if has_val else math.nan
-                state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                state["bad_epochs"] = 0
-            else:
-                state["bad_epochs"] += 1
-                if config.patience and state["bad_epochs"] >= config.patience:
-                    state["stopped_early"] = True
-            state["epoch"] = epoch
-            state["seconds"] = time.perf_counter() - session_start
-            log(_epoch_line(row, config.epochs, metric_name, improved and has_val))
-            write_history_csv(state["history"], run_dir / HISTORY_FILE)
-            plot_learning_curves(state["history"], run_dir / CURVES_FILE, title=f"{model.config.backbone}, {config.objective}")
-            _save_checkpoint(checkpoint_file, config, model, objective, optimizer, schedule, state)
+    try:
+        with _Progress(progress) as bar:
+            while state["epoch"] < config.epochs and not state["stopped_early"]:
+                epoch = state["epoch"] + 1
+                started = time.perf_counter()
+                generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+                task = bar.start(f"epoch {epoch}/{config.epochs}", len(sampler))
+                last = state["history"][-1]["val_metric"] if state["history"] and has_val else None
+                suffix = f"  {metric_name} {100 * last:.1f}%" if last is not None else ""
+                train_loss, train_accuracy = train_epoch(
+                    model, objective, optimizer, schedule, sampler.batches(epoch), train_x, train_y, augment, device,
+                    use_amp, generator, lambda k, loss: bar.update(task, f"loss {loss:.4f}{suffix}", advance=k))
+                bar.stop(task)
+                if not math.isfinite(train_loss):
+                    raise StylespaceError(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning "
+                                          f"rate (now {config.lr}) and start again")
+                row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                       "val_loss": None, "val_accuracy": None, "val_metric": None,
+                       "lr": optimizer.param_groups[0]["lr"]}
+                if has_val:
+                    row["val_loss"], row["val_accuracy"] = evaluate(model, objective, val_x, val_y,
+                                                                    config.eval_batch_size, device)
+                    row["val_metric"] = row[metric_name] = row["val_accuracy"]
+                row["seconds"] = round(time.perf_counter() - started, 2)
+                state["history"].append(row)
+                improved = _keep_if_best(state, row, model, has_val, config.patience)
+                state["epoch"] = epoch
+                state["seconds"] = time.perf_counter() - session_start
+                log(_epoch_line(row, config.epochs, metric_name, improved and has_val))
+                write_history_csv(state["history"], run_dir / HISTORY_FILE)
+                plot_learning_curves(state["history"], run_dir / CURVES_FILE, title=f"{model.config.backbone}, {config.objective}")
+                _save_checkpoint(checkpoint_file, config, model, objective, optimizer, schedule, state)
+    except KeyboardInterrupt:
+        done = f"epoch {state['epoch']}" if state["epoch"] else "no epoch yet"
+        log(f"interrupted: {checkpoint_file} holds the last complete epoch ({done}); continue with --resume")
+        raise
 
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
@@ -335,6 +308,57 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
     return FitResult(state["history"], metric_name, state["best_epoch"],
                      float(state["best_metric"]) if has_val else math.nan, state["epoch"], state["stopped_early"],
                      round(state["seconds"], 2), str(device))
+
+
+def train_epoch(model: EmbeddingModel, objective: Objective, optimizer, schedule, batches, pixels: torch.Tensor,
+                labels: torch.Tensor, augment: BatchAugment | None, device: torch.device, use_amp: bool,
+                generator: torch.Generator, on_progress: Callable[[int, float], None]) -> tuple[float, float | None]:
+    """One pass over ``batches`` ((indices, augmentation strength) pairs); returns (mean loss, accuracy of the
+    classifier on the augmented batches, or None without a classifier). ``on_progress(batches done since
+    the last call, running mean loss)`` is called every few batches."""
+    model.train()
+    loss_sum, correct, seen, pending = 0.0, 0, 0, 0
+    for indices, strength in batches:
+        idx = torch.from_numpy(indices)
+        batch = pixels[idx.to(pixels.device)].to(device, non_blocking=True)
+        y = labels[idx.to(labels.device)]
+        if augment is not None:
+            x = augment(batch, None if strength is None else torch.from_numpy(strength), generator)
+        else:
+            x = to_float(batch)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            embeddings = model(x.contiguous(memory_format=torch.channels_last))
+            logits = model.classify(embeddings) if model.classifier is not None else None
+        loss, _ = objective(embeddings.float(), None if logits is None else logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        loss_sum += loss.item() * len(y)
+        seen += len(y)
+        if logits is not None:
+            correct += int((logits.argmax(dim=1) == y).sum())
+        pending += 1
+        if pending == 5:
+            on_progress(pending, loss_sum / seen)
+            pending = 0
+    if pending:
+        on_progress(pending, loss_sum / max(seen, 1))
+    return loss_sum / max(seen, 1), (correct / seen if model.classifier is not None and seen else None)
+
+
+def _keep_if_best(state: dict, row: dict, model: EmbeddingModel, has_val: bool, patience: int) -> bool:
+    """Update the best epoch / early-stopping counters in ``state`` with this epoch's ``row``; returns
+    whether it is the best so far (without validation, the latest epoch always is)."""
+    improved = not has_val or row["val_metric"] > state["best_metric"]
+    if improved:
+        state["best_epoch"], state["best_metric"] = row["epoch"], row["val_metric"] if has_val else math.nan
+        state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        state["bad_epochs"] = 0
+    else:
+        state["bad_epochs"] += 1
+        state["stopped_early"] = bool(patience) and state["bad_epochs"] >= patience
+    return improved
 
 
 def _epoch_line(row: dict, epochs: int, metric_name: str, best: bool) -> str:
