@@ -24,6 +24,7 @@ from stylespace.evaluation import (
     compare_markdown,
     evaluate,
     evaluate_hierarchy,
+    indexed_pair_distances,
     label_pairs,
     load_headlines,
     open_set_metrics,
@@ -242,7 +243,10 @@ def brute_retrieval(Q, yq, R, yr, metric, ks, max_r=None, same_set=False):
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 @pytest.mark.parametrize("same_set", [True, False])
-def test_retrieval_matches_brute_force(metric, same_set):
+@pytest.mark.parametrize("dense", [False, True])
+def test_retrieval_matches_brute_force(metric, same_set, dense, monkeypatch):
+    if dense:  # every search scores whole rows instead of asking FAISS (the path for deep searches)
+        monkeypatch.setattr("stylespace.evaluation.search.DENSE_MIN_K", 1)
     Q, yq = clustered(7, 12, dim=8, spread=1.3, seed=10)
     yq[:3] = "lonely"  # a class with few items; with same_set its R is 2
     R, yr = clustered(7, 9, dim=8, spread=1.3, seed=11)
@@ -285,6 +289,22 @@ def test_retrieval_validates_input():
         retrieval_metrics(X, y, reference_vectors=X)
     with pytest.raises(StylespaceError, match="6 query vectors but 5 query labels"):
         retrieval_metrics(X, y[:5], ks=(1,))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_dense_search_matches_faiss(metric, monkeypatch):
+    X, _ = clustered(5, 40, dim=8, spread=1.0, seed=17)
+    Q = X[:30] + 0.01
+    exclude = np.r_[np.arange(15), np.full(15, -1)]
+    search = ExactSearch(X, metric)
+    expected = search.search(Q, 25, exclude=exclude), search.search(Q, 25)
+    monkeypatch.setattr("stylespace.evaluation.search.DENSE_MIN_K", 1)
+    monkeypatch.setattr("stylespace.evaluation.search.DENSE_BLOCK_BYTES", 7 * len(X) * 16)  # 7 rows per block
+    for (distances, indices), (want_distances, want_indices) in zip(
+            (search.search(Q, 25, exclude=exclude), search.search(Q, 25)), expected):
+        assert (indices == want_indices).all()
+        assert np.allclose(distances, want_distances, atol=1e-4)
+    assert all(i not in row for i, row in zip(range(15), expected[0][1]))
 
 
 def test_search_excludes_each_query_itself_even_among_duplicates():
@@ -344,6 +364,11 @@ def test_label_pairs_all_or_uniform_sample():
     assert same.mean() == pytest.approx((200 * 199 + 100 * 99 + 300 * 299) / (600 * 599), abs=0.02)
     assert np.allclose(pair_distances([[1, 0]], [[0, 2]], "euclidean"), [np.sqrt(5)])
     assert np.allclose(pair_distances([[1, 0]], [[0, 2]], "cosine"), [1.0])
+    X, _ = clustered(3, 10, dim=5, seed=18)
+    first, second, _ = label_pairs(np.arange(30).astype(str), max_pairs=200, seed=2)
+    for metric in ("cosine", "euclidean"):
+        assert np.allclose(indexed_pair_distances(X, first, second, metric, chunk=7),
+                           pair_distances(X[first], X[second], metric))
 
 
 # --- hierarchy ---------------------------------------------------------------------------------------

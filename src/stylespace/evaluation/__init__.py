@@ -17,7 +17,7 @@ from stylespace.evaluation.protocol import evaluate, make_classifiers
 from stylespace.evaluation.report import EvaluationConfig, EvaluationReport, compare_markdown, load_headlines
 from stylespace.evaluation.retrieval import RetrievalMetrics, retrieval_metrics
 from stylespace.evaluation.scenarios import OpenSetResult, ScenarioResult, evaluate_open_set, evaluate_scenarios
-from stylespace.evaluation.search import ExactSearch, pair_distances, prepare
+from stylespace.evaluation.search import ExactSearch, indexed_pair_distances, pair_distances, prepare
 from stylespace.evaluation.support_set import (
     RejectThreshold,
     SupportSetClassifier,
@@ -34,7 +34,7 @@ __all__ = [
     "EvaluationConfig", "EvaluationReport", "compare_markdown", "load_headlines",
     "RetrievalMetrics", "retrieval_metrics",
     "OpenSetResult", "ScenarioResult", "evaluate_open_set", "evaluate_scenarios",
-    "ExactSearch", "pair_distances", "prepare",
+    "ExactSearch", "indexed_pair_distances", "pair_distances", "prepare",
     "RejectThreshold", "SupportSetClassifier", "choose_reject_distance", "evaluate_support_set",
     "VectorTable",
 ]

@@ -12,7 +12,7 @@ from stylespace.evaluation.pairs import label_pairs, verify_pairs
 from stylespace.evaluation.report import EvaluationConfig, EvaluationReport
 from stylespace.evaluation.retrieval import retrieval_metrics
 from stylespace.evaluation.scenarios import evaluate_open_set, evaluate_scenarios, scenario_sets
-from stylespace.evaluation.search import check_metric, pair_distances
+from stylespace.evaluation.search import check_metric, indexed_pair_distances
 from stylespace.evaluation.support_set import SupportSetClassifier
 from stylespace.evaluation.vectors import VectorTable
 from stylespace.utils import StylespaceError
@@ -112,7 +112,7 @@ def _verify_pairs(table: VectorTable, manifest, config: EvaluationConfig, pairs,
         query = manifest.scenario(4)[1]
         X, y, _ = table.take(query.ids, query.labels)
         first, second, same = label_pairs(y, config.max_pairs, config.pair_seed)
-        return verify_pairs(pair_distances(X[first], X[second], config.metric), same), (
+        return verify_pairs(indexed_pair_distances(X, first, second, config.metric), same), (
             f"same vs different article type, main + new test, {'all' if len(X) * (len(X) - 1) // 2 <= config.max_pairs else 'sampled'} pairs")
     ids_a, ids_b, labels = (list(part) for part in pairs)
     rows_a, found_a = table.rows(ids_a)
@@ -126,5 +126,5 @@ def _verify_pairs(table: VectorTable, manifest, config: EvaluationConfig, pairs,
     # rows() lists only found ids; keep the rows of pairs whose other end was found too.
     rows_a = rows_a[both[found_a]]
     rows_b = rows_b[both[found_b]]
-    distances = pair_distances(table.vectors[rows_a], table.vectors[rows_b], config.metric)
+    distances = indexed_pair_distances(table.vectors, rows_a, rows_b, config.metric)
     return verify_pairs(distances, np.asarray(labels)[both]), pairs_source or "pair file"

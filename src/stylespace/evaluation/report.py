@@ -145,7 +145,7 @@ class EvaluationReport:
             return ""
         header = ["classifier", "reject distance", "coverage", "accepted acc", "new refused", "main refused",
                   "open-set acc"]
-        rows = [[r.classifier, f"{r.threshold.distance:.3f}", _pct(r.metrics.coverage),
+        rows = [[r.classifier, _num(r.threshold.distance), _pct(r.metrics.coverage),
                  _pct(r.metrics.accepted_accuracy), _pct(r.metrics.unknown_rejection_rate),
                  _pct(r.metrics.known_rejection_rate), _pct(r.metrics.open_set_accuracy)] for r in self.open_set]
         first = self.open_set[0]
@@ -177,10 +177,15 @@ class EvaluationReport:
         if self.pairs is None:
             return ""
         p = self.pairs
-        rows = [[_pct(r.fpr_target), f"{r.cutoff:.3f}", _pct(r.tpr), _pct(r.fpr)] for r in p.cutoffs]
-        rows.append(["max TPR - FPR", f"{p.best_cutoff:.3f}", _pct(p.best_tpr), _pct(p.best_fpr)])
+        rows = [[_pct(r.fpr_target), _num(r.cutoff), _pct(r.tpr), _pct(r.fpr)] for r in p.cutoffs]
+        rows.append(["max TPR - FPR", _num(p.best_cutoff), _pct(p.best_tpr), _pct(p.best_fpr)])
         return (f"Pair verification ({self.pairs_source}): {p.n_pairs:,} pairs, {p.n_positive:,} positive, "
                 f"AUC {p.auc:.3f}\n\n" + markdown_table(["FPR target", "cutoff (distance)", "TPR", "FPR"], rows))
+
+
+def _num(value: float) -> str:
+    """A distance with 4 significant digits (an untrained model's distances can all be below 0.001)."""
+    return f"{value:.4g}"
 
 
 def _pct(value: float) -> str:

@@ -9,11 +9,15 @@ Smaller is closer in both, so thresholds, cutoffs and rankings read the same way
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from stylespace.utils import StylespaceError
 
 METRICS = ("cosine", "euclidean")
+DENSE_MIN_K = 1024  # from this depth (or N / 64) a search scores whole rows instead of using FAISS's reservoir
+DENSE_BLOCK_BYTES = 64 * 2**20
 
 
 def check_metric(metric: str) -> str:
@@ -53,14 +57,36 @@ def prepare(vectors, metric: str, what: str = "vectors") -> np.ndarray:
     return array
 
 
+def row_distances(first: np.ndarray, second: np.ndarray, metric: str) -> np.ndarray:
+    """Distance between ``first[i]`` and ``second[i]`` of vectors already :func:`prepare`-d, (P,) float64."""
+    first = np.asarray(first, dtype=np.float64)
+    if metric == "cosine":
+        return 1.0 - np.einsum("ij,ij->i", first, second)
+    return np.linalg.norm(first - second, axis=1)
+
+
 def pair_distances(first, second, metric: str) -> np.ndarray:
     """Row-wise distance between ``first[i]`` and ``second[i]``: (P, D) x (P, D) -> (P,) float64."""
     first, second = prepare(first, metric, "first"), prepare(second, metric, "second")
     if first.shape != second.shape:
         raise StylespaceError(f"pair distances need two arrays of the same shape, got {first.shape} and {second.shape}")
-    if metric == "cosine":
-        return 1.0 - np.einsum("ij,ij->i", first, second, dtype=np.float64)
-    return np.linalg.norm(first.astype(np.float64) - second, axis=1)
+    return row_distances(first, second, metric)
+
+
+def indexed_pair_distances(vectors, first, second, metric: str, chunk: int = 65_536) -> np.ndarray:
+    """Distance between ``vectors[first[i]]`` and ``vectors[second[i]]`` for many pairs, (P,) float64.
+
+    Works through the pairs in chunks, so a million pairs never gather two (P, D) copies of the vectors.
+    """
+    vectors = prepare(vectors, metric)
+    first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+    if first.shape != second.shape or first.ndim != 1:
+        raise StylespaceError(f"pair indices must be two (P,) arrays, got {first.shape} and {second.shape}")
+    out = np.empty(len(first), dtype=np.float64)
+    for start in range(0, len(first), chunk):
+        out[start:start + chunk] = row_distances(vectors[first[start:start + chunk]],
+                                                 vectors[second[start:start + chunk]], metric)
+    return out
 
 
 class ExactSearch:
@@ -110,11 +136,58 @@ class ExactSearch:
         available = len(self) - (1 if exclude is not None else 0)
         if k > available:
             raise StylespaceError(f"asked for {k} neighbours, but only {available} references can be returned")
-        wanted = k + (1 if exclude is not None else 0)
-        scores, indices = self.index.search(queries, wanted)
-        if exclude is not None:
-            scores, indices = _drop_excluded(scores, indices, np.asarray(exclude, dtype=np.int64))
+        exclude = None if exclude is None else np.asarray(exclude, dtype=np.int64)
+        if exclude is not None and exclude.shape != (len(queries),):
+            raise StylespaceError(f"exclude must hold one index per query ({len(queries)}), got shape {exclude.shape}")
+        if k >= max(DENSE_MIN_K, len(self) // 64):
+            scores, indices = self._dense_search(queries, k, exclude)
+        else:
+            scores, indices = self.index.search(queries, k + (1 if exclude is not None else 0))
+            if exclude is not None:
+                scores, indices = _drop_excluded(scores, indices, exclude)
         return self._distances(scores), indices
+
+    def _dense_search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Deep searches (k in the thousands, e.g. R of a big class) by blocks of full score rows.
+
+        FAISS keeps a k-deep reservoir per query, which gets slow for large k; a BLAS product, a partition
+        and a sort of the k best is faster there. Blocks run on a thread per core (numpy's partition and
+        sort release the GIL). Scores are in FAISS's convention (inner product, or squared L2); memory is
+        one (rows, N) block of about ``DENSE_BLOCK_BYTES`` per thread.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = len(self)
+        rows = max(1, int(DENSE_BLOCK_BYTES // (n * 16)))  # scores (4) + argpartition's int64 (8) + slack
+        out_scores = np.empty((len(queries), k), dtype=np.float32)
+        out_indices = np.empty((len(queries), k), dtype=np.int64)
+        squared = np.einsum("ij,ij->i", self.references, self.references) if self.metric == "euclidean" else None
+
+        def block(start: int) -> None:
+            part = queries[start:start + rows]
+            cost = part @ self.references.T  # (rows, N), smaller = nearer after the next lines
+            if squared is None:
+                np.negative(cost, out=cost)
+            else:
+                cost *= -2.0
+                cost += squared[None, :]
+                cost += np.einsum("ij,ij->i", part, part)[:, None]
+            if exclude is not None:
+                own = exclude[start:start + rows]
+                hit = own >= 0
+                cost[np.flatnonzero(hit), own[hit]] = np.inf
+            best = np.argpartition(cost, k - 1, axis=1)[:, :k]
+            best_cost = np.take_along_axis(cost, best, axis=1)
+            order = np.argsort(best_cost, axis=1)
+            out_indices[start:start + rows] = np.take_along_axis(best, order, axis=1)
+            out_scores[start:start + rows] = np.take_along_axis(best_cost, order, axis=1)
+
+        starts = range(0, len(queries), rows)
+        with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
+            list(pool.map(block, starts))
+        if squared is None:
+            np.negative(out_scores, out=out_scores)
+        return out_scores, out_indices
 
     def _distances(self, scores: np.ndarray) -> np.ndarray:
         if self.metric == "cosine":
@@ -128,8 +201,6 @@ def _drop_excluded(scores: np.ndarray, indices: np.ndarray, exclude: np.ndarray)
     An item is not always its own first hit (duplicates tie with it), so we look for it rather than
     dropping column 0.
     """
-    if exclude.shape != (len(indices),):
-        raise StylespaceError(f"exclude must hold one index per query ({len(indices)}), got shape {exclude.shape}")
     drop = indices == exclude[:, None]
     first_hit = drop.argmax(axis=1)
     missing = ~drop.any(axis=1)

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.evaluation.classification import ClassificationMetrics, classification_metrics
-from stylespace.evaluation.search import ExactSearch, as_labels, check_metric, prepare
+from stylespace.evaluation.search import ExactSearch, as_labels, check_metric, prepare, row_distances
 from stylespace.utils import StylespaceError
 
 METHODS = ("knn", "prototype")
@@ -156,7 +156,7 @@ class SupportSetClassifier:
             own_without = (sums[own] - x) / rest  # the own-class mean without this item
             if self.metric == "cosine":
                 own_without /= np.maximum(np.linalg.norm(own_without, axis=1, keepdims=True), 1e-12)
-            own_distance = _row_distances(x, own_without, self.metric)
+            own_distance = row_distances(x, own_without, self.metric)
             own_distance[sizes[own] == 1] = np.inf
             distances[np.arange(len(x)), own] = own_distance
             best = np.argmin(distances, axis=1)
@@ -181,12 +181,6 @@ def _distances_to(x: np.ndarray, centres: np.ndarray, metric: str) -> np.ndarray
         return 1.0 - x @ centres.T
     squared = (x * x).sum(1)[:, None] - 2 * x @ centres.T + (centres * centres).sum(1)[None, :]
     return np.sqrt(np.maximum(squared, 0.0))
-
-
-def _row_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    if metric == "cosine":
-        return 1.0 - np.einsum("ij,ij->i", a, b)
-    return np.linalg.norm(a - b, axis=1)
 
 
 @dataclasses.dataclass
