@@ -93,16 +93,6 @@ def test_centroid_line_runs_from_one_class_to_the_other():
         analysis.centroid_line(vectors, labels, "c0", "Shirts")
 
 
-def test_label_pairs_are_balanced_and_correct():
-    labels = np.array(["a"] * 5 + ["b"] * 3 + ["c"])
-    first, second, same = analysis.sample_label_pairs(labels, 200, seed=1)
-    assert same.sum() == 100 and (~same).sum() == 100
-    assert (first != second).all()
-    np.testing.assert_array_equal(labels[first] == labels[second], same)
-    with pytest.raises(StylespaceError, match="one class"):
-        analysis.sample_label_pairs(["a", "a", "a"], 10)
-
-
 def test_sample_indices_keeps_every_class():
     labels = ["rare"] + ["common"] * 99
     picked = analysis.sample_indices(100, 10, seed=0, labels=labels)
@@ -130,7 +120,6 @@ def test_figures_render_as_non_blank_png():
         figures.line_position_figure({"test": line}, "positions"),
         figures.level_accuracy_figure([{"level": "articleType", "accuracy": .5, "balanced_accuracy": .4, "classes": 3}],
                                       "levels"),
-        figures.risk_coverage_figure(np.linspace(0, .3, 10), np.linspace(0, 1, 10), "risk"),
         figures.roc_figure(np.linspace(0, 1, 10), np.linspace(0, 1, 10) ** .5, 0.7, "roc", (0.2, 0.6, 0.9)),
         figures.learning_curves_figure({"epoch": np.arange(3.0), "loss": np.array([3., 2, 1])}, "epoch", "curves"),
         figures.distance_histogram_figure([("before", rng.random(50), rng.random(50), None),
@@ -139,3 +128,77 @@ def test_figures_render_as_non_blank_png():
     for figure in drawn:
         assert figure.axes[0].get_title() or figure.get_suptitle()
         assert png_is_drawn(figures.to_png(figure, dpi=40))
+
+
+# --- the whole report -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def report_inputs(tmp_path, cache_dir):
+    """A 6-class generated catalog (Shirts and Tshirts among them), a protocol split with main and new
+    classes, an untrained compact model saved as a run folder with a short history."""
+    from conftest import write_kaggle_catalog
+    from stylespace.data import load_catalog, protocol_split
+    from stylespace.models import ModelConfig, build_model, save_model
+
+    catalog_dir = write_kaggle_catalog(tmp_path / "catalog", per_class=16)
+    catalog = load_catalog(catalog_dir)
+    # Equal class sizes rank by name: Casual Shoes, Handbags, Jeans, Shirts are main; Tshirts, Watches new.
+    split = protocol_split(catalog, n_main=4, n_new=2, main_fractions=(0.5, 0.25, 0.25), seed=0)
+    split_path = split.save(tmp_path / "split.csv")
+    model_dir = tmp_path / "run"
+    save_model(build_model(ModelConfig(width=8, embedding_dim=16)), model_dir)
+    (model_dir / "history.csv").write_text("epoch,train_loss,train_accuracy,val_loss,val_accuracy,val_metric,lr,seconds\n"
+                                           "1,2.1,0.3,2.2,0.25,0.25,0.001,3\n2,1.6,0.5,1.8,0.4,0.4,0.001,3\n")
+    return model_dir, split_path, catalog_dir
+
+
+FAST = dict(perplexity=5.0, umap_epochs=20, thumbnail_sample=40, map_sample=200, max_pairs=2000, interpolation_steps=5)
+
+
+def test_report_renders_every_figure(report_inputs, tmp_path):
+    import base64
+    import json
+
+    from stylespace.report.build import ReportConfig, write_report
+    from stylespace.report.inputs import load_report_inputs
+
+    model_dir, split_path, catalog_dir = report_inputs
+    inputs = load_report_inputs(model_dir, split_path, progress=False, batch_size=32)
+    result = write_report(inputs, tmp_path / "report", ReportConfig(pair=("Jeans", "Shirts"), **FAST))
+    names = [p.name for p in result.figures]
+    for expected in ("map_tsne_train", "map_umap_train", "map_tsne_test", "map_umap_test", "thumbnail_map_tsne",
+                     "confusion_scenario2", "confusion_vs_overlap", "centroid_nearest", "centroid_interpolation",
+                     "centroid_positions", "coarse_labels", "risk_coverage", "roc_pairs", "learning_curves",
+                     "distance_histograms"):
+        assert any(n.endswith(f"_{expected}.png") for n in names), f"{expected} missing from {names}"
+    html = result.html.read_text()
+    for path in result.figures:
+        png = path.read_bytes()
+        assert png_is_drawn(png), f"{path.name} is blank"
+        assert base64.b64encode(png).decode() in html, f"{path.name} is not embedded in the HTML"
+    assert html.count("<figcaption>") == len(result.figures)
+    assert "src=\"http" not in html and "<script" not in html  # self-contained
+    assert result.missing == []
+    numbers = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert numbers["results"]["confusion"]["n_test"] > 0
+    assert {r["level"] for r in numbers["results"]["hierarchy"]} == {"articleType", "subCategory", "masterCategory"}
+
+
+def test_report_says_what_is_missing(report_inputs, tmp_path):
+    """Default pair Shirts/Tshirts: Tshirts is a new class (no train items); no history: the run has none."""
+    from stylespace.report.build import ReportConfig, write_report
+    from stylespace.report.inputs import load_report_inputs
+
+    model_dir, split_path, _ = report_inputs
+    (model_dir / "history.csv").unlink()
+    inputs = load_report_inputs(model_dir, split_path, progress=False, batch_size=32)
+    result = write_report(inputs, tmp_path / "report", ReportConfig(**FAST))
+    missing = " ".join(result.missing)
+    assert "no items of class 'Tshirts'" in missing and "train split" in missing
+    assert "history.csv" in missing
+    html = result.html.read_text()
+    assert "Not shown:" in html and "Tshirts" in html
+    # The test split has both classes, so that half of the centroid section is still drawn.
+    assert any(p.name.endswith("_centroid_interpolation.png") for p in result.figures)
+    assert not any(p.name.endswith("_learning_curves.png") for p in result.figures)

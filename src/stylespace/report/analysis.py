@@ -1,5 +1,5 @@
 """Numbers behind the report's readings, computed on plain arrays: confusion vs map overlap, the line
-between two class centroids, and distances of similar / dissimilar pairs."""
+between two class centroids, and samples of a split."""
 from __future__ import annotations
 
 import dataclasses
@@ -218,53 +218,7 @@ def centroid_line(vectors: np.ndarray, labels: Sequence[str], class_a: str, clas
                         list(labels[candidates]))
 
 
-# --- distances of similar and dissimilar pairs ----------------------------------------------------
-
-
-def sample_label_pairs(labels: Sequence[str], n_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Balanced random pairs from labels: ``n_pairs // 2`` same-class pairs and the rest different-class.
-
-    Same-class pairs are drawn by picking an item, then another item of its class (classes with one item
-    cannot give one); different-class pairs by picking two items until their labels differ.
-
-    Returns:
-        (first (P,), second (P,), same (P,) bool) item indices into ``labels``; no item is paired with itself.
-    """
-    labels = np.asarray(labels, dtype=object)
-    if n_pairs < 2:
-        raise StylespaceError(f"n_pairs must be >= 2, got {n_pairs}")
-    _, codes = np.unique(labels.astype(str), return_inverse=True)
-    members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)] if len(codes) else []
-    pairable = np.concatenate([m for m in members if len(m) >= 2]) if any(len(m) >= 2 for m in members) else np.array([], int)
-    if len(pairable) == 0:
-        raise StylespaceError("no class has two items, so there are no same-class pairs")
-    if len(members) < 2:
-        raise StylespaceError("only one class, so there are no different-class pairs")
-    rng = np.random.default_rng(seed)
-    n_same = n_pairs // 2
-    first_same = rng.choice(pairable, size=n_same)
-    second_same = np.empty(n_same, dtype=np.int64)
-    for k, i in enumerate(first_same):
-        group = members[codes[i]]
-        choice = group[rng.integers(len(group) - 1)]
-        second_same[k] = choice if choice != i else group[-1]  # skip i without rejection sampling
-    n_diff = n_pairs - n_same
-    first_diff = rng.integers(len(labels), size=n_diff)
-    second_diff = rng.integers(len(labels), size=n_diff)
-    clash = codes[first_diff] == codes[second_diff]
-    while clash.any():  # redraw only the clashing pairs; ends fast since at least two classes exist
-        second_diff[clash] = rng.integers(len(labels), size=int(clash.sum()))
-        clash = codes[first_diff] == codes[second_diff]
-    first = np.concatenate([first_same, first_diff])
-    second = np.concatenate([second_same, second_diff])
-    same = np.concatenate([np.ones(n_same, bool), np.zeros(n_diff, bool)])
-    return first, second, same
-
-
-def pair_distances(vectors: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Euclidean distances between ``vectors[first]`` and ``vectors[second]``, (P,) float64."""
-    vectors = np.asarray(vectors, dtype=np.float64)
-    return np.linalg.norm(vectors[first] - vectors[second], axis=1)
+# --- sampling -------------------------------------------------------------------------------------
 
 
 def sample_indices(n: int, size: int, seed: int = 0, labels: Sequence[str] | None = None) -> np.ndarray:

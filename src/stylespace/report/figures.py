@@ -256,29 +256,6 @@ def level_accuracy_figure(rows: Sequence[dict], title: str) -> Figure:
     return figure
 
 
-def risk_coverage_figure(error_rate: np.ndarray, coverage: np.ndarray, title: str,
-                         marks: Sequence[tuple[float, float, str]] = ()) -> Figure:
-    """004 task 3's plot: error rate (%) on x, coverage (%) on y, one point per confidence threshold.
-
-    Args:
-        error_rate, coverage: (T,) fractions in [0, 1].
-        marks: (error_rate, coverage, text) points to highlight (e.g. the chosen operating point).
-    """
-    figure = new_figure(6.4, 4.6)
-    ax = figure.add_subplot()
-    ax.plot(100 * np.asarray(error_rate), 100 * np.asarray(coverage), color="#1f77b4", linewidth=1.6)
-    for e, c, text in marks:
-        ax.plot(100 * e, 100 * c, "o", color="#d62728")
-        ax.annotate(text, (100 * e, 100 * c), xytext=(6, -12), textcoords="offset points", fontsize=8)
-    ax.set_xlabel("error rate among shown recommendations (%)")
-    ax.set_ylabel("coverage: recommendations shown (%)")
-    ax.set_ylim(0, 102)
-    ax.set_xlim(left=0)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    return figure
-
-
 def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str,
                cutoff: tuple[float, float, float] | None = None) -> Figure:
     """ROC curve of pair verification; ``cutoff`` = (fpr, tpr, distance) of the chosen threshold."""
@@ -331,7 +308,8 @@ def _is_bookkeeping(column: str) -> bool:
                               "learning_rate", "images_per_second"}
 
 
-def distance_histogram_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, float | None]], title: str) -> Figure:
+def distance_histogram_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, float | None]], title: str,
+                              distance_name: str = "cosine distance (1 - cos)") -> Figure:
     """003's figure 8: densities of pair distances for similar (green) and dissimilar (red) pairs.
 
     ``panels``: (panel title, similar distances (P1,), dissimilar distances (P2,), cutoff or None).
@@ -347,7 +325,7 @@ def distance_histogram_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray
         if cutoff is not None:
             ax.axvline(cutoff, color="black", linestyle="--", linewidth=1, label=f"cutoff {cutoff:.3f}")
         ax.set_title(name)
-        ax.set_xlabel("Euclidean distance between L2-normalised embeddings")
+        ax.set_xlabel(distance_name)
         ax.set_ylabel("density")
         ax.legend(fontsize=8)
     figure.suptitle(title)
