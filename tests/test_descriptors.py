@@ -438,9 +438,10 @@ def test_model_features_embed_a_saved_model(tmp_path):
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="compact", embedding_dim=16, width=8)).eval()
-    save_model(model, tmp_path / "run" / "model")
+    save_model(model, tmp_path / "run")
+    (tmp_path / "run" / "train.json").write_text('{"objective": "ce+triplet:0.5"}')
     extractor = ModelFeatures(tmp_path / "run", batch_size=4, device="cpu")
-    assert extractor.name == "run" and extractor.dim == 16
+    assert extractor.name == "run" and extractor.dim == 16 and extractor.objective == "ce+triplet:0.5"
     pixels, _ = products(1)
     vectors = extractor.embed(pixels)
     with torch.no_grad():
@@ -448,3 +449,123 @@ def test_model_features_embed_a_saved_model(tmp_path):
     np.testing.assert_allclose(vectors, direct, atol=1e-5)
     with pytest.raises(StylespaceError, match="no model.json"):
         ModelFeatures(tmp_path)
+
+
+# --- the comparison and its command -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def compare_setup(tmp_path, cache_dir):
+    """A generated Kaggle catalog (6 classes x 20), a 4 main / 2 new protocol split, a trained-model folder
+    (untrained compact CNN, saved like a run) and a pre-trained weights file (random squeezenet)."""
+    import torchvision
+
+    from conftest import write_kaggle_catalog
+    from stylespace.data import load_catalog, protocol_split
+    from stylespace.models import ModelConfig, build_model, save_model
+
+    catalog_dir = write_kaggle_catalog(tmp_path / "catalog", per_class=20)
+    manifest = protocol_split(load_catalog(catalog_dir), n_main=4, n_new=2, main_fractions=(0.5, 0.25, 0.25))
+    split = manifest.save(tmp_path / "split.csv")
+    torch.manual_seed(0)
+    run = save_model(build_model(ModelConfig(backbone="compact", embedding_dim=16, width=8)), tmp_path / "run-ce")
+    (run / "train.json").write_text('{"objective": "ce"}')
+    weights = tmp_path / "squeezenet1_1.pth"
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), weights)
+    return catalog_dir, split, run, weights, manifest
+
+
+def test_compare_extractors_scores_every_row_on_the_same_split(compare_setup):
+    from stylespace.data import load_catalog, load_image_array
+    from stylespace.descriptors.compare import Candidate, compare_extractors, comparison_markdown
+
+    catalog_dir, split, run, _, manifest = compare_setup
+    array = load_image_array(load_catalog(catalog_dir), progress=False)
+    ids = manifest.ids
+    pixels = array.take(ids)
+    candidates = [Candidate(ColourHistogram(), "hand-made", pixels), Candidate(HogDescriptor(), "hand-made", pixels),
+                  Candidate(ModelFeatures(run, device="cpu"), "trained", pixels, "ce")]
+    comparison = compare_extractors(candidates, ids, manifest, concatenations=[["colour", "hog"]],
+                                    ensembles=[["colour", "hog", "run-ce"]], split_path=str(split))
+    names = [r.name for r in comparison.results]
+    assert names == ["colour", "hog", "run-ce", "colour+hog", "ensemble(colour+hog+run-ce)"]
+    for result in comparison.results:
+        assert result.report.split_sha256 == manifest.sha256
+        assert [s.number for s in result.report.scenarios] == [1, 2, 3, 4]
+        assert result.seconds > 0
+    ensemble = comparison.results[-1]
+    assert ensemble.kind == "ensemble" and ensemble.ensemble.n_train_ + ensemble.ensemble.n_validation_ == \
+        len(manifest.select(group="main", split="train"))
+    assert ensemble.dim == 3 * 16  # colour and HOG cut to the model's 16 dims
+    assert ensemble.seconds >= sum(r.seconds for r in comparison.results[:3])
+    markdown = comparison_markdown(comparison)
+    assert "| `hog` | hand-made | 1,944 |" in markdown
+    assert markdown.count("\n| `") == 5
+
+
+def test_compare_extractors_refuses_unknown_ensemble_members(compare_setup):
+    from stylespace.descriptors.compare import Candidate, compare_extractors
+
+    _, _, _, _, manifest = compare_setup
+    pixels = np.zeros((len(manifest), H, W, 3), dtype=np.uint8)
+    with pytest.raises(StylespaceError, match="unknown: \\['gabor'\\]"):
+        compare_extractors([Candidate(ColourHistogram(), "hand-made", pixels)], manifest.ids, manifest,
+                           ensembles=[["colour", "gabor"]])
+    with pytest.raises(StylespaceError, match="one per id"):
+        compare_extractors([Candidate(ColourHistogram(), "hand-made", pixels[:3])], manifest.ids, manifest)
+
+
+def run_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "stylespace", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_compare_extractors_writes_one_table(compare_setup, tmp_path):
+    import json
+
+    from stylespace.embeddings import Embeddings
+
+    catalog_dir, split, run, weights, manifest = compare_setup
+    output = tmp_path / "docs" / "extractors.md"
+    done = run_cli("compare-extractors", "--catalog", catalog_dir, "--split", split, "--models", run,
+                   "--weights", f"squeezenet1_1={weights}", "--pretrained-size", "64x48", "--extractors", "colour,hog",
+                   "--vectors", tmp_path / "vectors", "-o", output, "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    names = [e["name"] for e in doc["extractors"]]
+    assert names == ["colour", "hog", "squeezenet1_1", "run-ce", "colour+hog", "ensemble(colour+hog)",
+                     "ensemble(squeezenet1_1+run-ce+colour+hog)"]
+    assert [e["kind"] for e in doc["extractors"]][:4] == ["hand-made", "hand-made", "pre-trained", "trained"]
+    assert all("scenario 3 / kNN k=1 / accuracy" in e["headline"] for e in doc["extractors"])
+    saved = json.loads((tmp_path / "docs" / "extractors.md.json").read_text())
+    assert saved["config"]["weights"] == {"squeezenet1_1": str(weights)}
+    assert saved["extractors"][0]["report"]["split_sha256"] == manifest.sha256
+    table = output.read_text()
+    assert "| `squeezenet1_1` | pre-trained (squeezenet1_1.pth, 64x48) | 512 |" in table
+    assert "| `run-ce` | trained (ce) | 16 |" in table
+    vectors = Embeddings.load(tmp_path / "vectors" / "hog.npz")
+    assert vectors.ids == manifest.ids and vectors.dim == 1944
+    assert (tmp_path / "vectors" / "ensemble(colour+hog).ensemble.json").is_file()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--weights", "resnet18"], "expected ARCH=PATH"),
+    (["--weights", "resnet18=missing.pth"], "missing.pth not found"),
+    (["--extractors", "sift"], "unknown descriptor"),
+    (["--ensemble", "colour+sift"], "unknown: ['sift']"),
+])
+def test_compare_extractors_command_names_what_is_wrong(compare_setup, tmp_path, arguments, message):
+    """In process (the CLI's main() prints these messages as one line, exit status 2)."""
+    from typer.testing import CliRunner
+
+    from stylespace.cli import app
+
+    catalog_dir, split, _, _, _ = compare_setup
+    result = CliRunner().invoke(app, ["compare-extractors", "--catalog", str(catalog_dir), "--split", str(split),
+                                      *arguments, "-o", str(tmp_path / "t.md")])
+    assert isinstance(result.exception, StylespaceError)
+    assert message in str(result.exception)
+    assert not (tmp_path / "t.md").exists()

@@ -148,25 +148,32 @@ def _torchvision_trunk(name: str) -> nn.Module:
 class ModelFeatures:
     """The L2-normalised embeddings of a trained model (``stylespace.models.EmbeddingModel``).
 
+    Images must be at the model's ``input_size`` (``self.input_size``); the embedding loop is
+    :func:`stylespace.embeddings.embed_images`.
+
     Args:
-        model: the model, or a run / model folder to load it from (``model.safetensors`` + ``model.json``;
-            a run folder holding them in ``model/`` works too).
+        model: the model, or a run folder (``model.safetensors`` + ``model.json``, and ``train.json``
+            naming the training objective) to load it from.
         name: for tables (default the folder name).
     """
 
     def __init__(self, model, name: str | None = None, batch_size: int = 256, device: str = "auto"):
         from stylespace.models import load_model, model_id
 
-        self.device = pick_device(device)
+        self.objective = ""
         if isinstance(model, (str, os.PathLike)):
-            folder = model_folder(Path(model))
-            self.name = name or Path(model).name
+            folder = Path(model)
+            if not (folder / "model.json").is_file():
+                raise StylespaceError(f"{folder}: no model.json here; expected a run or model folder written by "
+                                      "`stylespace train`")
+            self.name = name or folder.name
+            self.objective = training_objective(folder)
             model = load_model(folder)
         else:
             self.name = name or model.config.backbone
         if batch_size < 1:
             raise StylespaceError(f"batch_size must be a positive integer, got {batch_size}")
-        self.model, self.batch_size = model.to(self.device).eval(), batch_size
+        self.model, self.batch_size, self.device = model, batch_size, pick_device(device)
         self.input_size = tuple(model.config.input_size)
         self.model_id = model_id(model)
         self._dim = int(model.config.embedding_dim)
@@ -176,17 +183,22 @@ class ModelFeatures:
         return self._dim
 
     def embed(self, pixels: np.ndarray, progress: bool = False) -> np.ndarray:
-        return run_network(self.model.embed, pixels, self.input_size, self.batch_size, self.device, progress,
-                           f"{self.name}: embedding")
+        from stylespace.embeddings import embed_images
+
+        return embed_images(self.model, check_pixels(pixels), batch_size=self.batch_size, device=self.device,
+                            progress=progress)
 
 
-def model_folder(path: Path) -> Path:
-    """The folder holding ``model.json``: ``path`` itself or its ``model/`` subfolder (a run folder)."""
-    for candidate in (path, path / "model"):
-        if (candidate / "model.json").is_file():
-            return candidate
-    raise StylespaceError(f"{path}: no model.json here or in {path / 'model'}; expected a model or run folder "
-                          "written by `stylespace train`")
+def training_objective(folder: Path) -> str:
+    """The objective a run folder's ``train.json`` names (``ce``, ``triplet``, ``ce+ms:0.5``...), or ''."""
+    import json
+
+    from stylespace.training.trainer import TRAIN_CONFIG_FILE
+
+    try:
+        return str(json.loads((folder / TRAIN_CONFIG_FILE).read_text()).get("objective", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""  # a bare model folder: the objective is simply not known
 
 
 def run_network(forward: Callable[[torch.Tensor], torch.Tensor], pixels: np.ndarray, input_size: tuple[int, int],
