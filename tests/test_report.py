@@ -76,7 +76,7 @@ def test_reading_ranks_confused_pairs_against_overlap():
     # Reversing the overlap ranking turns the correlation negative: the number is measured, not assumed.
     flipped = analysis.read_confusion_vs_overlap(confusion, {"t-SNE": 0.5 - overlap * (1 - np.eye(4))}, classes)
     assert flipped.spearman["t-SNE"] < 0
-    assert any("Spearman" in s for s in reading.sentences())
+    assert any("Spearman" in s for s in reading.summary())
 
 
 def test_centroid_line_runs_from_one_class_to_the_other():
@@ -192,8 +192,15 @@ def test_report_says_what_is_missing(report_inputs, tmp_path):
 
     model_dir, split_path, _ = report_inputs
     (model_dir / "history.csv").unlink()
+    # An earlier report in the same folder: its figures go, the user's other files stay.
+    folder = tmp_path / "report"
+    folder.mkdir()
+    (folder / "99_old_figure.png").write_bytes(b"old")
+    (folder / "notes.txt").write_text("mine")
+    (folder / "report.json").write_text('{"figures": [{"file": "99_old_figure.png"}]}')
     inputs = load_report_inputs(model_dir, split_path, progress=False, batch_size=32)
-    result = write_report(inputs, tmp_path / "report", ReportConfig(**FAST))
+    result = write_report(inputs, folder, ReportConfig(**FAST))
+    assert not (folder / "99_old_figure.png").exists() and (folder / "notes.txt").exists()
     missing = " ".join(result.missing)
     assert "no items of class 'Tshirts'" in missing and "train split" in missing
     assert "history.csv" in missing
@@ -202,3 +209,45 @@ def test_report_says_what_is_missing(report_inputs, tmp_path):
     # The test split has both classes, so that half of the centroid section is still drawn.
     assert any(p.name.endswith("_centroid_interpolation.png") for p in result.figures)
     assert not any(p.name.endswith("_learning_curves.png") for p in result.figures)
+
+
+def test_cli_json_is_one_document_and_errors_are_one_line(report_inputs, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from stylespace.cli import app
+
+    model_dir, split_path, _ = report_inputs
+    args = ["report", str(model_dir), "--split", str(split_path), "-o", str(tmp_path / "out"), "--pair", "Jeans,Shirts",
+            "--perplexity", "5", "--umap-epochs", "20", "--thumbnails", "40", "--max-pairs", "2000"]
+    # In-process (UMAP's compiled code is reused); stdout must be exactly one JSON document.
+    result = CliRunner().invoke(app, args + ["--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["missing"] == [] and len(doc["figures"]) == 15
+    assert (tmp_path / "out" / "report.html").is_file()
+    # Through the real entry point: a user error is one line on stderr and exit status 2.
+    bad = subprocess.run([sys.executable, "-m", "stylespace", *args[:-8], "--pair", "Shirts"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "--pair expects two class names" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_report_on_a_split_without_support_sets(report_inputs, small_catalog, tmp_path):
+    """A stratified train/test split has no scenarios: those parts say so, the rest is drawn."""
+    from stylespace.data import load_catalog, stratified_split
+    from stylespace.report.build import ReportConfig, write_report
+    from stylespace.report.inputs import load_report_inputs
+
+    model_dir, _, _ = report_inputs
+    split_path = stratified_split(load_catalog(small_catalog), {"train": 0.5, "test": 0.5}).save(tmp_path / "s.csv")
+    inputs = load_report_inputs(model_dir, split_path, progress=False, batch_size=32)
+    result = write_report(inputs, tmp_path / "report", ReportConfig(**FAST))
+    missing = " ".join(result.missing)
+    assert "scenario 2" in missing and "scenario 4" in missing
+    names = " ".join(p.name for p in result.figures)
+    for drawn in ("map_tsne_test", "thumbnail_map_tsne", "centroid_interpolation", "roc_pairs", "distance_histograms"):
+        assert drawn in names
+    assert "confusion_scenario2" not in names and "risk_coverage" not in names

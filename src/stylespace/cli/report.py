@@ -54,13 +54,18 @@ def report_cmd(
     with console.status("building the report") if not as_json else contextlib.nullcontext():
         result = write_report(inputs, output, config, progress=lambda message: console.log(message))
     summary = {"html": str(result.html), "folder": str(result.folder), "seconds": round(result.seconds, 1),
-               "figures": result.numbers["figures"], "missing": result.missing, "timings": result.numbers["timings"],
+               "figures": result.numbers["figures"], "missing": result.missing, "findings": result.numbers["findings"],
+               "timings": result.numbers["timings"],
                "results": result.numbers["results"]}
 
     def render(r: dict) -> None:
         out.print(f"[bold]{r['html']}[/bold]: {len(r['figures'])} figures in {r['seconds']:.1f} s")
         for figure in r["figures"]:
             out.print(f"  {figure['file']}: {figure['title']}")
+        for title, lines in r["findings"].items():
+            out.print(f"[bold]{title}[/bold]")
+            for line in lines:
+                out.print(f"  {line}")
         for note in r["missing"]:
             out.print(f"  [yellow]not shown:[/yellow] {note}")
 

@@ -46,23 +46,18 @@ class ConfusionOverlapReading:
     top_pairs: list[PairScore]
     top_agreement: dict[str, int]
 
-    def sentences(self) -> list[str]:
-        """The automatic reading, one measured statement per line."""
+    def summary(self) -> list[str]:
+        """The measured answer, one statement per map: rank correlation and top-pair agreement."""
         lines = []
         for name, rho in self.spearman.items():
             p = self.spearman_p[name]
             p_text = "undefined" if np.isnan(p) else f"{p:.2g}"
             lines.append(f"Spearman rank correlation between pair confusion rate and {name} overlap over "
                          f"{self.n_pairs} class pairs: {_fmt(rho)} (p = {p_text}).")
-            lines.append(f"{self.top_agreement[name]} of the {len(self.top_pairs)} most confused pairs listed below rank "
+            lines.append(f"{self.top_agreement[name]} of the {len(self.top_pairs)} most confused pairs rank "
                          f"among the {self.top} most overlapping pairs on the {name} map.")
         if not self.top_pairs:
             lines.append("No pair of these classes was confused.")
-        for pair in self.top_pairs:
-            ranks = ", ".join(f"{name} overlap {pair.overlap[name]:.3f} (rank {pair.overlap_rank[name]}/{self.n_pairs})"
-                              for name in pair.overlap)
-            lines.append(f"{pair.class_a} / {pair.class_b}: confusion rate {pair.confusion_rate:.3f} "
-                         f"(rank {pair.confusion_rank}); {ranks}.")
         return lines
 
 

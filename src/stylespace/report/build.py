@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import os
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,8 +29,9 @@ from stylespace.report import analysis
 from stylespace.report import figures as draw
 from stylespace.report.html import ReportFigure, Section, Table, render_html
 from stylespace.report.maps import MapConfig, Projector2D, knn_class_overlap
-from stylespace.utils import StylespaceError, atomic_write, write_json
+from stylespace.utils import StylespaceError, atomic_write, to_jsonable
 
+REPORT_JSON = "report.json"
 Embedder = Callable[[np.ndarray], np.ndarray]  # uint8 (N, H, W, 3) pixels -> (N, D) float32 embeddings
 
 
@@ -318,7 +321,7 @@ class ReportBuilder:
             section.missing.append("the confusion-vs-overlap reading needs the test maps and at least two classes")
             return section
         reading = analysis.read_confusion_vs_overlap(confusion, overlaps, classes, cfg.top_pairs)
-        section.findings = reading.sentences()
+        section.findings = reading.summary()  # the per-pair lines are the table below
         section.figures.append(self.figure(
             "confusion_vs_overlap",
             draw.confusion_overlap_figure(reading, analysis.confusion_pair_rates(confusion), overlaps,
@@ -600,7 +603,8 @@ class ReportBuilder:
             "Distance histograms before and after training",
             f"{described}; densities of the model's {cfg.metric} distances. "
             + ("Before: the same architecture at random initialisation (fixed seed). " if len(panels) == 2 else "")
-            + "Dashed line: the ROC section's cutoff c*."))
+            + "Dashed line: the ROC section's cutoff c*. Each panel has its own distance axis, up to its 99.5th "
+            "percentile (the farthest 0.5% of pairs count in the last bin)."))
         for name in ("distances_before", "distances_after"):
             if name in self.numbers:
                 n = self.numbers[name]
@@ -641,13 +645,15 @@ def write_report(inputs: ReportInputs, output: str | Path, config: ReportConfig 
     sections = builder.build()
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
+    previous = _previous_figures(folder)
     paths = []
     for section in sections:
         for figure in section.figures:
             path = folder / f"{figure.name}.png"
-            with atomic_write(path) as handle:
-                handle.write(figure.png)
+            _write(path, figure.png)
             paths.append(path)
+    for stale in previous - {p.name for p in paths}:  # figures of an earlier report that this one does not have
+        (folder / stale).unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     meta = list(inputs.describe.items()) + [
         ("split manifest", f"{len(builder.manifest):,} items ({builder.dropped} left out: image failed to decode), "
@@ -656,13 +662,32 @@ def write_report(inputs: ReportInputs, output: str | Path, config: ReportConfig 
         ("built in", f"{seconds:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in builder.timings.items()) + ")"),
     ]
     html_path = folder / "report.html"
-    with atomic_write(html_path, "w") as handle:
-        handle.write(render_html("Style space report", meta, sections))
+    _write(html_path, render_html("Style space report", meta, sections).encode("utf-8"))
     missing = [f"{s.title}: {m}" for s in sections for m in s.missing]
     numbers = {"config": dataclasses.asdict(builder.config), "describe": inputs.describe, "timings": builder.timings,
                "seconds": round(seconds, 2), "embedded_items": len(builder.store.rows),
                "figures": [{"file": p.name, "title": f.title, "caption": f.caption}
                            for p, f in zip(paths, (f for s in sections for f in s.figures))],
-               "missing": missing, "results": builder.numbers}
-    write_json(folder / "report.json", numbers)
+               "missing": missing, "findings": {s.title: s.findings for s in sections if s.findings},
+               "results": builder.numbers}
+    _write(folder / REPORT_JSON, json.dumps(to_jsonable(numbers), indent=2).encode("utf-8"))
     return ReportResult(folder, html_path, paths, missing, seconds, numbers)
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Atomically, readable by others (a report is meant to be opened and shared; temp files are 0600)."""
+    with atomic_write(path) as handle:
+        handle.write(data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _previous_figures(folder: Path) -> set[str]:
+    """PNG names listed by a report already in ``folder`` (only those are ever removed)."""
+    try:
+        listed = json.loads((folder / REPORT_JSON).read_text()).get("figures", [])
+        return {f["file"] for f in listed if isinstance(f, dict) and str(f.get("file", "")).endswith(".png")
+                and "/" not in f["file"]}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return set()

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from stylespace.report.analysis import CentroidLine, ConfusionOverlapReading
 from stylespace.utils import StylespaceError
@@ -292,15 +293,29 @@ def learning_curves_figure(history: dict[str, np.ndarray], x_name: str, title: s
     figure = new_figure(5.4 * len(panels), 4.2)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, group) in zip(axes, panels):
-        for column, values in group.items():
+        for column, values in _merge_equal_columns(group).items():
             keep = np.isfinite(values)
             ax.plot(x[keep], values[keep], marker="o" if keep.sum() < 30 else None, markersize=3, label=column)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(x_name)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     figure.suptitle(title)
     return figure
+
+
+def _merge_equal_columns(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One curve per distinct series; a column equal to another (val_metric = val_accuracy) joins its label,
+    so that no curve hides under another."""
+    merged: dict[str, np.ndarray] = {}
+    for column, values in group.items():
+        same = next((k for k, v in merged.items() if np.array_equal(v, values, equal_nan=True)), None)
+        if same is None:
+            merged[column] = values
+        else:
+            merged[f"{same} = {column}"] = merged.pop(same)
+    return merged
 
 
 def _is_bookkeeping(column: str) -> bool:
@@ -312,16 +327,21 @@ def distance_histogram_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray
                               distance_name: str = "cosine distance (1 - cos)") -> Figure:
     """003's figure 8: densities of pair distances for similar (green) and dissimilar (red) pairs.
 
-    ``panels``: (panel title, similar distances (P1,), dissimilar distances (P2,), cutoff or None).
+    ``panels``: (panel title, similar distances (P1,), dissimilar distances (P2,), cutoff or None). Each
+    panel has its own distance axis: an untrained network's distances can span a hundredth of a trained one's.
+    The axis runs from the smallest distance to the 99.5th percentile; the few beyond count in the last bin.
     """
     figure = new_figure(5.0 * len(panels), 4.0)
-    axes = figure.subplots(1, len(panels), squeeze=False, sharex=True)[0]
-    upper = max(max(np.max(s), np.max(d)) for _, s, d, _ in panels)
-    bins = np.linspace(0, upper * 1.02 if upper > 0 else 1.0, 50)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, similar, dissimilar, cutoff) in zip(axes, panels):
-        ax.hist(similar, bins=bins, density=True, alpha=0.55, color=SIMILAR_COLOUR, label=f"similar ({len(similar)})")
-        ax.hist(dissimilar, bins=bins, density=True, alpha=0.55, color=DISSIMILAR_COLOUR,
-                label=f"dissimilar ({len(dissimilar)})")
+        both = np.concatenate([similar, dissimilar])
+        lo, hi = float(both.min()), float(np.percentile(both, 99.5))
+        hi = hi if hi > lo else lo + 1e-6
+        bins = np.linspace(lo, hi, 50)
+        ax.hist(np.clip(similar, lo, hi), bins=bins, density=True, alpha=0.55, color=SIMILAR_COLOUR,
+                label=f"similar ({len(similar):,})")
+        ax.hist(np.clip(dissimilar, lo, hi), bins=bins, density=True, alpha=0.55, color=DISSIMILAR_COLOUR,
+                label=f"dissimilar ({len(dissimilar):,})")
         if cutoff is not None:
             ax.axvline(cutoff, color="black", linestyle="--", linewidth=1, label=f"cutoff {cutoff:.3f}")
         ax.set_title(name)

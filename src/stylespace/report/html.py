@@ -73,10 +73,10 @@ def render_html(title: str, meta: Sequence[tuple[str, str]], sections: Sequence[
                          f'src="data:image/png;base64,{data}">'
                          f"<figcaption><b>{esc(figure.title)}.</b> {esc(figure.caption)} "
                          f"(<code>{esc(figure.name)}.png</code>)</figcaption></figure>")
-        for table in section.tables:
-            parts.append(_table(table))
         if section.findings:
             parts.append('<ul class="findings">' + "".join(f"<li>{esc(f)}</li>" for f in section.findings) + "</ul>")
+        for table in section.tables:
+            parts.append(_table(table))
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
