@@ -72,6 +72,26 @@ def test_exact_search_matches_brute_force(tmp_path, data, metric):
         assert found[0].meta == metas[order[row][0]]
 
 
+@pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
+def test_search_works_after_pytorch_metric_learning_patched_faiss(tmp_path, kind):
+    # pytorch-metric-learning imports faiss.contrib.torch_utils, which swaps Index.search for a wrapper
+    # without ``params``; a fresh process makes the import order the one the CLI and the report see.
+    script = textwrap.dedent(f"""
+        import numpy as np
+        import pytorch_metric_learning.utils.inference  # noqa: F401 - patches faiss
+        from stylespace.index import CatalogIndex
+        rng = np.random.default_rng(0)
+        vectors = rng.normal(size=(300, 8)).astype(np.float32)
+        index = CatalogIndex.create(r"{tmp_path / 'idx'}", [str(i) for i in range(300)], vectors,
+                                    model_id="m", kind="{kind}")
+        hits = index.search(vectors[:3], k=2, model_id="m")
+        print([hit[0].id for hit in hits])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['0', '1', '2']"
+
+
 def test_cosine_index_reports_euclidean_distances_between_unit_vectors(index, data):
     _, vectors, _, _ = data
     cosine = index.search(vectors[:3], k=4)

@@ -116,7 +116,10 @@ def search_structure(structure, config: IndexConfig, queries: np.ndarray, fetch:
     elif config.kind == "ivf":
         params = faiss.SearchParametersIVF(nprobe=min(config.nprobe, max(cells(structure), 1)))
     faiss.omp_set_num_threads(search_threads(len(queries)))
-    scores, keys = structure.search(queries, fetch, params=params)
+    # pytorch-metric-learning imports faiss.contrib.torch_utils, which replaces Index.search with a wrapper
+    # that has no ``params``; the original numpy entry point stays available as ``search_numpy``.
+    search = getattr(structure, "search_numpy", structure.search)
+    scores, keys = search(queries, fetch, params=params)
     if config.metric == "euclidean":
         scores = -np.sqrt(np.maximum(scores, 0.0))
     scores[keys < 0] = np.nan
