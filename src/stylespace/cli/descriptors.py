@@ -18,7 +18,7 @@ HAND_MADE = ("colour", "gabor", "hog")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("compare-extractors", help="Score hand-made descriptors (colour histogram, Gabor jets, HOG), "
+    app.command("compare-extractors", short_help="Compare descriptors, CNNs and ensembles with the same evaluation; write one table.", help="Score hand-made descriptors (colour histogram, Gabor jets, HOG), "
                 "pre-trained CNNs (--weights), trained models (--models) and ensembles on one split with the same "
                 "evaluation (004's four scenarios with 1-NN, retrieval, pair AUC) and write one table.")(compare_cmd)
 

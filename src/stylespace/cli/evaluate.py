@@ -15,7 +15,7 @@ from stylespace.utils import StylespaceError, write_json
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate", help="Score a model run folder or an embeddings .npz on a split: 004's four support-set "
+    app.command("evaluate", short_help="Score a model or embeddings on a split: task 1, scenarios 1-4, open set, retrieval, hierarchy, pairs.", help="Score a model run folder or an embeddings .npz on a split: 004's four support-set "
                 "scenarios (kNN and prototypes), open set, retrieval (P@1, R@k, MAP@R), coarser labels and pair "
                 "verification (ROC, AUC, cutoffs); --compare puts several side by side.")(evaluate_cmd)
 

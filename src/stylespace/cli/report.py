@@ -11,7 +11,7 @@ from stylespace.cli._output import console, emit, out
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report", help="Write the analysis report of a model on a split: 2-D maps, confusion, centroids, "
+    app.command("report", short_help="Write the analysis report (maps, confusion, centroids, curves) as one HTML file + PNGs.", help="Write the analysis report of a model on a split: 2-D maps, confusion, centroids, "
                                "coarse labels, curves, distance histograms (one HTML file + PNGs).")(report_cmd)
 
 
