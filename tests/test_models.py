@@ -76,6 +76,21 @@ def test_cosine_classifier_scores_are_scaled_cosines():
     assert logits.abs().max() <= 10.0 + 1e-4
 
 
+def test_embed_layer_features_gives_the_pooled_features_under_the_head():
+    head = build_model(small_config(width=8, embedding_dim=16)).eval()
+    features = build_model(small_config(width=8, embedding_dim=16, embed_layer="features")).eval()
+    features.load_state_dict(head.state_dict())
+    x = torch.rand(3, 3, *SMALL)
+    with torch.no_grad():
+        assert head.embed(x).shape == (3, head.output_dim) == (3, 16)
+        vectors = features.embed(x)
+        assert vectors.shape == (3, features.output_dim) == (3, features.feature_dim)
+        assert torch.allclose(vectors, torch.nn.functional.normalize(head.features(x), dim=1), atol=1e-6)
+        assert torch.allclose(vectors.norm(dim=1), torch.ones(3), atol=1e-5)
+        assert torch.allclose(features(x), head(x))  # training (forward) still goes through the head
+    assert model_id(features) != model_id(head)
+
+
 def test_no_classifier_means_no_predict():
     model = build_model(small_config(width=8))
     assert model.classifier is None
@@ -87,6 +102,7 @@ def test_no_classifier_means_no_predict():
     ("backbone", "alexnet", "unknown"), ("embedding_dim", 1, "embedding_dim"), ("input_size", (4, 60), "input_size"),
     ("pooling", "max", "pooling"), ("dropout", 1.0, "dropout"), ("depth", (1, 1), "depth"),
     ("classifier", "svm", "classifier"), ("stem_stride", 3, "stem_stride"), ("classes", ["a", "a"], "unique"),
+    ("embed_layer", "logits", "embed_layer"),
 ])
 def test_config_validation(field, value, message):
     with pytest.raises(StylespaceError, match=message):

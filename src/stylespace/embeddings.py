@@ -139,7 +139,7 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
                               f"{size[0]}x{size[1]} (H x W); load them at the model's input size")
     target = device if isinstance(device, torch.device) else pick_device(device)
     model = model.to(target).eval()
-    dim = model.config.embedding_dim
+    dim = model.output_dim
     out = np.empty((len(pixels), dim), dtype=np.float32)
     starts = range(0, len(pixels), batch_size)
     bar = _bar(progress, len(pixels))

@@ -176,7 +176,7 @@ class ModelFeatures:
         self.model, self.batch_size, self.device = model, batch_size, pick_device(device)
         self.input_size = tuple(model.config.input_size)
         self.model_id = model_id(model)
-        self._dim = int(model.config.embedding_dim)
+        self._dim = int(model.output_dim)
 
     @property
     def dim(self) -> int:

@@ -36,7 +36,7 @@ def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: 
     decoded = set(array.ids)
     failed = {i: array.failed.get(i, "not in the catalog") for i in wanted if i not in decoded}
     kept = [i for i in wanted if i in decoded]
-    vectors = np.empty((len(kept), model.config.embedding_dim), dtype=np.float32)
+    vectors = np.empty((len(kept), model.output_dim), dtype=np.float32)
     with _progress(progress, len(kept), f"embedding {len(kept):,} images") as advance:
         for start in range(0, len(kept), _CHUNK):
             chunk = kept[start:start + _CHUNK]

@@ -8,6 +8,7 @@ from stylespace.utils import StylespaceError
 BACKBONES = ("compact", "lenet", "resnet18", "resnet50", "vgg16", "inception_v3")
 POOLINGS = ("avg", "gem", "avgmax")
 CLASSIFIERS = ("linear", "cosine")
+EMBED_LAYERS = ("head", "features")
 
 
 @dataclasses.dataclass
@@ -33,6 +34,10 @@ class ModelConfig:
         classifier: ``linear`` (logits = W e + b) or ``cosine`` (logits = scale * cos(e, w_c), a normalised
             classifier whose class directions live in the embedding space).
         cosine_scale: the temperature of the cosine classifier.
+        embed_layer: what ``embed()`` returns: ``head`` (the D-dim embedding the objective trained) or
+            ``features`` (the pooled backbone features under the head, ``feature_dim`` wide). A classifier
+            trained on 39 classes shapes its head for those classes; the features under it keep more of
+            what tells unseen classes apart (on the shared catalog: scenario 3 1-NN 77.5 % -> 82.4 %).
     """
 
     backbone: str = "compact"
@@ -48,6 +53,7 @@ class ModelConfig:
     stem_stride: int = 2
     classifier: str = "linear"
     cosine_scale: float = 16.0
+    embed_layer: str = "head"
 
     def validate(self) -> "ModelConfig":
         """Check every field; raises StylespaceError saying what was expected."""
@@ -75,6 +81,8 @@ class ModelConfig:
             raise StylespaceError(f"stem_stride must be 2 or 4, got {self.stem_stride!r}")
         if self.classifier not in CLASSIFIERS:
             raise StylespaceError(f"classifier {self.classifier!r} is unknown; expected one of {', '.join(CLASSIFIERS)}")
+        if self.embed_layer not in EMBED_LAYERS:
+            raise StylespaceError(f"embed_layer {self.embed_layer!r} is unknown; expected one of {', '.join(EMBED_LAYERS)}")
         if self.cosine_scale <= 0:
             raise StylespaceError(f"cosine_scale must be > 0, got {self.cosine_scale}")
         return self

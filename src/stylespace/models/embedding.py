@@ -102,8 +102,15 @@ class EmbeddingModel(nn.Module):
         """(B, 3, H, W) in [0, 1] -> (B, D) raw (not normalised) embeddings."""
         return self.head(self.features(x))
 
+    @property
+    def output_dim(self) -> int:
+        """Width of what :meth:`embed` returns: ``embedding_dim``, or ``feature_dim`` for ``embed_layer="features"``."""
+        return self.feature_dim if self.config.embed_layer == "features" else self.config.embedding_dim
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, D) L2-normalised embeddings (unit length: cosine = dot product)."""
+        """(B, 3, H, W) -> (B, output_dim) L2-normalised embeddings (unit length: cosine = dot product)."""
+        if self.config.embed_layer == "features":
+            return F.normalize(self.features(x), dim=1)
         return F.normalize(self.forward(x), dim=1)
 
     def _require_classifier(self) -> None:

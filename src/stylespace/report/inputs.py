@@ -86,7 +86,7 @@ def load_report_inputs(model_path: str | os.PathLike, split_path: str | os.PathL
         pair_list = list(pair_catalog.pairs)
         pair_images = load_image_array(pair_catalog, size=model.config.input_size, progress=progress)
     describe = {
-        "model": f"{model_path} (id {model_id(model)}, {model.config.backbone}, D = {model.config.embedding_dim}, "
+        "model": f"{model_path} (id {model_id(model)}, {model.config.backbone}, D = {model.output_dim}, "
                  f"input {model.config.input_size[0]}x{model.config.input_size[1]})",
         "split": f"{split_path} ({manifest.config.method}, seed {manifest.config.seed})",
         "catalog": f"{catalog_path} ({len(the_catalog):,} items"

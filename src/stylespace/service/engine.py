@@ -165,7 +165,7 @@ class StyleEngine:
             compat = {"cutoff": cutoff.value, "cutoff_method": cutoff.method, "tpr": cutoff.tpr, "fpr": cutoff.fpr,
                       "backbone": self.judge.model.config.backbone}
         return {"items": self.size, "classes": len(self._class_counts), "model_id": self.model_id,
-                "embedding_dim": self.model.config.embedding_dim, "metric": self.index.metric,
+                "embedding_dim": self.model.output_dim, "metric": self.index.metric,
                 "threshold": self.recommender.threshold, "confidence_score": self.recommender.score_name,
                 "compatibility": compat, "catalog": str(self.catalog.source_path),
                 "searches": self._batcher.queries, "search_batches": self._batcher.batches}

@@ -15,11 +15,13 @@ from stylespace.utils import StylespaceError
 
 PRESETS: dict[str, tuple[dict, dict]] = {
     "cpu": (
-        dict(backbone="compact", width=32, stem_stride=4, embedding_dim=128, classifier="cosine"),
+        dict(backbone="compact", width=32, stem_stride=4, embedding_dim=128, classifier="cosine",
+             embed_layer="features"),
         dict(objective="ce", epochs=6, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle"),
     ),
     "default": (
-        dict(backbone="compact", width=32, stem_stride=4, embedding_dim=128, classifier="cosine"),
+        dict(backbone="compact", width=32, stem_stride=4, embedding_dim=128, classifier="cosine",
+             embed_layer="features"),
         dict(objective="ce", epochs=24, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle",
              loss=dict(label_smoothing=0.1)),
     ),
