@@ -107,6 +107,21 @@ def test_load_rgb_pads_to_aspect_and_handles_large_images():
         load_rgb(b"")
 
 
+def test_a_large_jpeg_decoded_at_reduced_scale_matches_a_full_decode():
+    import io
+
+    from stylespace.data.images import fit_to_size
+
+    rng = np.random.default_rng(0)
+    # Smooth content (a product photo, not noise): blocks of colour upscaled to 1800 x 2400.
+    blocks = Image.fromarray(rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)).resize((1800, 2400), Image.BILINEAR)
+    buffer = io.BytesIO()
+    blocks.save(buffer, format="JPEG", quality=90)
+    fast = load_rgb(buffer.getvalue(), size=(80, 60)).astype(int)
+    full = fit_to_size(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), (80, 60)).astype(int)
+    assert np.abs(fast - full).mean() < 2.0
+
+
 def test_decompression_bomb_is_refused(tmp_path):
     path = tmp_path / "bomb.png"
     Image.new("1", (10000, 10000)).save(path)  # 100 Mpx, tiny file

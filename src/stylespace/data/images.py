@@ -28,8 +28,10 @@ class ImageDecodeError(StylespaceError):
     """The bytes are not a usable image (empty, truncated, unknown format, too large)."""
 
 
-def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
+def open_image(source: bytes | str | os.PathLike | Image.Image, draft: tuple[int, int] = (512, 512)) -> Image.Image:
     """Open ``source`` (bytes, a path or an image) as an RGB ``PIL.Image``, fully decoded.
+
+    A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that still covers ``draft`` = (W, H) pixels.
 
     Raises :class:`ImageDecodeError` with the reason when it cannot be decoded.
     """
@@ -59,7 +61,7 @@ def open_image(source: bytes | str | os.PathLike | Image.Image) -> Image.Image:
                         f"{name}: {image.width}x{image.height} px is over the {MAX_PIXELS:,} px limit (decompression bomb?)"
                     )
                 # JPEG can decode at a reduced scale directly, which makes huge photos cheap.
-                image.draft("RGB", (512, 512))
+                image.draft("RGB", draft)
                 image.load()
         except ImageDecodeError:
             raise
@@ -112,4 +114,5 @@ def fit_to_size(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
 
 def load_rgb(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60)) -> np.ndarray:
     """Decode ``source`` and return it as an (H, W, 3) uint8 array of the given ``size`` = (H, W)."""
-    return fit_to_size(open_image(source), size)
+    # Twice the target size is enough for a clean downscale; a 1800 x 2400 photo then decodes at 1/8 scale.
+    return fit_to_size(open_image(source, draft=(2 * size[1], 2 * size[0])), size)
