@@ -44,6 +44,8 @@ def train_cmd(
     pooling: Optional[str] = typer.Option(None, help="avg, gem or avgmax."),
     dropout: Optional[float] = typer.Option(None, help="Dropout before the embedding layer."),
     classifier: Optional[str] = typer.Option(None, help="linear or cosine (normalised) classifier."),
+    embed_layer: Optional[str] = typer.Option(None, help="What embed() returns: head (the trained embedding) or "
+                                                         "features (the pooled features under it; presets cpu/default)."),
     objective: Optional[str] = typer.Option(None, help="Terms joined by +, with optional :weight: ce, contrastive, "
                                                        "triplet, ms, arcface (e.g. ce+triplet:0.5)."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs."),
@@ -81,7 +83,8 @@ def train_cmd(
         model_config = override(model_config, backbone=backbone, weights=weights, embedding_dim=embedding_dim,
                                 input_size=parse_size(input_size) if input_size else None, width=width,
                                 depth=_ints(depth, "--depth"), stem_stride=stem_stride, multiscale=multiscale,
-                                pooling=pooling, dropout=dropout, classifier=classifier).validate()
+                                pooling=pooling, dropout=dropout, classifier=classifier,
+                                embed_layer=embed_layer).validate()
         loss = override(train_config.loss, label_smoothing=label_smoothing, margin=margin, pair_ratio=pair_ratio,
                         gap=gap, miner=miner)
         train_config = override(train_config, objective=objective, epochs=epochs, lr=lr, batch_size=batch_size,
