@@ -83,7 +83,7 @@ def demo_cmd(
     step.run("report", ["report", str(model_dir), "--split", str(split), "--catalog", str(catalog),
                         "-o", str(report_dir)], skip=_fresh(report_dir / "report.html", model_dir) and not redo)
 
-    compat_dir = compat or (SHIPPED_COMPAT if (SHIPPED_COMPAT / "judge.json").exists() else None)
+    compat_dir = compat or (SHIPPED_COMPAT if (SHIPPED_COMPAT / "compat.json").exists() else None)
     console.print(f"[bold]demo ready[/bold] in {time.perf_counter() - started:.0f} s: evaluation {evaluation}, "
                   f"report {report_dir / 'report.html'}, index {index_dir}")
     if serve:
