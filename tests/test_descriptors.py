@@ -536,8 +536,9 @@ def test_cli_compare_extractors_writes_one_table(compare_setup, tmp_path):
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     names = [e["name"] for e in doc["extractors"]]
+    # The default fitted ensembles: the hand-made ones, and the first CNN with them.
     assert names == ["colour", "hog", "squeezenet1_1", "run-ce", "colour+hog", "ensemble(colour+hog)",
-                     "ensemble(squeezenet1_1+run-ce+colour+hog)"]
+                     "ensemble(squeezenet1_1+colour+hog)"]
     assert [e["kind"] for e in doc["extractors"]][:4] == ["hand-made", "hand-made", "pre-trained", "trained"]
     assert all("scenario 3 / kNN k=1 / accuracy" in e["headline"] for e in doc["extractors"])
     saved = json.loads((tmp_path / "docs" / "extractors.md.json").read_text())
