@@ -27,7 +27,7 @@ def demo_cmd(
     catalog: Path = typer.Option(Path("../shared/datasets/fashion-product-images-small.zip"), help="The catalog to use."),
     workdir: Path = typer.Option(Path("demo"), help="Folder for the split, evaluation, index and report."),
     model: Path = typer.Option(None, help="Model folder to use (default: the shipped models/default; without one the "
-                                          "cpu preset is trained, about 10 minutes on 2 cores)."),
+                                          "cpu preset is trained, about 5 minutes on 2 cores)."),
     compat: Path = typer.Option(None, help="Compatibility model for the compare view (default: the shipped models/compat)."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="End by serving the index at http://127.0.0.1:8000."),
     port: int = typer.Option(8000, help="Port for the web page and REST API."),
@@ -56,7 +56,7 @@ def demo_cmd(
 
     model_dir = model or (SHIPPED_MODEL if (SHIPPED_MODEL / "model.json").exists() else workdir / "model")
     if model is None and model_dir == workdir / "model" and (redo or not (model_dir / "model.json").exists()):
-        console.print("no shipped model in models/default: training the cpu preset (about 10 minutes on 2 cores)")
+        console.print("no shipped model in models/default: training the cpu preset (about 5 minutes on 2 cores)")
         step.run("train", ["train", str(catalog), "--split", str(split), "--preset", "cpu", "-o", str(model_dir)])
     elif not (model_dir / "model.json").exists():
         raise StylespaceError(f"model folder {model_dir} has no model.json; give a `stylespace train` run folder")

@@ -30,8 +30,8 @@ def train_cmd(
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="The catalog (Kaggle zip/folder, image tree, manifest...)."),
     split: Path = typer.Option(..., "--split", help="Split manifest from `stylespace split`; trains on main/train."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder (model, configs, history, curves, checkpoint)."),
-    preset_name: str = typer.Option("cpu", "--preset", help="Starting settings: cpu (~7 min on 2 cores), default "
-                                                             "(the shipped model, ~25 min on 2 cores) or gpu."),
+    preset_name: str = typer.Option("cpu", "--preset", help="Starting settings: cpu (~5 min on 2 cores), default "
+                                                             "(the shipped model, ~30 min on 2 cores) or gpu."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its own settings."),
     backbone: Optional[str] = typer.Option(None, help="compact, lenet, resnet18, resnet50, vgg16 or inception_v3."),
     weights: Optional[str] = typer.Option(None, help="Local pre-trained backbone weights (torchvision .pth or .safetensors)."),

@@ -27,7 +27,10 @@ def model_id(model: EmbeddingModel) -> str:
     """A short (12 hex digits) hash of the weights and config: embeddings and indexes record it, so a
     mismatch between a model and vectors made by another model can be detected."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(dataclasses.asdict(model.config), sort_keys=True).encode())
+    config = dataclasses.asdict(model.config)
+    if config.get("embed_layer") == "head":
+        del config["embed_layer"]  # the default, and the only choice before the field existed: old ids stay valid
+    digest.update(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(_tensors(model).items()):
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())

@@ -1,7 +1,7 @@
 """Named starting points for `stylespace train --preset NAME`; explicit options override them.
 
-- ``cpu``: what `make demo` trains when no model is shipped: 6 epochs, about 7 minutes on 2 CPU cores.
-- ``default``: the shipped default model: the ``cpu`` network trained 4x longer (about 25 minutes on 2 CPU
+- ``cpu``: what `make demo` trains when no model is shipped: 6 epochs, about 5 minutes on 2 CPU cores.
+- ``default``: the shipped default model: the ``cpu`` network trained 4x longer (about 30 minutes on 2 CPU
   cores); its stride-4 stem keeps indexing and single-image search fast on a CPU.
 - ``gpu``: a larger model and longer schedule for one modern GPU (a few minutes on an H100).
 """
