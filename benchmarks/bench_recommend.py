@@ -69,17 +69,28 @@ def main() -> int:
                                 queries=f"scenario 4 queries ({len(embeddings):,})")
         seconds = time.perf_counter() - started
         chosen = calibration.curves[calibration.chosen]
-        # the chosen threshold on the main and the new classes separately
-        recommender = calibration.recommender(index)
-        context = recommender.context(embeddings)
-        correct = correct_recommendations(index, context.neighbours.keys[:, :3], query_labels)
-        threshold = calibration.point.threshold if calibration.point.threshold is not None else np.inf
-        shown = recommender.confidence(context) >= threshold
         if args.save_index and calibration.point.reached:
             calibration.save(index)
         if args.plot:
             calibration.plot(args.plot)
+        # held out: calibrate on one half of the queries, recommend to the other half with what was saved
+        rng = np.random.default_rng(0)
+        halves = np.array_split(rng.permutation(len(embeddings)), 2)
+        held_out = []
+        for fit_rows, test_rows in (halves, halves[::-1]):
+            fit_ids = [embeddings.ids[i] for i in fit_rows]
+            test_ids = [embeddings.ids[i] for i in test_rows]
+            half = calibrate(index, embeddings.subset(fit_ids), [labels[i] for i in fit_ids],
+                             target_error=args.target_error)
+            recommender = half.recommender(index)
+            test = embeddings.subset(test_ids)
+            context = recommender.context(test)
+            correct = correct_recommendations(index, context.neighbours.keys[:, :3], [labels[i] for i in test_ids])
+            threshold = half.point.threshold if half.point.threshold is not None else np.inf
+            shown = recommender.confidence(context) >= threshold
+            held_out.append((half.chosen, correct, shown, np.array([group[i] for i in test_ids])))
 
+    target = args.target_error
     target = args.target_error
     print(f"## Selective top-3 recommendation, scenario 4\n\nmodel: {model_name}; catalog: {len(support):,} items "
           f"(main + new support); queries: {len(embeddings):,} (main + new test); {seconds:.0f} s; "
@@ -92,14 +103,20 @@ def main() -> int:
         threshold = "-" if row["threshold"] is None else f"{row['threshold']:.4f}"
         print(f"| {row['score']}{mark} | {row['aurc']:.4f} | {100 * row['coverage']:.1f} % | {threshold} |")
     print()
+    print(f"Held out: the queries split in two halves at random; each half calibrated (score and threshold for "
+          f"<= {100 * target:g} % error) and the other half recommended to with what it saved "
+          f"(chosen: {', '.join(h[0] for h in held_out)}).\n")
     print("| queries | shown | error among shown |")
     print("| --- | ---: | ---: |")
-    for name in ("main", "new"):
-        rows = np.array([group[i] == name for i in embeddings.ids])
+    correct = np.concatenate([h[1] for h in held_out])
+    shown = np.concatenate([h[2] for h in held_out])
+    groups = np.concatenate([h[3] for h in held_out])
+    for name in ("main", "new", None):
+        rows = np.ones(len(groups), bool) if name is None else groups == name
         if rows.any():
             picked = rows & shown
             error = f"{100 * (~correct[picked]).mean():.1f} %" if picked.any() else "-"
-            print(f"| {name} test | {100 * picked.sum() / rows.sum():.1f} % | {error} |")
+            print(f"| {name + ' test' if name else 'all'} | {100 * picked.sum() / rows.sum():.1f} % | {error} |")
     print()
     coverage, aurc = calibration.point.coverage, chosen.aurc
     print(f"- coverage at <= {100 * target:g} % error: {100 * coverage:.1f} % (target >= 80 %: "

@@ -39,7 +39,7 @@ def load_or_make_model(path: Path | None):
     return build_model(ModelConfig()).eval(), "untrained compact (ModelConfig defaults)"
 
 
-def bench_build(model, catalog, folder: Path, batch_size: int) -> tuple[object, dict]:
+def bench_build(model, catalog, folder: Path, batch_size: int, whiten: bool) -> tuple[object, dict]:
     """Time the image cache (cold or warm), embedding and index writing of the whole catalog."""
     from stylespace.data import load_image_array
     from stylespace.embeddings import embed_images
@@ -56,7 +56,7 @@ def bench_build(model, catalog, folder: Path, batch_size: int) -> tuple[object, 
     items = [catalog[i] for i in array.ids]
     index = CatalogIndex.create(folder, array.ids, vectors, model_id=model_id(model), labels=[i.label for i in items],
                                 metas=[i.meta for i in items], sources=[i.source for i in items], overwrite=True,
-                                input_size=tuple(model.config.input_size))
+                                input_size=tuple(model.config.input_size), whiten=whiten)
     write = time.perf_counter() - started
     return index, {"items": len(index), "image cache (s)": decode, "cache was": "built" if array.build_seconds else "warm",
                    "embedding (s)": embed, "images/s": len(array.ids) / embed, "index write (s)": write,
@@ -136,14 +136,16 @@ def bench_approximate(index, query_ids: list[str], folder: Path, k: int) -> list
     base_ids = [i for i in index.ids if i not in held_out]
     base = index.vectors(base_ids)
     queries = index.vectors(query_ids)
-    exact = CatalogIndex.create(folder / "exact-base", base_ids, base, model_id=index.model_id, overwrite=True)
+    whiten = index.config.whiten  # as the benchmarked index: whitened (fitted on the base items) or not
+    exact = CatalogIndex.create(folder / "exact-base", base_ids, base, model_id=index.model_id, overwrite=True,
+                                whiten=whiten)
     truth = exact.neighbours(queries, k, prepared=True).keys
     rows = []
     for kind, settings in (("ivf", {"nprobe": 8}), ("ivf", {"nprobe": 16}), ("ivf", {"nprobe": 64}),
                            ("hnsw", {"ef_search": 64}), ("hnsw", {"ef_search": 128}), ("hnsw", {"ef_search": 256})):
         started = time.perf_counter()
         approximate = CatalogIndex.create(folder / kind, base_ids, base, model_id=index.model_id, kind=kind,
-                                          overwrite=True, measure_recall=False, **settings)
+                                          overwrite=True, measure_recall=False, whiten=whiten, **settings)
         build = time.perf_counter() - started
         started = time.perf_counter()
         found = approximate.neighbours(queries, k, prepared=True).keys
@@ -172,6 +174,8 @@ def main() -> int:
     parser.add_argument("--query-threads", type=int, default=1,
                         help="torch threads for one query at a time (1: a single small image gains nothing from more)")
     parser.add_argument("--skip-approximate", action="store_true")
+    parser.add_argument("--no-whiten", action="store_true", help="index without whitening (the default whitens, "
+                                                                 "as `stylespace index` does)")
     parser.add_argument("--index", type=Path, help="reuse the index in this folder (same model), or build into it "
                                                    "and keep it (default: build into a temporary folder)")
     args = parser.parse_args()
@@ -190,7 +194,7 @@ def main() -> int:
     load = os.getloadavg()[0]
     print(f"## Catalog search benchmark\n\nmodel: {model_name}; catalog: {args.catalog.name} ({len(catalog):,} items); "
           f"CPU: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-          f"load average at start {load:.1f}\n")
+          f"load average at start {load:.1f}; whitening {'off' if args.no_whiten else 'on'}\n")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.index is not None and (args.index / "index.json").is_file():
@@ -201,7 +205,8 @@ def main() -> int:
             index.check_model(model_id(model), f"the benchmark model {model_name}")
             print(f"(index build skipped: reusing {args.index})\n")
         else:
-            index, build = bench_build(model, catalog, args.index or folder / "exact", args.batch_size)
+            index, build = bench_build(model, catalog, args.index or folder / "exact", args.batch_size,
+                                       not args.no_whiten)
             print("### Index build (target: <= 120 s for the 44k catalog)\n")
             print("| items | image cache (s) | embedding (s) | images/s | index write (s) | total (s) |")
             print("| ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -311,6 +311,71 @@ def test_a_reader_sees_writes_of_another_handle_after_refresh(index, data):
 # --- approximate kinds ------------------------------------------------------------------------------------------
 
 
+def whitened_by_hand(references: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine PCA whitening by numpy, as the index should do it: centre on the normalised references,
+    rotate to the principal axes, divide by sqrt(eigenvalue + 1 % of their mean), normalise."""
+    r = references / np.linalg.norm(references, axis=1, keepdims=True)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    mean = r.mean(axis=0)
+    eigenvalues, axes = np.linalg.eigh(np.cov(r - mean, rowvar=False, bias=True))
+    project = axes / np.sqrt(eigenvalues + structures.WHITEN_EPSILON * eigenvalues.mean())
+    out = [(x - mean) @ project for x in (r, q)]
+    return tuple(x / np.linalg.norm(x, axis=1, keepdims=True) for x in out)
+
+
+def test_a_whitened_index_searches_in_the_whitened_space(tmp_path):
+    ids, vectors, labels, _ = clustered(n=800, dim=16, spread=1.5)
+    vectors[:, 0] *= 6  # one dominant direction that whitening must tame
+    queries = clustered(n=40, dim=16, seed=1, spread=1.5)[1]
+    queries[:, 0] *= 6
+    index = CatalogIndex.create(tmp_path / "w", ids, vectors, model_id=MODEL, labels=labels, whiten=True)
+    assert index.config.whitened_items == 800
+    ref, q = whitened_by_hand(vectors, queries)
+    rows = np.argsort(-(q @ ref.T), axis=1, kind="stable")[:, :5]
+    expected = index.keys_of([ids[i] for i in rows.ravel()]).reshape(rows.shape)
+    found = index.neighbours(queries, k=5)
+    assert (found.keys == expected).mean() > 0.97  # float32 vs float64 can swap near-ties
+    np.testing.assert_allclose(found.similarities[:, 0], np.take_along_axis(q @ ref.T, rows[:, :1], 1)[:, 0],
+                               atol=1e-4)
+    plain = CatalogIndex.create(tmp_path / "p", ids, vectors, model_id=MODEL)
+    assert (plain.neighbours(queries, k=5).keys != found.keys).any()
+    # the whitening travels with the index: reopened, added to, removed from
+    reopened = CatalogIndex.open(tmp_path / "w")
+    np.testing.assert_array_equal(reopened.neighbours(queries, k=5).keys, found.keys)
+    reopened.add(["new"], queries[:1], model_id=MODEL)
+    assert reopened.search(queries[:1], k=1)[0][0].id == "new"
+    assert reopened.search_ids(["item3"], k=1)[0][0].id != "item3"
+    reopened.remove(["new"])
+    np.testing.assert_array_equal(reopened.neighbours(queries, k=5).keys, found.keys)
+    assert reopened.config.whitened_items == 800  # fitted once; adding does not refit
+
+
+def test_whitening_needs_enough_items_and_rebuild_can_switch_it(tmp_path, data):
+    ids, vectors, labels, _ = data
+    small = CatalogIndex.create(tmp_path / "s", ids[:40], vectors[:40], model_id=MODEL, whiten=True)
+    assert small.config.whiten and small.config.whitened_items == 0  # 40 items < 4 per dimension x 16
+    small.add(ids[40:], vectors[40:], model_id=MODEL)
+    small.rebuild()  # now 600 items: the rebuild fits the whitening
+    assert small.config.whitened_items == 600
+    small.rebuild(whiten=False)
+    assert small.config.whitened_items == 0 and not structures.is_whitened(small.structure)
+    order, _ = brute_force(vectors, vectors[:5], 5)
+    expected = small.keys_of([ids[i] for i in order.ravel()]).reshape(5, 5)
+    np.testing.assert_array_equal(small.neighbours(vectors[:5], k=5).keys, expected)
+    ivf = CatalogIndex.create(tmp_path / "ivf", ids, vectors, model_id=MODEL, kind="ivf", nlist=4, nprobe=4, whiten=True)
+    assert ivf.config.whitened_items == 600 and ivf.config.recall_at_10 == pytest.approx(1.0)
+
+
+def test_an_index_written_before_whitening_opens_unwhitened(index):
+    config = json.loads((index.folder / "index.json").read_text())
+    del config["whiten"], config["whitened_items"]
+    (index.folder / "index.json").write_text(json.dumps(config))
+    reopened = CatalogIndex.open(index.folder)
+    assert not reopened.config.whiten and reopened.config.whitened_items == 0
+    reopened.rebuild()
+    assert not structures.is_whitened(reopened.structure)
+
+
 def test_recall_at_k():
     assert recall_at_k(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 1], [4, 7, 8]])) == pytest.approx(4 / 6)
     with pytest.raises(StylespaceError):

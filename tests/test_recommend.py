@@ -11,6 +11,7 @@ import pytest
 from stylespace.index import CatalogIndex
 from stylespace.recommend import (
     DensityRatio,
+    LocalAccuracy,
     Margin,
     MeanSimilarity,
     NeighbourAgreement,
@@ -22,6 +23,7 @@ from stylespace.recommend import (
     correct_recommendations,
     default_scores,
     risk_coverage,
+    saved_score,
     score_by_name,
 )
 from stylespace.recommend.combined import CombinedScore, cross_fitted
@@ -254,22 +256,70 @@ def test_combined_score_is_cross_fitted_and_restored_from_the_index(catalog):
     index, _, queries, query_labels, _ = catalog
     calibration = calibrate(index, queries, query_labels, scores=["combined"], target_coverage=0.7)
     assert calibration.chosen == "combined" and calibration.chosen_params["parts"][0] == "top1"
-    context = NeighbourContext(index, index.neighbours(queries, 20), 3)
+    assert "local10" in calibration.chosen_params["parts"]
+    assert len(calibration.chosen_arrays["vectors"]) == len(queries)
+    fitted = saved_score("combined", calibration.chosen_params, calibration.chosen_arrays)
+    # calibration reads its own queries with each one left out of its local score
+    context = NeighbourContext(index, index.neighbours(queries, 20), 3, query_vectors=queries, leave_one_out=True)
     correct = correct_recommendations(index, context.neighbours.keys[:, :3], query_labels)
-    fitted = CombinedScore.from_params(calibration.chosen_params)
     features = fitted.features(context)
     in_sample = CombinedScore(fitted.parts).fit(features, correct).decision(features)
     np.testing.assert_allclose(fitted.decision(features), in_sample)
     held_out = cross_fitted(CombinedScore(fitted.parts), features, correct)
     assert not np.allclose(held_out, in_sample)  # the curve compared by AURC is not the in-sample one
     assert calibration.curves["combined"].aurc == pytest.approx(risk_coverage(held_out, correct).aurc)
-    np.testing.assert_allclose(calibration.recommender(index).score(context), in_sample, atol=1e-9)
+    # recommending, the local part reads every calibration query
+    deployed = NeighbourContext(index, index.neighbours(queries, 20), 3, query_vectors=queries)
+    expected = fitted.decision(fitted.features(deployed))
+    np.testing.assert_allclose(calibration.recommender(index).score(deployed), expected, atol=1e-9)
     calibration.save(index)
     recommender = SelectiveRecommender.from_index(CatalogIndex.open(index.folder))
     assert isinstance(recommender.score, CombinedScore)
-    np.testing.assert_allclose(recommender.score(recommender.context(queries)), in_sample, atol=1e-9)
+    np.testing.assert_allclose(recommender.score(recommender.context(queries)), expected, atol=1e-9)
     with pytest.raises(StylespaceError, match="not fitted"):
         CombinedScore().decision(features)
+
+
+def test_local_accuracy_is_the_correct_share_of_the_nearest_calibration_queries(catalog):
+    index, refs, queries, query_labels, _ = catalog
+    calibration_queries, new_queries = queries[:60], queries[60:80]
+    keys = index.neighbours(calibration_queries, 3).keys
+    correct = correct_recommendations(index, keys, query_labels[:60])
+    score = LocalAccuracy(5).fit(calibration_queries, correct)
+    similarity = new_queries @ calibration_queries.T
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :5]
+    context = NeighbourContext(index, index.neighbours(new_queries, 3), 3, query_vectors=new_queries)
+    np.testing.assert_allclose(score(context), correct[nearest].mean(axis=1))
+    own = calibration_queries @ calibration_queries.T
+    np.fill_diagonal(own, -np.inf)
+    loo = correct[np.argsort(-own, axis=1, kind="stable")[:, :5]].mean(axis=1)
+    context = NeighbourContext(index, index.neighbours(calibration_queries, 3), 3, query_vectors=calibration_queries,
+                               leave_one_out=True)
+    np.testing.assert_allclose(score(context), loo)
+    with pytest.raises(StylespaceError, match="not fitted"):
+        LocalAccuracy(5)(context)
+
+
+def test_a_local_score_is_saved_beside_the_index_and_replaced_atomically(catalog):
+    index, _, queries, query_labels, _ = catalog
+    first = calibrate(index, queries, query_labels, scores=["local10"], target_coverage=0.5)
+    first.save(index)
+    saved = sorted(p.name for p in index.folder.glob("calibration-*.npz"))
+    assert saved == [index.config.calibration_file]
+    recommender = SelectiveRecommender.from_index(CatalogIndex.open(index.folder))
+    assert isinstance(recommender.score, LocalAccuracy) and len(recommender.score.vectors) == len(queries)
+    second = calibrate(index, queries[:50], query_labels[:50], scores=["local10"], target_coverage=0.5)
+    second.save(index)
+    assert sorted(p.name for p in index.folder.glob("calibration-*.npz")) == [index.config.calibration_file] != saved
+    assert len(SelectiveRecommender.from_index(CatalogIndex.open(index.folder)).score.vectors) == 50
+    calibrate(index, queries, query_labels, scores=["top1"], target_coverage=0.5).save(index)
+    assert not list(index.folder.glob("calibration-*.npz")) and index.config.calibration_file == ""
+    second.save(index)
+    (index.folder / index.config.calibration_file).unlink()
+    with pytest.raises(StylespaceError, match="calibration's file is missing"):
+        SelectiveRecommender.from_index(CatalogIndex.open(index.folder))
+    with pytest.raises(StylespaceError, match="calibration queries it learnt from"):
+        saved_score("local10")
 
 
 def test_plot_is_written(catalog, tmp_path):

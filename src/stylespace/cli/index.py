@@ -184,6 +184,8 @@ def build_cmd(
     nprobe: int = typer.Option(16, help="IVF cells visited per query."),
     hnsw_m: int = typer.Option(32, help="HNSW graph degree."),
     ef_search: int = typer.Option(64, help="HNSW search beam width."),
+    whiten: bool = typer.Option(True, help="Whiten the vectors with a PCA fitted on this catalog (no labels "
+                                           "needed; needs 4 items per dimension): better neighbours and confidence."),
     overwrite: bool = typer.Option(False, help="Replace an index already in the output folder."),
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
@@ -198,7 +200,8 @@ def build_cmd(
     cat, ids, labels, description = select_items(catalog_path, scenario, part, "support", catalog)
     index, failed = build_index(model, cat, output, ids=ids, labels=labels, model_path=model_path, kind=kind,
                                 metric=metric, overwrite=overwrite, batch_size=batch_size, device=device,
-                                progress=not as_json, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search)
+                                progress=not as_json, whiten=whiten, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                                ef_search=ef_search)
     result = _info(index)
     result.update({"source": description, "failed": failed, "seconds": round(time.perf_counter() - started, 2)})
 
@@ -207,6 +210,9 @@ def build_cmd(
                   f"({r['kind']}, {r['metric']}, model {r['model_id']}) in {r['seconds']:.1f} s")
         if r["recall_at_10"] is not None:
             out.print(f"recall@10 against exact search: {r['recall_at_10']:.4f}")
+        if whiten and not r["whitened_items"]:
+            out.print(f"not whitened: {r['count']:,} items are too few for {r['dim']} dimensions "
+                      "(whitening needs 4 items per dimension)")
         if failed:
             out.print(f"{len(failed)} item(s) left out (image not decodable), e.g. {list(failed.items())[:3]}")
 
@@ -265,19 +271,23 @@ def rebuild_cmd(
     nprobe: Optional[int] = typer.Option(None, help="IVF cells visited per query."),
     hnsw_m: Optional[int] = typer.Option(None, help="HNSW graph degree."),
     ef_search: Optional[int] = typer.Option(None, help="HNSW search beam width."),
+    whiten: Optional[bool] = typer.Option(None, help="Whiten (fitted again on the items held now) or not "
+                                                     "(default: unchanged)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.index import CatalogIndex
 
     started = time.perf_counter()
     index = CatalogIndex.open(index_dir)
-    settings = {k: v for k, v in {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_search": ef_search}.items()
-                if v is not None}
+    settings = {k: v for k, v in {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_search": ef_search,
+                                  "whiten": whiten}.items() if v is not None}
     index.rebuild(kind=kind, metric=metric, **settings)
     result = _info(index)
     result["seconds"] = round(time.perf_counter() - started, 2)
     emit(result, as_json, lambda r: out.print(
-        f"rebuilt {index_dir}: {r['count']:,} items, {r['kind']}, {r['metric']} in {r['seconds']:.1f} s"
+        f"rebuilt {index_dir}: {r['count']:,} items, {r['kind']}, {r['metric']}"
+        + (f", whitened on {r['whitened_items']:,} items" if r["whitened_items"] else "")
+        + f" in {r['seconds']:.1f} s"
         + (f"; recall@10 vs exact {r['recall_at_10']:.4f}" if r["recall_at_10"] is not None else "")))
 
 
@@ -301,7 +311,7 @@ def info_cmd(
 def _info(index) -> dict:
     c = index.config
     return {"folder": str(index.folder), "count": c.count, "stale": c.stale, "dim": c.dim, "metric": c.metric,
-            "kind": c.kind, "model_id": c.model_id, "model_path": c.model_path, "input_size": list(c.input_size),
+            "kind": c.kind, "whitened_items": c.whitened_items, "model_id": c.model_id, "model_path": c.model_path, "input_size": list(c.input_size),
             "catalog": c.catalog, "metadata_columns": c.metadata_columns, "recall_at_10": c.recall_at_10,
             "confidence": c.confidence, "threshold": c.threshold, "calibration": c.calibration,
             "generation": c.generation, "updated": c.updated}
@@ -361,12 +371,15 @@ def recommend_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.index import CatalogIndex
-    from stylespace.recommend import SelectiveRecommender
+    from stylespace.recommend import SelectiveRecommender, saved_score
 
     index = CatalogIndex.open(index_dir)
     recommender = SelectiveRecommender.from_index(index)
     if score is not None or threshold is not None:
-        chosen = recommender.score if score in (None, recommender.score_name) else score
+        # a local score can reuse the calibration queries the index saved (for its chosen score)
+        chosen = recommender.score if score in (None, recommender.score_name) else saved_score(
+            score, index.config.confidence_params if score == index.config.confidence else {},
+            index.calibration_arrays() if score.startswith("local") else None)
         recommender = SelectiveRecommender(index, chosen, threshold if threshold is not None
                                            else recommender.threshold, recommender.n_items)
     if not recommender.calibrated:

@@ -52,7 +52,7 @@ def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: 
 
 def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str] | None = None,
                 labels: Mapping[str, str] | None = None, model_path: str | os.PathLike = "",
-                kind: str = "exact", metric: str = "cosine", overwrite: bool = False,
+                kind: str = "exact", metric: str = "cosine", whiten: bool = True, overwrite: bool = False,
                 cache_dir: str | os.PathLike | None = None, batch_size: int = 256, device: str = "auto",
                 progress: bool = True, **settings: Any) -> tuple[CatalogIndex, dict[str, str]]:
     """Embed a catalog (or the ``ids`` of it) with ``model`` and write an index to ``folder``.
@@ -60,6 +60,8 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
     Args:
         labels: id -> label overriding the catalog's (a split manifest's labels, after class merging).
         model_path: the model folder, recorded so that ``search`` can embed queries with the same model.
+        whiten: whiten the vectors with a PCA fitted on these items (see :class:`IndexConfig`); on by
+            default here, where a model embeds a whole catalog (``CatalogIndex.create`` indexes vectors as given).
         settings: other :class:`IndexConfig` fields (nlist, nprobe, hnsw_m, ...).
     Returns:
         (the index, {id: reason} for items left out because their image could not be decoded).
@@ -72,7 +74,7 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
     item_labels = [labels.get(i.id, i.label) if labels is not None else i.label for i in items]
     index = CatalogIndex.create(
         folder, embeddings.ids, embeddings.vectors, model_id=embeddings.model_id, metric=metric, kind=kind,
-        labels=item_labels, metas=[i.meta for i in items], sources=[i.source for i in items],
+        labels=item_labels, metas=[i.meta for i in items], sources=[i.source for i in items], whiten=whiten,
         overwrite=overwrite, model_path=str(Path(model_path).resolve()) if model_path else "",
         input_size=tuple(model.config.input_size), catalog=str(Path(catalog.source_path).resolve()),
         catalog_fingerprint=catalog.fingerprint(), metadata_columns=list(catalog.metadata_columns), **settings)

@@ -21,6 +21,8 @@ import collections
 import contextlib
 import dataclasses
 import datetime as _dt
+import hashlib
+import io
 import json
 import math
 import os
@@ -166,6 +168,7 @@ class CatalogIndex:
                 store.close()
             structure = structures.new_structure(config, prepared)
             structure.add_with_ids(prepared, keys)
+            config.whitened_items = len(keys) if structures.is_whitened(structure) else 0
             if config.kind != "exact" and measure_recall and len(keys):
                 config.recall_at_10 = structures.measure_recall(structure, config, keys, prepared)
             config.count = len(keys)
@@ -209,17 +212,25 @@ class CatalogIndex:
         return self.items.keys_of(list(ids))
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
-        """(N, D) the stored vectors of item ids, as searched (normalised for cosine)."""
+        """(N, D) the stored vectors of item ids, normalised for cosine (usable as queries)."""
         return self.vectors_of_keys(self.keys_of(ids))
 
     def vectors_of_keys(self, keys: np.ndarray) -> np.ndarray:
-        """Stored vectors of ``keys`` (any shape) -> ``keys.shape + (D,)``, as searched; NaN rows for -1."""
+        """Stored vectors of ``keys`` (any shape) -> ``keys.shape + (D,)``, normalised for cosine (what a
+        search takes as a query; a whitened index transforms them further, see :meth:`search_space`);
+        NaN rows for -1."""
         keys = np.asarray(keys, dtype=np.int64)
         raw = self.items.vectors(keys, self.config.dim).reshape(-1, self.config.dim)
         valid = ~np.isnan(raw).any(axis=1)
         if self.config.metric == "cosine" and valid.any():
             raw[valid] = structures.prepare_vectors(raw[valid], "cosine")
         return raw.reshape(*keys.shape, self.config.dim)
+
+    def search_space(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, D) vectors as stored (see :meth:`vectors_of_keys`) -> as searches compare them: whitened and
+        normalised when the index is whitened, unchanged otherwise. Their dot products (cosine) or
+        distances (euclidean) are the similarities searches report."""
+        return structures.search_space(self.structure, vectors)
 
     def labels_of_keys(self, keys: np.ndarray) -> np.ndarray:
         """Labels of ``keys`` (any shape, object array; None for -1 and unlabelled items)."""
@@ -452,9 +463,9 @@ class CatalogIndex:
     def rebuild(self, kind: str | None = None, metric: str | None = None, measure_recall: bool = True,
                 **settings: Any) -> "CatalogIndex":
         """Remake the FAISS structure from the stored vectors (compaction: stale vectors dropped, IVF cells
-        retrained), optionally as another ``kind`` or ``metric`` or with other settings (nlist, hnsw_m...).
-        Item keys are kept."""
-        allowed = {"nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search"}
+        retrained, the whitening fitted again on the items held now), optionally as another ``kind`` or
+        ``metric`` or with other settings (nlist, hnsw_m, whiten...). Item keys are kept."""
+        allowed = {"nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search", "whiten"}
         unknown = sorted(set(settings) - allowed)
         if unknown:
             raise StylespaceError(f"rebuild cannot change {unknown}; it can change kind, metric and {sorted(allowed)}")
@@ -472,6 +483,7 @@ class CatalogIndex:
             prepared = structures.prepare_vectors(vectors, config.metric, config.dim, "stored vectors")
             fresh = structures.new_structure(config, prepared)
             fresh.add_with_ids(prepared, keys)
+            config.whitened_items = len(keys) if structures.is_whitened(fresh) else 0
             store.clear_stale()
             config.stale = 0
             config.recall_at_10 = None
@@ -483,20 +495,50 @@ class CatalogIndex:
         return self
 
     def set_calibration(self, confidence: str, threshold: float | None, calibration: Mapping[str, Any],
-                        confidence_params: Mapping[str, Any] | None = None) -> None:
-        """Record the recommendation confidence score (and its fitted parameters, if any), its threshold and
-        the calibration figures in index.json (the item and FAISS files are unchanged)."""
+                        confidence_params: Mapping[str, Any] | None = None,
+                        arrays: Mapping[str, np.ndarray] | None = None) -> None:
+        """Record the recommendation confidence score (its fitted parameters, and the ``arrays`` it learnt,
+        if any), its threshold and the calibration figures. index.json is the commit point: the arrays
+        are written to their own file first, and the previous calibration's file is removed after."""
         if threshold is not None and not math.isfinite(threshold):
             raise StylespaceError(f"threshold must be a finite number, got {threshold}")
         with _writer_lock(self.folder):
             self._refresh_locked()
+            calibration_file = ""
+            if arrays:
+                buffer = io.BytesIO()
+                np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+                data = buffer.getvalue()
+                calibration_file = f"calibration-{hashlib.sha256(data).hexdigest()[:12]}.npz"
+                with atomic_write(self.folder / calibration_file) as handle:
+                    handle.write(data)
             config = dataclasses.replace(self.config, confidence=confidence,
                                          confidence_params=json.loads(json.dumps(dict(confidence_params or {}))),
                                          threshold=None if threshold is None else float(threshold),
+                                         calibration_file=calibration_file,
                                          calibration=json.loads(json.dumps(dict(calibration))), updated=_now())
             config.validate()
             write_json(self.folder / CONFIG_FILE, dataclasses.asdict(config))
             self.config = config
+            for old in self.folder.glob("calibration-*.npz"):
+                if old.name != calibration_file:
+                    with contextlib.suppress(FileNotFoundError):
+                        old.unlink()
+
+    def calibration_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays the calibrated confidence score learnt (empty when it learnt none)."""
+        if not self.config.calibration_file:
+            return {}
+        path = self.folder / self.config.calibration_file
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except FileNotFoundError:
+            raise StylespaceError(f"{path}: the calibration's file is missing (calibrated again meanwhile? open the "
+                                  "index again; otherwise run `stylespace calibrate-threshold` again)") from None
+        except (OSError, ValueError) as exc:
+            raise StylespaceError(f"{path}: not a readable calibration file ({exc}); run "
+                                  "`stylespace calibrate-threshold` again") from None
 
     def refresh(self) -> bool:
         """Load a newer generation written by another process, if there is one; returns whether it did."""
@@ -533,16 +575,14 @@ class CatalogIndex:
         when ``replaces_structure``) and a copy of the config; nothing in memory or on disk that readers
         use is touched until index.json is replaced.
         """
-        import faiss
-
         with _writer_lock(self.folder):
             self._refresh_locked()
             generation = self.config.generation + 1
             store = self.items.copy_to(self.folder / _items_name(generation))
             config = dataclasses.replace(self.config, metadata_columns=list(self.config.metadata_columns))
-            structure = None if replaces_structure else faiss.clone_index(self.structure)
             try:
                 try:
+                    structure = None if replaces_structure else structures.copy_structure(self.structure)
                     result = change(store, structure, config)
                     store.commit()
                     if vacuum:

@@ -30,6 +30,9 @@ class IndexConfig:
         nprobe: IVF cells visited per query.
         hnsw_m: HNSW graph degree.
         ef_construction / ef_search: HNSW beam widths when building / searching.
+        whiten: whiten the vectors (a PCA whitening fitted on the catalog's own vectors, no labels) when the
+            structure is made or rebuilt; needs at least 4 items per dimension, else the index is left plain.
+        whitened_items: how many items the whitening in use was fitted on (0 = the index is not whitened).
         model_path: the model folder the index was built with (the CLI embeds queries with it).
         input_size: (H, W) the model takes; query images are decoded to this size.
         catalog: the catalog (or split) the items came from; catalog_fingerprint: its fingerprint then.
@@ -40,6 +43,8 @@ class IndexConfig:
         confidence / threshold / calibration: the chosen recommendation confidence score, its threshold
             and the figures of the calibration that chose them (empty until ``calibrate-threshold``).
         confidence_params: what a fitted score needs to be rebuilt (the combined score's weights).
+        calibration_file: the arrays a fitted score learnt (the calibration queries' vectors and whether
+            each was correct, for a local score), in the index folder; empty when it needs none.
         generation, items_file, faiss_file: the current generation and its two files.
     """
 
@@ -52,6 +57,8 @@ class IndexConfig:
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 64
+    whiten: bool = False
+    whitened_items: int = 0
     model_path: str = ""
     input_size: tuple[int, int] = (80, 60)
     catalog: str = ""
@@ -63,6 +70,7 @@ class IndexConfig:
     confidence: str = ""
     confidence_params: dict = dataclasses.field(default_factory=dict)
     threshold: float | None = None
+    calibration_file: str = ""
     calibration: dict = dataclasses.field(default_factory=dict)
     generation: int = 0
     items_file: str = ""
@@ -85,6 +93,8 @@ class IndexConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise StylespaceError(f"index {name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.whiten, bool):
+            raise StylespaceError(f"index whiten must be true or false, got {self.whiten!r}")
         if not isinstance(self.nlist, int) or self.nlist < 0:
             raise StylespaceError(f"index nlist must be an integer >= 0 (0 = automatic), got {self.nlist!r}")
         size = tuple(self.input_size)

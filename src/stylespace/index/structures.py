@@ -6,6 +6,14 @@ Every kind stores the item's int64 key as the FAISS id:
 - ``ivf``: ``IndexIVFFlat`` (ids native), k-means cells trained on the catalog; ``nprobe`` cells per query.
 - ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)``; HNSW cannot delete, so removed items stay as stale vectors
   that searches skip until ``rebuild``.
+
+With ``whiten`` (and enough items) the structure is wrapped in ``IndexPreTransform``: a ``PCAMatrix``
+with eigenvalue power -1/2, fitted on the catalog's own vectors when the structure is made (then
+``NormalizationTransform`` for cosine). Whitening needs no labels; it spreads the directions in which the
+catalog barely varies and shrinks the few dominant ones, which on the Fashion Product Images catalog
+raised scenario 4's top-3 correct rate from 87.6 % to 89.4 % and the selective coverage at 5 % error from
+49 % to 63 % (docs/benchmarks.md). Items added later are transformed with the fitted whitening; ``rebuild``
+fits it again on what the index then holds.
 """
 from __future__ import annotations
 
@@ -35,6 +43,13 @@ def search_threads(n_queries: int) -> int:
         return int(configured)
     return max(1, (os.cpu_count() or 1) // 2)
 
+
+# Whitening fitted on fewer items per dimension amplifies noise more than it helps: below this the index
+# is left unwhitened (and says so in index.json).
+WHITEN_MIN_ITEMS_PER_DIM = 4
+# Added to every eigenvalue before the power -1/2, as a share of their mean: a floor for the directions
+# in which the catalog does not vary at all (0.01 lost nothing against 0 on scenario 4).
+WHITEN_EPSILON = 0.01
 
 # Vectors used to train IVF cells: FAISS wants at least 39 per cell; more than 256 per cell adds time, not quality.
 _IVF_TRAIN_PER_CELL = 256
@@ -68,7 +83,32 @@ def prepare_vectors(vectors, metric: str, dim: int | None = None, what: str = "v
 
 
 def new_structure(config: IndexConfig, training: np.ndarray | None = None):
-    """An empty FAISS index for ``config`` (IVF cells trained on ``training``, prepared vectors)."""
+    """An empty FAISS index for ``config``, with its whitening fitted and its IVF cells trained on
+    ``training`` (prepared vectors); see :func:`is_whitened` for whether whitening was applied."""
+    faiss = _faiss()
+    n = 0 if training is None else len(training)
+    whitening = None
+    if config.whiten and n >= WHITEN_MIN_ITEMS_PER_DIM * config.dim:
+        whitening = _fit_whitening(config, training)
+    inner = _bare_structure(config, n)
+    if whitening is None:
+        structure = inner
+    else:
+        structure = faiss.IndexPreTransform(whitening[-1], inner)
+        for transform in reversed(whitening[:-1]):
+            structure.prepend_transform(transform)
+    if config.kind == "ivf":
+        sample = training
+        nlist = faiss.extract_index_ivf(structure).nlist
+        if n > nlist * _IVF_TRAIN_PER_CELL:
+            rows = np.random.default_rng(0).choice(n, nlist * _IVF_TRAIN_PER_CELL, replace=False)
+            sample = training[np.sort(rows)]
+        structure.train(sample)  # the whitening is trained already: this trains the cells, in whitened space
+    return structure
+
+
+def _bare_structure(config: IndexConfig, n: int):
+    """The structure of ``config.kind`` without whitening (IVF cells not trained yet)."""
     faiss = _faiss()
     metric = faiss_metric(config.metric)
     if config.kind == "exact":
@@ -78,20 +118,46 @@ def new_structure(config: IndexConfig, training: np.ndarray | None = None):
         graph = faiss.IndexHNSWFlat(config.dim, config.hnsw_m, metric)
         graph.hnsw.efConstruction = config.ef_construction
         return faiss.IndexIDMap2(graph)
-    # ivf
-    n = 0 if training is None else len(training)
     if n < 39:
         raise StylespaceError(f"an IVF index needs at least 39 items to train its cells, got {n}; "
                               "use --kind exact for small catalogs")
-    nlist = config.auto_nlist(n)
     quantizer = faiss.IndexFlatIP(config.dim) if config.metric == "cosine" else faiss.IndexFlatL2(config.dim)
-    ivf = faiss.IndexIVFFlat(quantizer, config.dim, nlist, metric)
-    sample = training
-    if n > nlist * _IVF_TRAIN_PER_CELL:
-        rows = np.random.default_rng(0).choice(n, nlist * _IVF_TRAIN_PER_CELL, replace=False)
-        sample = training[np.sort(rows)]
-    ivf.train(sample)  # FAISS's Python wrapper keeps the quantizer alive with the IVF index
-    return ivf
+    return faiss.IndexIVFFlat(quantizer, config.dim, config.auto_nlist(n), metric)  # the wrapper keeps the quantizer alive
+
+
+def _fit_whitening(config: IndexConfig, training: np.ndarray) -> list:
+    """[PCAMatrix whitening (+ NormalizationTransform for cosine)] fitted on ``training`` (N, D)."""
+    faiss = _faiss()
+    pca = faiss.PCAMatrix(config.dim, config.dim, -0.5)
+    pca.train(np.ascontiguousarray(training, dtype=np.float32))
+    eigenvalues = faiss.vector_to_array(pca.eigenvalues)
+    pca.epsilon = float(WHITEN_EPSILON * max(eigenvalues.mean(), 1e-12))
+    pca.prepare_Ab()  # re-derive the projection with the epsilon floor
+    if config.metric == "cosine":
+        return [pca, faiss.NormalizationTransform(config.dim, 2.0)]
+    return [pca]
+
+
+def is_whitened(structure) -> bool:
+    """Whether ``structure`` whitens what it holds and what it is asked."""
+    return isinstance(_faiss().downcast_index(structure), _faiss().IndexPreTransform)
+
+
+def search_space(structure, vectors: np.ndarray) -> np.ndarray:
+    """Prepared vectors (N, D) -> as ``structure`` compares them (whitened and normalised, or unchanged)."""
+    faiss = _faiss()
+    structure = faiss.downcast_index(structure)
+    if not isinstance(structure, faiss.IndexPreTransform):
+        return vectors
+    out = np.ascontiguousarray(vectors, dtype=np.float32)
+    for i in range(structure.chain.size()):
+        out = faiss.downcast_VectorTransform(structure.chain.at(i)).apply(out)
+    return out
+
+
+def copy_structure(structure):
+    """An independent copy (``faiss.clone_index`` cannot clone a ``NormalizationTransform``)."""
+    return from_bytes(to_bytes(structure))
 
 
 def cells(structure) -> int:
@@ -156,7 +222,8 @@ def measure_recall(structure, config: IndexConfig, keys: np.ndarray, vectors: np
     k = min(k, n)
     rows = np.sort(np.random.default_rng(seed).choice(n, min(n_queries, n), replace=False))
     exact = faiss.IndexIDMap2(faiss.IndexFlatIP(config.dim) if config.metric == "cosine" else faiss.IndexFlatL2(config.dim))
-    exact.add_with_ids(vectors, keys)
-    _, truth = exact.search(vectors[rows], k)
+    searched = search_space(structure, vectors)  # exact search in the space the structure searches
+    exact.add_with_ids(searched, keys)
+    _, truth = getattr(exact, "search_numpy", exact.search)(searched[rows], k)
     _, found = search_structure(structure, config, vectors[rows], k)
     return recall_at_k(found, truth)

@@ -10,6 +10,7 @@ from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverag
 from stylespace.recommend.scores import (
     ConfidenceScore,
     DensityRatio,
+    LocalAccuracy,
     Margin,
     MeanSimilarity,
     NeighbourAgreement,
@@ -30,7 +31,7 @@ from stylespace.recommend.selective import (
 )
 
 __all__ = [
-    "Calibration", "CombinedScore", "ConfidenceScore", "DensityRatio", "Margin", "MeanSimilarity", "NeighbourAgreement",
+    "Calibration", "CombinedScore", "ConfidenceScore", "DensityRatio", "LocalAccuracy", "Margin", "MeanSimilarity", "NeighbourAgreement",
     "NeighbourContext", "NeighbourhoodOverlap", "OperatingPoint", "Reciprocity", "Recommendation",
     "RiskCoverage", "SelectiveRecommender", "TopSimilarity", "calibrate", "correct_recommendations",
     "default_scores", "risk_coverage", "saved_score", "score_by_name",

@@ -15,7 +15,7 @@ import numpy as np
 from stylespace.recommend.scores import ConfidenceScore, NeighbourContext, score_by_name
 from stylespace.utils import StylespaceError
 
-DEFAULT_PARTS = ("top1", "mean3", "mean10", "agreement10", "reciprocity10", "overlap10", "density10")
+DEFAULT_PARTS = ("top1", "mean3", "mean10", "agreement10", "reciprocity10", "overlap10", "density10", "local10")
 
 
 class CombinedScore(ConfidenceScore):
@@ -34,6 +34,7 @@ class CombinedScore(ConfidenceScore):
         if not self.parts:
             raise StylespaceError("a combined score needs at least one part")
         self.neighbours_needed = max(p.neighbours_needed for p in self.parts)
+        self.reads_queries = any(p.reads_queries for p in self.parts)
         self.coef = None if coef is None else np.asarray(coef, dtype=np.float64)
         self.intercept = float(intercept)
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)

@@ -33,12 +33,19 @@ class NeighbourContext:
         n_items: how many of them make the recommendation (3 in seed 004).
         query_keys: (Q,) the query's own key when the query is a catalog item (-1 otherwise), so that an
             item's neighbourhood never counts the query itself.
+        query_vectors: (Q, D) the query vectors as the index stores vectors (normalised for cosine; the
+            index's ``search_space`` whitens them), for the scores that read the query itself; None when
+            no score needs them.
+        leave_one_out: the queries are the calibration queries a fitted score learnt from: such a score
+            leaves each query out of what it reads for that query.
     """
 
     index: CatalogIndex
     neighbours: Neighbours
     n_items: int = 3
     query_keys: np.ndarray | None = None
+    query_vectors: np.ndarray | None = None
+    leave_one_out: bool = False
     _vectors: dict = dataclasses.field(default_factory=dict, repr=False)
     _item_neighbours: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -52,10 +59,15 @@ class NeighbourContext:
         return self.neighbours.similarities[:, :k]
 
     def neighbour_vectors(self, k: int) -> np.ndarray:
-        """(Q, k, D) vectors of the query's k nearest items (as searched; NaN where missing)."""
+        """(Q, k, D) vectors of the query's k nearest items, in the space the index searches (NaN where missing)."""
         self._need(k)
         if self._vectors.get("k", 0) < k:
-            self._vectors = {"k": k, "vectors": self.index.vectors_of_keys(self.neighbours.keys[:, :k])}
+            stored = self.index.vectors_of_keys(self.neighbours.keys[:, :k])
+            flat = stored.reshape(-1, stored.shape[-1])
+            valid = ~np.isnan(flat).any(axis=1)
+            if valid.any():  # compared as the search compared them (whitened, for a whitened index)
+                flat[valid] = self.index.search_space(flat[valid])
+            self._vectors = {"k": k, "vectors": flat.reshape(stored.shape)}
         return self._vectors["vectors"][:, :k]
 
     def item_neighbours(self, k: int) -> Neighbours:
@@ -87,6 +99,7 @@ class ConfidenceScore:
 
     name: str = ""
     neighbours_needed: int = 3
+    reads_queries: bool = False  # needs ``NeighbourContext.query_vectors``
 
     def __call__(self, context: NeighbourContext) -> np.ndarray:
         return np.asarray(self.score(context), dtype=np.float64)
@@ -212,11 +225,77 @@ class DensityRatio(ConfidenceScore):
         return -np.log(np.maximum(mine, tiny) / np.maximum(theirs.mean(axis=1), tiny))
 
 
+class LocalAccuracy(ConfidenceScore):
+    """How often the recommendation was right for the ``k`` labelled calibration queries nearest this query
+    (compared as the index compares vectors): a local estimate of the error rate, in the spirit of the
+    trust score, that knows which regions of the space mislead (tops among t-shirts, gift sets among
+    watches). It reads the calibration queries' vectors and whether their recommendation was correct,
+    never the catalog's labels; calibration fits it (:meth:`fit`) and saves what it learnt with the index.
+
+    Args:
+        k: calibration queries consulted.
+        vectors: (R, D) the calibration queries as the index stores vectors (the index's current
+            whitening is applied when scoring, so a rebuild does not leave them behind); correct: (R,) bool.
+    """
+
+    neighbours_needed = 1
+    reads_queries = True
+
+    def __init__(self, k: int = 10, vectors=None, correct=None):
+        self.k = _positive(k, "k")
+        self.name = f"local{k}"
+        self.vectors = None if vectors is None else np.ascontiguousarray(vectors, dtype=np.float32)
+        self.correct = None if correct is None else np.asarray(correct, dtype=bool)
+        self._reference = None  # (index generation, FAISS flat index of the vectors as that generation compares them)
+        if (self.vectors is None) != (self.correct is None) or (
+                self.vectors is not None and (self.vectors.ndim != 2 or len(self.vectors) != len(self.correct))):
+            raise StylespaceError("a local accuracy score needs (R, D) calibration vectors and R correctness flags")
+
+    def fit(self, vectors: np.ndarray, correct: np.ndarray) -> "LocalAccuracy":
+        """Learn from calibration queries: their (R, D) vectors (as stored) and whether each was correct."""
+        if len(vectors) < 2:
+            raise StylespaceError("a local accuracy score needs at least 2 calibration queries")
+        return LocalAccuracy(self.k, vectors, correct)
+
+    def score(self, context):
+        if self.vectors is None:
+            raise StylespaceError(f"the {self.name} score is not fitted; calibrate it on labelled queries first")
+        if context.query_vectors is None:
+            raise StylespaceError(f"the {self.name} score needs the query vectors in its context")
+        import faiss
+
+        k = min(self.k, len(self.vectors) - int(context.leave_one_out))
+        index = context.index
+        # one generation of an index has one whitening: transform the calibration queries once per generation
+        key = (str(index.folder), index.config.generation, index.config.whitened_items)
+        if self._reference is None or self._reference[0] != key:
+            vectors = np.ascontiguousarray(index.search_space(self.vectors), dtype=np.float32)
+            flat = faiss.IndexFlatIP(vectors.shape[1]) if context.metric == "cosine" else faiss.IndexFlatL2(vectors.shape[1])
+            flat.add(vectors)
+            self._reference = (key, flat)
+        reference = self._reference[1]
+        search = getattr(reference, "search_numpy", reference.search)
+        queries = np.ascontiguousarray(context.index.search_space(context.query_vectors), dtype=np.float32)
+        _, rows = search(queries, k + int(context.leave_one_out))
+        if context.leave_one_out:
+            # each calibration query is its own nearest: drop it (or, on exact ties, whichever copy is listed)
+            own = rows == np.arange(len(rows))[:, None]
+            own[~own.any(axis=1), -1] = True
+            rows = rows[~own].reshape(len(rows), k)
+        return self.correct[rows].mean(axis=1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What it learnt, saved beside the index (see ``CatalogIndex.set_calibration``)."""
+        if self.vectors is None:
+            raise StylespaceError(f"the {self.name} score is not fitted")
+        return {"vectors": self.vectors, "correct": self.correct}
+
+
 def default_scores() -> list[ConfidenceScore]:
     """The scores compared by calibration (the best by AURC is kept)."""
     return [TopSimilarity(), MeanSimilarity(3), MeanSimilarity(10), Margin(1, 10), Margin(3, 20),
             NeighbourAgreement(3), NeighbourAgreement(10), Reciprocity(10), NeighbourhoodOverlap(10),
-            DensityRatio(10)]
+            DensityRatio(10), LocalAccuracy(10)]
 
 
 def score_by_name(name: str) -> ConfidenceScore:
@@ -231,6 +310,7 @@ def score_by_name(name: str) -> ConfidenceScore:
         (r"reciprocity(\d+)", lambda k: Reciprocity(int(k))),
         (r"overlap(\d+)", lambda k: NeighbourhoodOverlap(int(k))),
         (r"density(\d+)", lambda k: DensityRatio(int(k))),
+        (r"local(\d+)", lambda k: LocalAccuracy(int(k))),
     ]
     for pattern, make in patterns:
         match = re.fullmatch(pattern, name)

@@ -14,10 +14,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from stylespace.index import structures
 from stylespace.index.catalog_index import CatalogIndex, Hit
 from stylespace.recommend.combined import CombinedScore, cross_fitted
 from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
-from stylespace.recommend.scores import ConfidenceScore, NeighbourContext, default_scores, score_by_name
+from stylespace.recommend.scores import (ConfidenceScore, LocalAccuracy, NeighbourContext, default_scores,
+                                         score_by_name)
 from stylespace.utils import StylespaceError
 
 DEFAULT_SCORE = "top1"
@@ -64,7 +66,8 @@ class SelectiveRecommender:
     def from_index(cls, index: CatalogIndex, n_items: int = 3) -> "SelectiveRecommender":
         """The recommender saved with the index by ``calibrate-threshold`` (top-1 similarity and no
         threshold when the index was never calibrated)."""
-        score = saved_score(index.config.confidence or DEFAULT_SCORE, index.config.confidence_params)
+        score = saved_score(index.config.confidence or DEFAULT_SCORE, index.config.confidence_params,
+                            index.calibration_arrays())
         return cls(index, score, index.config.threshold, n_items)
 
     @property
@@ -82,7 +85,11 @@ class SelectiveRecommender:
         scores = list(scores or [self.score])
         k = max([k, self.n_items] + [s.neighbours_needed for s in scores])
         neighbours = self.index.neighbours(queries, k, exclude_ids=exclude_ids, where=where, model_id=model_id)
-        return NeighbourContext(self.index, neighbours, self.n_items, query_keys)
+        vectors = None
+        if any(s.reads_queries for s in scores):
+            raw = queries.vectors if hasattr(queries, "vectors") else queries
+            vectors = structures.prepare_vectors(raw, self.index.metric, self.index.config.dim, "query vectors")
+        return NeighbourContext(self.index, neighbours, self.n_items, query_keys, vectors)
 
     def confidence(self, context: NeighbourContext) -> np.ndarray:
         """(Q,) confidence of each query's recommendation; -inf where the score is undefined."""
@@ -125,6 +132,7 @@ class Calibration:
     accuracy: float
     queries: str = ""
     chosen_params: dict = dataclasses.field(default_factory=dict)
+    chosen_arrays: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def table(self) -> list[dict]:
         """One row per score, best AURC first: name, AURC, coverage at the target's error (or error at
@@ -151,12 +159,12 @@ class Calibration:
         if not self.point.reached or self.point.threshold is None:
             raise StylespaceError(f"no threshold meets the target {self.point.target} on these {self.n_queries} "
                                   "queries; nothing saved (aim for a looser target or train a better model)")
-        index.set_calibration(self.chosen, self.point.threshold, self.to_dict(), self.chosen_params)
+        index.set_calibration(self.chosen, self.point.threshold, self.to_dict(), self.chosen_params, self.chosen_arrays)
 
     def recommender(self, index: CatalogIndex) -> SelectiveRecommender:
         """The chosen score (fitted, for ``combined``) with the chosen threshold, over ``index``."""
-        return SelectiveRecommender(index, saved_score(self.chosen, self.chosen_params), self.point.threshold,
-                                    self.n_items)
+        return SelectiveRecommender(index, saved_score(self.chosen, self.chosen_params, self.chosen_arrays),
+                                    self.point.threshold, self.n_items)
 
     def plot(self, path: str | Path, top: int = 4) -> Path:
         from stylespace.recommend.plot import plot_risk_coverage
@@ -221,22 +229,53 @@ def calibrate(index: CatalogIndex, query_vectors, query_labels: Sequence[str], *
     if len(context.neighbours) != len(query_labels):
         raise StylespaceError(f"{len(context.neighbours)} query vectors but {len(query_labels)} labels")
     correct = correct_recommendations(index, context.neighbours.keys[:, :n_items], query_labels)
+    # local scores learn from these very queries; each query's value leaves the query itself out
+    scores = [_fit_local(score, context.query_vectors, correct) for score in scores]
+    if combined is not None:
+        combined.parts = [_fit_local(part, context.query_vectors, correct) for part in combined.parts]
+    context.leave_one_out = True
     curves = {score.name: risk_coverage(score(context), correct) for score in scores}
-    params = {}
+    params, arrays = {}, {}
+    for score in scores:
+        if isinstance(score, LocalAccuracy):
+            arrays[score.name] = score.arrays()
     if combined is not None and min(correct.sum(), (~correct).sum()) >= 2:
         curves[combined.name] = risk_coverage(cross_fitted(combined, combined.features(context), correct), correct)
         params[combined.name] = combined.params()
+        local_parts = [p for p in combined.parts if isinstance(p, LocalAccuracy)]
+        if local_parts:
+            arrays[combined.name] = local_parts[0].arrays()
     chosen = min(curves, key=lambda name: curves[name].aurc)
     point = _operating_point(curves[chosen], target)
     return Calibration(chosen, point, curves, len(correct), n_items, float(correct.mean()), queries,
-                       params.get(chosen, {}))
+                       params.get(chosen, {}), arrays.get(chosen, {}))
 
 
-def saved_score(name: str, params: Mapping | None = None) -> ConfidenceScore:
-    """The confidence score saved in an index: by name, with its fitted parameters when it has some."""
-    if name == CombinedScore.name:
-        return CombinedScore.from_params(dict(params or {}))
-    return score_by_name(name)
+def _fit_local(score: ConfidenceScore, vectors: np.ndarray | None, correct: np.ndarray) -> ConfidenceScore:
+    """A local score fitted on the calibration queries; other scores as they are."""
+    if isinstance(score, LocalAccuracy):
+        if len(correct) < 2:
+            raise StylespaceError(f"the {score.name} score needs at least 2 calibration queries")
+        return score.fit(vectors, correct)
+    return score
+
+
+def saved_score(name: str, params: Mapping | None = None, arrays: Mapping | None = None) -> ConfidenceScore:
+    """The confidence score saved in an index: by name, with its fitted parameters and the ``arrays`` it
+    learnt (``CatalogIndex.calibration_arrays``) when it has some."""
+    score = CombinedScore.from_params(dict(params or {})) if name == CombinedScore.name else score_by_name(name)
+    local = [score] if isinstance(score, LocalAccuracy) else [
+        p for p in getattr(score, "parts", []) if isinstance(p, LocalAccuracy)]
+    if not local:
+        return score
+    if not arrays or "vectors" not in arrays or "correct" not in arrays:
+        raise StylespaceError(f"the {name} confidence score needs the calibration queries it learnt from, and the "
+                              "index has none saved; run `stylespace calibrate-threshold` again")
+    fitted = {p.name: p.fit(arrays["vectors"], arrays["correct"]) for p in local}
+    if isinstance(score, LocalAccuracy):
+        return fitted[score.name]
+    score.parts = [fitted.get(p.name, p) for p in score.parts]
+    return score
 
 
 def _operating_point(curve: RiskCoverage, target: dict) -> OperatingPoint:
