@@ -424,3 +424,45 @@ def test_a_model_other_than_the_indexs_is_refused(served, tmp_path):
     save_model(build_model(ModelConfig(backbone="compact", embedding_dim=32, width=8)), tmp_path / "other")
     with pytest.raises(StylespaceError, match="embedded by model"):
         create_app(served.index, model_dir=tmp_path / "other")
+
+
+def test_the_service_picks_up_new_stock_and_a_new_calibration_without_a_restart(tmp_path_factory):
+    """Another process adds and removes items and recalibrates; the running service sees it at its next
+    search (refresh_seconds = 0 here), and refuses to adopt an index rebuilt by another model."""
+    import torch
+
+    from stylespace.index import CatalogIndex
+    from stylespace.models import ModelConfig, build_model, model_id
+
+    with served_catalog(tmp_path_factory, "refresh") as served:
+        client = TestClient(create_app(served.index))
+        engine = client.app.state.engine
+        engine.refresh_seconds = 0.0
+        before = client.get("/health").json()["items"]
+        writer = CatalogIndex.open(served.index)
+        first_id = writer.ids[0]
+        vector = writer.vectors([first_id])
+        writer.add(["new-stock"], vector, model_id=writer.model_id, labels=["Tshirts"], metas=[{"gender": "Men"}],
+                   sources=[writer.items.rows(writer.keys_of([first_id]))[int(writer.keys_of([first_id])[0])][1]])
+        found = client.post("/search", files={"image": ("q.png", image_bytes(served, first_id), "image/png")},
+                            data={"k": "3"}).json()
+        assert client.get("/health").json()["items"] == before + 1
+        assert "new-stock" in {hit["id"] for hit in found["results"]}
+        assert client.get("/items/new-stock").status_code == 200
+        writer.remove(["new-stock"])
+        client.post("/search", files={"image": ("q.png", image_bytes(served, first_id), "image/png")}, data={"k": "3"})
+        assert client.get("/items/new-stock").status_code == 404
+
+        writer.set_calibration("top1", 0.123, {"note": "recalibrated"})
+        client.post("/search", files={"image": ("q.png", image_bytes(served, first_id), "image/png")}, data={"k": "3"})
+        assert engine.recommender.threshold == pytest.approx(0.123) and engine.recommender.score_name == "top1"
+
+        # another model's index is not adopted: searches go on with the loaded one
+        torch.manual_seed(5)
+        other = build_model(ModelConfig(backbone="compact", embedding_dim=32, width=8)).eval()
+        CatalogIndex.create(served.index, writer.ids, writer.vectors(writer.ids), model_id=model_id(other),
+                            overwrite=True)
+        response = client.post("/search", files={"image": ("q.png", image_bytes(served, first_id), "image/png")},
+                               data={"k": "3"})
+        assert response.status_code == 200 and engine.model_id != model_id(other)
+        writer.close()

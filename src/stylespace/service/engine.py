@@ -10,7 +10,9 @@ import dataclasses
 import io
 import mimetypes
 import os
+import logging
 import threading
+import time
 from concurrent.futures import Future
 
 import numpy as np
@@ -19,6 +21,10 @@ from stylespace.service.batching import QueryBatcher
 from stylespace.utils import StylespaceError
 
 NAME_COLUMNS = ("productDisplayName", "name", "title")
+# How often searches look for changes another process made to the index (new stock, a new calibration).
+REFRESH_SECONDS = 2.0
+
+log = logging.getLogger("stylespace.service")
 
 
 class UnknownItem(StylespaceError):
@@ -65,6 +71,37 @@ class Ranking:
     score_name: str
 
 
+@dataclasses.dataclass(frozen=True)
+class _CatalogView:
+    """What browsing reads, built from one generation of the index and replaced whole when it changes."""
+
+    records: dict
+    sources: dict
+    order: list
+    by_label: dict
+    class_counts: list
+
+    @property
+    def size(self) -> int:
+        return len(self.order)
+
+    @classmethod
+    def of(cls, index) -> "_CatalogView":
+        ids = index.ids
+        rows = index.items.rows(index.keys_of(ids)) if ids else {}
+        records, sources = {}, {}
+        for item_id, source, label, meta in rows.values():
+            records[item_id] = _record(item_id, label, meta)
+            sources[item_id] = source
+        order = [i for i in ids if i in records]
+        by_label = collections.defaultdict(list)
+        for item_id in order:
+            if records[item_id].label is not None:
+                by_label[records[item_id].label].append(item_id)
+        counts = sorted(((label, len(members)) for label, members in by_label.items()), key=lambda kv: (-kv[1], kv[0]))
+        return cls(records, sources, order, dict(by_label), counts)
+
+
 class StyleEngine:
     """Search, browse and compare over one catalog index.
 
@@ -88,22 +125,11 @@ class StyleEngine:
         self.catalog = catalog
         self.judge = judge
         self.device = device
-        # The index's items, read once: browsing and item pages never touch SQLite or the catalog.
-        ids = index.ids
-        rows = index.items.rows(index.keys_of(ids)) if ids else {}
-        self._records: dict[str, ItemRecord] = {}
-        self._sources: dict[str, str] = {}
-        for item_id, source, label, meta in rows.values():
-            self._records[item_id] = _record(item_id, label, meta)
-            self._sources[item_id] = source
-        self._order = [i for i in ids if i in self._records]
-        self._by_label: dict[str, list[str]] = collections.defaultdict(list)
-        for item_id in self._order:
-            label = self._records[item_id].label
-            if label is not None:
-                self._by_label[label].append(item_id)
-        self._class_counts = sorted(((label, len(members)) for label, members in self._by_label.items()),
-                                    key=lambda kv: (-kv[1], kv[0]))
+        # The index's items, read once per index generation: browsing and item pages never touch SQLite.
+        self._view = _CatalogView.of(index)
+        self.refresh_seconds = REFRESH_SECONDS
+        self._checked = time.monotonic()
+        self._refused = None  # the index.json of a generation made by another model, not adopted
         self._batcher = QueryBatcher(self._answer, max_batch=max_batch, name="stylespace-search")
         # One compatibility forward pass at a time: concurrent passes on a small CPU fight over its cores.
         self._judge_lock = threading.Lock()
@@ -140,7 +166,7 @@ class StyleEngine:
     # --- what is loaded -----------------------------------------------------------------------------
     @property
     def size(self) -> int:
-        return len(self._order)
+        return len(self._view.order)
 
     @property
     def model_id(self) -> str:
@@ -164,7 +190,7 @@ class StyleEngine:
             cutoff = self.judge.cutoff
             compat = {"cutoff": cutoff.value, "cutoff_method": cutoff.method, "tpr": cutoff.tpr, "fpr": cutoff.fpr,
                       "backbone": self.judge.model.config.backbone}
-        return {"items": self.size, "classes": len(self._class_counts), "model_id": self.model_id,
+        return {"items": self.size, "classes": len(self._view.class_counts), "model_id": self.model_id,
                 "embedding_dim": self.model.output_dim, "metric": self.index.metric,
                 "threshold": self.recommender.threshold, "confidence_score": self.recommender.score_name,
                 "compatibility": compat, "catalog": str(self.catalog.source_path),
@@ -203,8 +229,43 @@ class StyleEngine:
         batch = np.array(pixels, dtype=np.uint8)
         return embed_images(self.model, batch, batch_size=max(len(batch), 1), device=self.device)
 
+    def refresh(self) -> bool:
+        """Pick up what another process wrote to the index (items added or removed, a rebuild, a new
+        calibration); returns whether anything changed. Searches call it at most every
+        ``refresh_seconds``, from the one thread that searches, so no search sees half of a change.
+        An index rebuilt by another model is not adopted: the service keeps answering from the one it has."""
+        from stylespace.index import CatalogIndex
+        from stylespace.index.catalog_index import read_config
+        from stylespace.recommend import SelectiveRecommender
+
+        current = read_config(self.index.folder)
+        if current == self.index.config or current == self._refused:
+            return False
+        fresh = CatalogIndex.open(self.index.folder)
+        if fresh.model_id != self.index.model_id:
+            log.error("the index at %s is now made by model %s, not %s (the served model); still serving the "
+                      "index as it was loaded: restart the service with the new model", self.index.folder,
+                      fresh.model_id, self.index.model_id)
+            fresh.close()
+            self._refused = current  # said once; looked at again when the index changes again
+            return False
+        recommender = SelectiveRecommender.from_index(fresh)
+        view = _CatalogView.of(fresh)
+        old, self.index = self.index, fresh
+        self.recommender, self._view = recommender, view
+        old.close()
+        log.info("index %s reloaded: generation %d, %d items", fresh.folder, fresh.config.generation, view.size)
+        return True
+
     def _answer(self, queries: list["_Query"]) -> list[Ranking]:
         """One batch: embed the images together, then one recommendation call for every query."""
+        now = time.monotonic()
+        if now - self._checked >= self.refresh_seconds:
+            self._checked = now
+            try:
+                self.refresh()
+            except StylespaceError as exc:  # a damaged or half-deleted index folder: keep what we have
+                log.error("could not reload the index at %s: %s", self.index.folder, exc)
         vectors = np.empty((len(queries), self.index.config.dim), dtype=np.float32)
         uploads = [i for i, q in enumerate(queries) if q.pixels is not None]
         items = [i for i, q in enumerate(queries) if q.item_id is not None]
@@ -215,7 +276,8 @@ class StyleEngine:
         exclude = [[q.item_id] if q.item_id is not None else [] for q in queries]
         recommendations = self.recommender.recommend(vectors, k=max(q.k for q in queries), exclude_ids=exclude,
                                                      model_id=self.index.model_id)
-        return [Ranking(hits=[(self._records[hit.id], float(hit.score)) for hit in r.items[:q.k]],
+        records = self._view.records
+        return [Ranking(hits=[(records[hit.id], float(hit.score)) for hit in r.items[:q.k]],
                         confidence=float(r.confidence), threshold=self.recommender.threshold,
                         confident=r.confident, score_name=self.recommender.score_name)
                 for q, r in zip(queries, recommendations)]
@@ -227,7 +289,7 @@ class StyleEngine:
     # --- the catalog --------------------------------------------------------------------------------
     def item(self, item_id: str) -> ItemRecord:
         try:
-            return self._records[item_id]
+            return self._view.records[item_id]
         except KeyError:
             raise UnknownItem(f"no item with id {item_id!r} in this catalog") from None
 
@@ -235,7 +297,7 @@ class StyleEngine:
         """The item's image bytes as stored in the catalog (folder or zip) and their media type."""
         from stylespace.data import Item
 
-        item = Item(item_id, self._sources[self.item(item_id).id])
+        item = Item(item_id, self._view.sources[self.item(item_id).id])
         try:
             data = self.catalog.read_bytes(item)
             media_type = mimetypes.guess_type(item.source)[0] or "application/octet-stream"
@@ -252,21 +314,22 @@ class StyleEngine:
         """The item's image decoded at ``size`` = (H, W) by the training decoder."""
         from stylespace.data import Item, load_rgb
 
-        image = self.catalog.read_image(Item(item_id, self._sources[self.item(item_id).id]))
+        image = self.catalog.read_image(Item(item_id, self._view.sources[self.item(item_id).id]))
         return load_rgb(image, size=size)
 
     def classes(self) -> list[tuple[str, int]]:
-        return list(self._class_counts)
+        return list(self._view.class_counts)
 
     def items(self, label: str | None, offset: int, limit: int) -> tuple[int, list[ItemRecord]]:
         """A page of items (all, or one label's), in catalog order; an unknown label is a 404."""
+        view = self._view
         if label is None:
-            ids = self._order
-        elif label in self._by_label:
-            ids = self._by_label[label]
+            ids = view.order
+        elif label in view.by_label:
+            ids = view.by_label[label]
         else:
             raise UnknownItem(f"no items with label {label!r}; GET /classes lists the labels")
-        return len(ids), [self._records[i] for i in ids[offset:offset + limit]]
+        return len(ids), [view.records[i] for i in ids[offset:offset + limit]]
 
     # --- compatibility ------------------------------------------------------------------------------
     def compare(self, pixels_a: np.ndarray, pixels_b: np.ndarray) -> dict:
