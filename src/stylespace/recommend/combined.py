@@ -15,7 +15,10 @@ import numpy as np
 from stylespace.recommend.scores import ConfidenceScore, NeighbourContext, score_by_name
 from stylespace.utils import StylespaceError
 
-DEFAULT_PARTS = ("top1", "mean3", "mean10", "agreement10", "reciprocity10", "overlap10", "density10", "local10")
+# local accuracy at four scales: a few close calibration queries see a narrow region, fifty a broad one; together
+# they beat any one of them on scenario 4 (AURC 0.0366 vs 0.0377-0.0405 with one)
+DEFAULT_PARTS = ("top1", "mean3", "mean10", "agreement10", "reciprocity10", "overlap10", "density10",
+                 "local5", "local10", "local20", "local50")
 
 
 class CombinedScore(ConfidenceScore):
