@@ -499,3 +499,22 @@ def test_real_catalog_items_find_themselves(shared_zip, tmp_path):
         # an exact duplicate image in the catalog ties with the item itself: accept a tie at the top score
         tied = [h.id for h in found if h.score >= top.score - 1e-5]
         assert item_id in tied, f"{item_id} not its own top-1: {[(h.id, round(h.score, 5)) for h in found]}"
+
+
+def test_cli_rebuild_of_a_calibrated_whitened_index_says_the_threshold_is_outdated(tmp_path, data):
+    from typer.testing import CliRunner
+
+    from stylespace.cli import app
+
+    ids, vectors, labels, _ = data
+    index = CatalogIndex.create(tmp_path / "w", ids, vectors, model_id=MODEL, labels=labels, whiten=True)
+    plain = CatalogIndex.create(tmp_path / "p", ids, vectors, model_id=MODEL, labels=labels)
+    for folder in (index.folder, plain.folder):
+        CatalogIndex.open(folder).set_calibration("top1", 0.5, {"note": "test"})
+    runner = CliRunner()
+    whitened = json.loads(runner.invoke(app, ["index", "rebuild", str(index.folder), "--json"]).stdout)
+    assert whitened["calibration_outdated"] is True and whitened["whitened_items"] == 600
+    unchanged = json.loads(runner.invoke(app, ["index", "rebuild", str(plain.folder), "--json"]).stdout)
+    assert unchanged["calibration_outdated"] is False
+    switched = runner.invoke(app, ["index", "rebuild", str(plain.folder), "--whiten"])
+    assert switched.exit_code == 0 and "calibrate-threshold" in switched.output

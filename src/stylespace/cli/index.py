@@ -281,9 +281,15 @@ def rebuild_cmd(
     index = CatalogIndex.open(index_dir)
     settings = {k: v for k, v in {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_search": ef_search,
                                   "whiten": whiten}.items() if v is not None}
+    was_whitened = index.config.whitened_items
     index.rebuild(kind=kind, metric=metric, **settings)
     result = _info(index)
     result["seconds"] = round(time.perf_counter() - started, 2)
+    # similarities move when the whitening is fitted again (or switched), and the threshold was set on the old ones
+    result["calibration_outdated"] = index.config.threshold is not None and bool(was_whitened or index.config.whitened_items)
+    if result["calibration_outdated"] and not as_json:
+        console.print("[yellow]note:[/yellow] the whitening was fitted again or switched, so similarities changed; the saved "
+                      "recommendation threshold was calibrated before: run `stylespace calibrate-threshold` again")
     emit(result, as_json, lambda r: out.print(
         f"rebuilt {index_dir}: {r['count']:,} items, {r['kind']}, {r['metric']}"
         + (f", whitened on {r['whitened_items']:,} items" if r["whitened_items"] else "")
