@@ -370,3 +370,9 @@ def test_cli_calibrate_then_recommend(small_catalog, tmp_path):
     assert len(entry["items"]) == 3 and recommended["score"] == calibrated["chosen"]
     if calibrated["saved"]:
         assert entry["shown"] == (entry["confidence"] >= calibrated["threshold"])
+    # another score than the calibrated one does not borrow its threshold (another scale)
+    other = "mean3" if calibrated["chosen"] == "top1" else "top1"
+    overridden = run("recommend", index_dir, small_catalog / "images" / "1000.png", "--score", other)
+    assert overridden["score"] == other and overridden["threshold"] is None and overridden["queries"][0]["shown"]
+    given = run("recommend", index_dir, small_catalog / "images" / "1000.png", "--score", other, "--threshold", "2")
+    assert given["threshold"] == 2 and not given["queries"][0]["shown"]

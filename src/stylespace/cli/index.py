@@ -381,14 +381,22 @@ def recommend_cmd(
 
     index = CatalogIndex.open(index_dir)
     recommender = SelectiveRecommender.from_index(index)
+    noted = False
     if score is not None or threshold is not None:
         # a local score can reuse the calibration queries the index saved (for its chosen score)
         chosen = recommender.score if score in (None, recommender.score_name) else saved_score(
             score, index.config.confidence_params if score == index.config.confidence else {},
             index.calibration_arrays() if score.startswith("local") else None)
+        same_score = score in (None, recommender.score_name)
+        # a calibrated threshold belongs to its score: another score's values live on another scale
         recommender = SelectiveRecommender(index, chosen, threshold if threshold is not None
-                                           else recommender.threshold, recommender.n_items)
-    if not recommender.calibrated:
+                                           else recommender.threshold if same_score else None, recommender.n_items)
+        if not same_score and threshold is None and index.config.threshold is not None:
+            console.print(f"[yellow]note:[/yellow] the index's threshold was calibrated for the "
+                          f"{index.config.confidence} score, not {score}; every recommendation is shown (give "
+                          "--threshold, or calibrate with --score to choose one)")
+            noted = True
+    if not recommender.calibrated and not noted:
         console.print("[yellow]note:[/yellow] this index has no calibrated threshold, so every recommendation is "
                       "shown; run `stylespace calibrate-threshold` on labelled queries first")
     names, vectors, own_ids = query_vectors(index, queries, by_id, model, device)
