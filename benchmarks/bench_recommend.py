@@ -91,7 +91,6 @@ def main() -> int:
             held_out.append((half.chosen, correct, shown, np.array([group[i] for i in test_ids])))
 
     target = args.target_error
-    target = args.target_error
     print(f"## Selective top-3 recommendation, scenario 4\n\nmodel: {model_name}; catalog: {len(support):,} items "
           f"(main + new support); queries: {len(embeddings):,} (main + new test); {seconds:.0f} s; "
           f"load average {os.getloadavg()[0]:.1f}\n")

@@ -514,6 +514,7 @@ def test_cli_rebuild_of_a_calibrated_whitened_index_says_the_threshold_is_outdat
     runner = CliRunner()
     whitened = json.loads(runner.invoke(app, ["index", "rebuild", str(index.folder), "--json"]).stdout)
     assert whitened["calibration_outdated"] is True and whitened["whitened_items"] == 600
+    assert CatalogIndex.open(index.folder).config.calibration["outdated"] is True  # the Python API records it too
     unchanged = json.loads(runner.invoke(app, ["index", "rebuild", str(plain.folder), "--json"]).stdout)
     assert unchanged["calibration_outdated"] is False
     switched = runner.invoke(app, ["index", "rebuild", str(plain.folder), "--whiten"])

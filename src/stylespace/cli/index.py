@@ -281,12 +281,10 @@ def rebuild_cmd(
     index = CatalogIndex.open(index_dir)
     settings = {k: v for k, v in {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_search": ef_search,
                                   "whiten": whiten}.items() if v is not None}
-    was_whitened = index.config.whitened_items
     index.rebuild(kind=kind, metric=metric, **settings)
     result = _info(index)
     result["seconds"] = round(time.perf_counter() - started, 2)
-    # similarities move when the whitening is fitted again (or switched), and the threshold was set on the old ones
-    result["calibration_outdated"] = index.config.threshold is not None and bool(was_whitened or index.config.whitened_items)
+    result["calibration_outdated"] = bool(index.config.calibration.get("outdated"))
     if result["calibration_outdated"] and not as_json:
         console.print("[yellow]note:[/yellow] the whitening was fitted again or switched, so similarities changed; the saved "
                       "recommendation threshold was calibrated before: run `stylespace calibrate-threshold` again")
@@ -317,7 +315,8 @@ def info_cmd(
 def _info(index) -> dict:
     c = index.config
     return {"folder": str(index.folder), "count": c.count, "stale": c.stale, "dim": c.dim, "metric": c.metric,
-            "kind": c.kind, "whitened_items": c.whitened_items, "model_id": c.model_id, "model_path": c.model_path, "input_size": list(c.input_size),
+            "kind": c.kind, "whitened_items": c.whitened_items, "model_id": c.model_id, "model_path": c.model_path,
+            "input_size": list(c.input_size),
             "catalog": c.catalog, "metadata_columns": c.metadata_columns, "recall_at_10": c.recall_at_10,
             "confidence": c.confidence, "threshold": c.threshold, "calibration": c.calibration,
             "generation": c.generation, "updated": c.updated}
@@ -383,11 +382,10 @@ def recommend_cmd(
     recommender = SelectiveRecommender.from_index(index)
     noted = False
     if score is not None or threshold is not None:
-        # a local score can reuse the calibration queries the index saved (for its chosen score)
-        chosen = recommender.score if score in (None, recommender.score_name) else saved_score(
-            score, index.config.confidence_params if score == index.config.confidence else {},
-            index.calibration_arrays() if score.startswith("local") else None)
         same_score = score in (None, recommender.score_name)
+        # a local score can reuse the calibration queries the index saved (for its chosen score)
+        chosen = recommender.score if same_score else saved_score(
+            score, {}, index.calibration_arrays() if score.startswith("local") else None)
         # a calibrated threshold belongs to its score: another score's values live on another scale
         recommender = SelectiveRecommender(index, chosen, threshold if threshold is not None
                                            else recommender.threshold if same_score else None, recommender.n_items)

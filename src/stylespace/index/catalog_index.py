@@ -464,7 +464,8 @@ class CatalogIndex:
                 **settings: Any) -> "CatalogIndex":
         """Remake the FAISS structure from the stored vectors (compaction: stale vectors dropped, IVF cells
         retrained, the whitening fitted again on the items held now), optionally as another ``kind`` or
-        ``metric`` or with other settings (nlist, hnsw_m, whiten...). Item keys are kept."""
+        ``metric`` or with other settings (nlist, hnsw_m, whiten...). Item keys are kept. A calibration
+        made before a whitening changed is marked ``calibration["outdated"]`` until calibrated again."""
         allowed = {"nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search", "whiten"}
         unknown = sorted(set(settings) - allowed)
         if unknown:
@@ -483,7 +484,11 @@ class CatalogIndex:
             prepared = structures.prepare_vectors(vectors, config.metric, config.dim, "stored vectors")
             fresh = structures.new_structure(config, prepared)
             fresh.add_with_ids(prepared, keys)
+            was_whitened = config.whitened_items
             config.whitened_items = len(keys) if structures.is_whitened(fresh) else 0
+            if config.threshold is not None and (was_whitened or config.whitened_items):
+                # similarities move with a refitted (or switched) whitening; the threshold was set on the old ones
+                config.calibration = {**config.calibration, "outdated": True}
             store.clear_stale()
             config.stale = 0
             config.recall_at_10 = None

@@ -58,6 +58,14 @@ class NeighbourContext:
         self._need(k)
         return self.neighbours.similarities[:, :k]
 
+    def searched_query_vectors(self) -> np.ndarray:
+        """(Q, D') the query vectors as the index compares them (whitened, for a whitened index), once per batch."""
+        if self.query_vectors is None:
+            raise StylespaceError("this confidence score needs the query vectors in its context")
+        if "queries" not in self._vectors:
+            self._vectors["queries"] = np.ascontiguousarray(self.index.search_space(self.query_vectors), dtype=np.float32)
+        return self._vectors["queries"]
+
     def neighbour_vectors(self, k: int) -> np.ndarray:
         """(Q, k, D) vectors of the query's k nearest items, in the space the index searches (NaN where missing)."""
         self._need(k)
@@ -67,7 +75,7 @@ class NeighbourContext:
             valid = ~np.isnan(flat).any(axis=1)
             if valid.any():  # compared as the search compared them (whitened, for a whitened index)
                 flat[valid] = self.index.search_space(flat[valid])
-            self._vectors = {"k": k, "vectors": flat.reshape(stored.shape)}
+            self._vectors.update(k=k, vectors=flat.reshape(stored.shape))
         return self._vectors["vectors"][:, :k]
 
     def item_neighbours(self, k: int) -> Neighbours:
@@ -260,8 +268,6 @@ class LocalAccuracy(ConfidenceScore):
     def score(self, context):
         if self.vectors is None:
             raise StylespaceError(f"the {self.name} score is not fitted; calibrate it on labelled queries first")
-        if context.query_vectors is None:
-            raise StylespaceError(f"the {self.name} score needs the query vectors in its context")
         import faiss
 
         k = min(self.k, len(self.vectors) - int(context.leave_one_out))
@@ -275,8 +281,7 @@ class LocalAccuracy(ConfidenceScore):
             self._reference = (key, flat)
         reference = self._reference[1]
         search = getattr(reference, "search_numpy", reference.search)
-        queries = np.ascontiguousarray(context.index.search_space(context.query_vectors), dtype=np.float32)
-        _, rows = search(queries, k + int(context.leave_one_out))
+        _, rows = search(context.searched_query_vectors(), k + int(context.leave_one_out))
         if context.leave_one_out:
             # each calibration query is its own nearest: drop it (or, on exact ties, whichever copy is listed)
             own = rows == np.arange(len(rows))[:, None]

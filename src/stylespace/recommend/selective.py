@@ -84,11 +84,14 @@ class SelectiveRecommender:
         """Search once for what ``scores`` (default: this recommender's) need, and at least ``k`` neighbours."""
         scores = list(scores or [self.score])
         k = max([k, self.n_items] + [s.neighbours_needed for s in scores])
-        neighbours = self.index.neighbours(queries, k, exclude_ids=exclude_ids, where=where, model_id=model_id)
-        vectors = None
-        if any(s.reads_queries for s in scores):
-            raw = queries.vectors if hasattr(queries, "vectors") else queries
-            vectors = structures.prepare_vectors(raw, self.index.metric, self.index.config.dim, "query vectors")
+        if hasattr(queries, "vectors") and hasattr(queries, "model_id"):  # Embeddings
+            model_id = model_id if model_id is not None else queries.model_id
+            queries = queries.vectors
+        self.index.check_model(model_id)
+        # prepared once: the search takes them as they are, and the scores that read the query keep them
+        prepared = structures.prepare_vectors(queries, self.index.metric, self.index.config.dim, "query vectors")
+        neighbours = self.index.neighbours(prepared, k, exclude_ids=exclude_ids, where=where, prepared=True)
+        vectors = prepared if any(s.reads_queries for s in scores) else None
         return NeighbourContext(self.index, neighbours, self.n_items, query_keys, vectors)
 
     def confidence(self, context: NeighbourContext) -> np.ndarray:
@@ -230,33 +233,43 @@ def calibrate(index: CatalogIndex, query_vectors, query_labels: Sequence[str], *
         raise StylespaceError(f"{len(context.neighbours)} query vectors but {len(query_labels)} labels")
     correct = correct_recommendations(index, context.neighbours.keys[:, :n_items], query_labels)
     # local scores learn from these very queries; each query's value leaves the query itself out
-    scores = [_fit_local(score, context.query_vectors, correct) for score in scores]
+    learnt = {"vectors": context.query_vectors, "correct": correct}
+    scores = [_with_local_fitted(score, learnt) for score in scores]
     if combined is not None:
-        combined.parts = [_fit_local(part, context.query_vectors, correct) for part in combined.parts]
+        _with_local_fitted(combined, learnt)
     context.leave_one_out = True
     curves = {score.name: risk_coverage(score(context), correct) for score in scores}
-    params, arrays = {}, {}
-    for score in scores:
-        if isinstance(score, LocalAccuracy):
-            arrays[score.name] = score.arrays()
+    fitted = {score.name: score for score in scores}
     if combined is not None and min(correct.sum(), (~correct).sum()) >= 2:
         curves[combined.name] = risk_coverage(cross_fitted(combined, combined.features(context), correct), correct)
-        params[combined.name] = combined.params()
-        local_parts = [p for p in combined.parts if isinstance(p, LocalAccuracy)]
-        if local_parts:
-            arrays[combined.name] = local_parts[0].arrays()
+        fitted[combined.name] = combined
     chosen = min(curves, key=lambda name: curves[name].aurc)
     point = _operating_point(curves[chosen], target)
+    params = combined.params() if chosen == CombinedScore.name else {}
     return Calibration(chosen, point, curves, len(correct), n_items, float(correct.mean()), queries,
-                       params.get(chosen, {}), arrays.get(chosen, {}))
+                       params, learnt if _local_parts(fitted[chosen]) else {})
 
 
-def _fit_local(score: ConfidenceScore, vectors: np.ndarray | None, correct: np.ndarray) -> ConfidenceScore:
-    """A local score fitted on the calibration queries; other scores as they are."""
+def _local_parts(score: ConfidenceScore) -> list[LocalAccuracy]:
+    """The local accuracy scores a score is or contains (they learn from calibration queries)."""
     if isinstance(score, LocalAccuracy):
-        if len(correct) < 2:
-            raise StylespaceError(f"the {score.name} score needs at least 2 calibration queries")
-        return score.fit(vectors, correct)
+        return [score]
+    return [part for part in getattr(score, "parts", []) if isinstance(part, LocalAccuracy)]
+
+
+def _with_local_fitted(score: ConfidenceScore, learnt: Mapping) -> ConfidenceScore:
+    """``score`` with its local parts (or itself, when local) fitted on ``learnt`` calibration queries
+    ({"vectors": (R, D), "correct": (R,)}); a combined score is changed in place."""
+    local = _local_parts(score)
+    if not local:
+        return score
+    if not learnt or "vectors" not in learnt or "correct" not in learnt:
+        raise StylespaceError(f"the {score.name} confidence score needs the calibration queries it learnt from, and "
+                              "the index has none saved; run `stylespace calibrate-threshold` again")
+    fitted = {part.name: part.fit(learnt["vectors"], learnt["correct"]) for part in local}
+    if isinstance(score, LocalAccuracy):
+        return fitted[score.name]
+    score.parts = [fitted.get(part.name, part) for part in score.parts]
     return score
 
 
@@ -264,18 +277,7 @@ def saved_score(name: str, params: Mapping | None = None, arrays: Mapping | None
     """The confidence score saved in an index: by name, with its fitted parameters and the ``arrays`` it
     learnt (``CatalogIndex.calibration_arrays``) when it has some."""
     score = CombinedScore.from_params(dict(params or {})) if name == CombinedScore.name else score_by_name(name)
-    local = [score] if isinstance(score, LocalAccuracy) else [
-        p for p in getattr(score, "parts", []) if isinstance(p, LocalAccuracy)]
-    if not local:
-        return score
-    if not arrays or "vectors" not in arrays or "correct" not in arrays:
-        raise StylespaceError(f"the {name} confidence score needs the calibration queries it learnt from, and the "
-                              "index has none saved; run `stylespace calibrate-threshold` again")
-    fitted = {p.name: p.fit(arrays["vectors"], arrays["correct"]) for p in local}
-    if isinstance(score, LocalAccuracy):
-        return fitted[score.name]
-    score.parts = [fitted.get(p.name, p) for p in score.parts]
-    return score
+    return _with_local_fitted(score, arrays or {})
 
 
 def _operating_point(curve: RiskCoverage, target: dict) -> OperatingPoint:
