@@ -10,6 +10,7 @@ embedding included; 1,000 queries >= 2,000 queries/s for the search alone. Print
 from __future__ import annotations
 
 import argparse
+import collections
 import io
 import os
 import sys
@@ -122,9 +123,41 @@ def bench_batch(index, vectors: np.ndarray, k: int, repeats: int) -> dict:
     return {
         "CatalogIndex.neighbours (exact)": rate(lambda: index.neighbours(prepared, k, prepared=True)),
         "CatalogIndex.search (+ ids, metadata)": rate(lambda: index.search(prepared, k)),
-        "raw FAISS IndexFlatIP": rate(lambda: index.structure.search(prepared, k)),
+        "raw FAISS structure": rate(lambda: index.structure.search(prepared, k)),
         "sklearn NearestNeighbors brute (cosine)": rate(lambda: sklearn.kneighbors(queries, k)),
     }
+
+
+def bench_whitening_cost(index, queries: np.ndarray, folder: Path, k: int, rounds: int = 5) -> list[dict]:
+    """Interleaved A/B on the same vectors: a plain and a whitened exact index, a batch of ``queries`` on one
+    and two FAISS threads ($STYLESPACE_SEARCH_THREADS) and one query at a time (p50 of 100); the median over
+    ``rounds``, so that a noisy machine moves both sides alike."""
+    from stylespace.index import CatalogIndex, structures
+
+    ids = index.ids
+    vectors = index.vectors(ids)
+    built = {whiten: CatalogIndex.create(folder / f"ab-{whiten}", ids, vectors, model_id=index.model_id,
+                                         overwrite=True, whiten=whiten) for whiten in (False, True)}
+    prepared = structures.prepare_vectors(queries, "cosine")
+    measured = collections.defaultdict(list)
+    previous = os.environ.get("STYLESPACE_SEARCH_THREADS")
+    try:
+        for _ in range(rounds):
+            for whiten, candidate in built.items():
+                for threads in (1, 2):
+                    os.environ["STYLESPACE_SEARCH_THREADS"] = str(threads)
+                    seconds = _timed(lambda: candidate.neighbours(prepared, k, prepared=True))
+                    measured[whiten, f"batch q/s, {threads} thread(s)"].append(len(prepared) / seconds)
+                singles = [_timed(lambda: candidate.neighbours(prepared[i:i + 1], k, prepared=True)) for i in range(100)]
+                measured[whiten, "one query p50 (ms)"].append(1000 * float(np.median(singles)))
+    finally:
+        if previous is None:
+            os.environ.pop("STYLESPACE_SEARCH_THREADS", None)
+        else:
+            os.environ["STYLESPACE_SEARCH_THREADS"] = previous
+    names = sorted({name for _, name in measured})
+    return [{"measure": name, **{("whitened" if w else "plain"): float(np.median(measured[w, name])) for w in built}}
+            for name in names]
 
 
 def bench_approximate(index, query_ids: list[str], folder: Path, k: int) -> list[dict]:
@@ -234,6 +267,12 @@ def main() -> int:
         print("| --- | ---: |")
         for method, qps in bench_batch(index, queries, 10, 3).items():
             print(f"| {method} | {qps:,.0f} |")
+        print()
+        print("### Whitening's own cost: the same vectors plain and whitened, interleaved, median of 5 rounds\n")
+        print("| | plain | whitened |")
+        print("| --- | ---: | ---: |")
+        for row in bench_whitening_cost(index, queries, folder, 10):
+            print(f"| {row['measure']} | {row['plain']:,.2f} | {row['whitened']:,.2f} |")
         print()
         if not args.skip_approximate:
             print(f"### Approximate kinds against exact search ({args.batch:,} held-out items as queries over the "
