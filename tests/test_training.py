@@ -212,6 +212,69 @@ def test_augmentation():
         AugmentConfig(scale=1.5).validate()
 
 
+FAMILIES = [
+    dict(aspect=0.35), dict(rotate=10.0), dict(scale=0.18), dict(colour=0.3),
+    dict(padding="backdrop", background=1.0), dict(greyscale=1.0), dict(blur=1.0), dict(jpeg=1.0),
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[next(iter(f)) if len(f) == 1 else "background" for f in FAMILIES])
+def test_each_augmentation_family_keeps_shape_and_range_and_changes_the_image(family):
+    x, _ = shapes(2)
+    batch = torch.from_numpy(x)
+    off = dict(scale=0.0, translate=0.0, flip=0.0, colour=0.0)
+    out = BatchAugment(AugmentConfig(**{**off, **family}))(batch, None, torch.Generator().manual_seed(1))
+    assert out.shape == (8, 3, *SIZE) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    plain = batch.permute(0, 3, 1, 2).float() / 255
+    assert (out - plain).abs().mean() > 0.002, family
+
+
+def test_greyscale_and_backdrop_do_what_they_say():
+    x, _ = shapes(2)
+    batch = torch.from_numpy(x)
+    off = dict(scale=0.0, translate=0.0, flip=0.0, colour=0.0)
+    grey = BatchAugment(AugmentConfig(**off, greyscale=1.0))(batch)
+    assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
+    painted = BatchAugment(AugmentConfig(**off, padding="backdrop", background=1.0))(batch, None, torch.Generator().manual_seed(0))
+    corners = painted[:, :, 0, 0]
+    assert (corners < 0.99).any(dim=1).all()  # no white backdrop is left
+    shapes_kept = painted[:, :, 16, 12]  # the shape's centre keeps its colour
+    assert torch.allclose(shapes_kept, batch[:, 16, 12].permute(1, 0).t().float() / 255, atol=0.02)
+    with pytest.raises(StylespaceError, match="backdrop"):
+        AugmentConfig(background=0.5).validate()
+    with pytest.raises(StylespaceError, match="rotate"):
+        AugmentConfig(rotate=90).validate()
+
+
+def test_instance_objective_loss_falls_and_needs_views(tmp_path, data):
+    """Two augmented views of each item must find each other: NT-Xent with item ids falls with training."""
+    x, y, _, _ = data
+    model = tiny_model(classes=False)
+    augmentation = AugmentConfig(scale=0.1, flip=0.5, colour=0.1, aspect=0.1, rotate=5, padding="backdrop")
+    config = tiny_config(objective="instance", views=2, epochs=16, lr=5e-3, augmentation=augmentation)
+    objective = build_objective("instance", config.loss, 4, 16)
+    augment = BatchAugment(augmentation)
+    batch = torch.from_numpy(x[:32])
+
+    def instance_loss() -> float:
+        model.eval()
+        generator = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            views = torch.cat([augment(batch, None, generator), augment(batch, None, generator)])
+            features = model.features(views)
+            return float(objective.terms["instance"](model.head(features), None, None,
+                                                     torch.arange(32).repeat(2), features))
+
+    before = instance_loss()
+    fit(model, x, y, None, None, config, tmp_path / "run", progress=False, objective=objective)
+    after = instance_loss()
+    assert after < before * 0.9, (before, after)
+    assert float(objective.terms["instance"](torch.randn(4, 16), None, None)) == 0.0  # no views, no term
+    with pytest.raises(StylespaceError, match="views >= 2"):
+        TrainConfig(objective="ce+instance", views=1).validate()
+
+
 # --- the loop --------------------------------------------------------------------------------------
 
 

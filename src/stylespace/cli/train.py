@@ -31,7 +31,8 @@ def train_cmd(
     split: Path = typer.Option(..., "--split", help="Split manifest from `stylespace split`; trains on main/train."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder (model, configs, history, curves, checkpoint)."),
     preset_name: str = typer.Option("cpu", "--preset", help="Starting settings: cpu (~5 min on 2 cores), default "
-                                                             "(the shipped model, ~30 min on 2 cores) or gpu."),
+                                                             "(the shipped model, ~60 min on 2 cores), packshot "
+                                                             "(the earlier default) or gpu."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its own settings."),
     backbone: Optional[str] = typer.Option(None, help="compact, lenet, resnet18, resnet50, vgg16 or inception_v3."),
     weights: Optional[str] = typer.Option(None, help="Local pre-trained backbone weights (torchvision .pth or .safetensors)."),
@@ -47,7 +48,9 @@ def train_cmd(
     embed_layer: Optional[str] = typer.Option(None, help="What embed() returns: head (the trained embedding) or "
                                                          "features (the pooled features under it; presets cpu/default)."),
     objective: Optional[str] = typer.Option(None, help="Terms joined by +, with optional :weight: ce, contrastive, "
-                                                       "triplet, ms, arcface (e.g. ce+triplet:0.5)."),
+                                                       "triplet, ms, arcface, instance (e.g. ce+instance:0.5)."),
+    views: Optional[int] = typer.Option(None, help="Augmented views of each item per batch (instance needs 2)."),
+    temperature: Optional[float] = typer.Option(None, help="instance: NT-Xent temperature."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
     batch_size: Optional[int] = typer.Option(None, help="Items per batch."),
@@ -86,8 +89,8 @@ def train_cmd(
                                 pooling=pooling, dropout=dropout, classifier=classifier,
                                 embed_layer=embed_layer).validate()
         loss = override(train_config.loss, label_smoothing=label_smoothing, margin=margin, pair_ratio=pair_ratio,
-                        gap=gap, miner=miner)
-        train_config = override(train_config, objective=objective, epochs=epochs, lr=lr, batch_size=batch_size,
+                        gap=gap, miner=miner, temperature=temperature)
+        train_config = override(train_config, objective=objective, views=views, epochs=epochs, lr=lr, batch_size=batch_size,
                                 optimizer=optimizer, schedule=schedule, weight_decay=weight_decay, sampler=sampler,
                                 m_per_class=m_per_class, balance_power=balance_power, patience=patience,
                                 augment=augment, val_fraction=val_fraction, seed=seed, device=device,

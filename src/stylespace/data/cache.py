@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.data.catalog import ArrayReader, Catalog
-from stylespace.data.images import ImageDecodeError, fit_to_size, open_image
+from stylespace.data.images import VIEW_VERSION, ImageDecodeError, canonical_view, fit_to_size, open_image
 from stylespace.utils import StylespaceError, atomic_dir, cache_root
 
-CACHE_VERSION = 1  # bump when preprocessing changes, so old caches are not reused
+CACHE_VERSION = 1  # bump when the cache's layout changes; the canonical view has its own VIEW_VERSION
 
 
 @dataclasses.dataclass
@@ -72,7 +72,7 @@ class ImageArray:
 
 
 def cache_key(catalog: Catalog, size: tuple[int, int]) -> str:
-    raw = f"{CACHE_VERSION}|{catalog.fingerprint()}|{size[0]}x{size[1]}"
+    raw = f"{CACHE_VERSION}|view{VIEW_VERSION}|{catalog.fingerprint()}|{size[0]}x{size[1]}"
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
@@ -154,6 +154,7 @@ def _build_cache(catalog: Catalog, size: tuple[int, int], folder: Path, workers:
                 os.truncate(pixel_file, 0)
         meta = {
             "version": CACHE_VERSION,
+            "view_version": VIEW_VERSION,
             "source": str(catalog.source_path),
             "kind": catalog.kind,
             "size": list(size),
@@ -178,8 +179,7 @@ def _decode_chunk(task) -> dict[int, str]:
     for i in chunk:
         item = catalog.items[i]
         try:
-            image = catalog.read_image(item)
-            out[i] = fit_to_size(image, size)
+            out[i] = item_pixels(catalog, item, size)
         except ImageDecodeError as exc:
             failed[i] = "image that fails to decode" if "zero" not in str(exc) else "zero-byte image"
         except Exception as exc:  # any reader problem is this item's problem, not the run's
@@ -214,9 +214,18 @@ class _progress:
         return False
 
 
+def item_pixels(catalog: Catalog, item, size: tuple[int, int]) -> np.ndarray:
+    """One item's (H, W, 3) uint8 pixels: the canonical view of a photo; an array dataset's own images
+    (Fashion-MNIST: centred items on black, already the benchmark's input) are only resized."""
+    image = catalog.read_image(item)
+    if isinstance(catalog.reader, ArrayReader):
+        return fit_to_size(image, size)
+    return canonical_view(image, size).pixels
+
+
 def decode_one(catalog: Catalog, item_id: str, size: tuple[int, int]) -> np.ndarray:
     """One item's pixels without the cache (for a single query)."""
-    return fit_to_size(catalog.read_image(item_id), size)
+    return item_pixels(catalog, item_id, size)
 
 
 __all__ = ["ImageArray", "load_image_array", "decode_one", "cache_key", "open_image"]

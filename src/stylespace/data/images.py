@@ -1,8 +1,23 @@
-"""Decoding one product image into the fixed-size RGB array every model sees.
+"""Decoding one product image into the fixed-size RGB array every model sees: its canonical view.
 
 This is the only place that turns bytes into pixels, so training, indexing and the web service all
-see identical preprocessing: convert to RGB (transparency onto white, CMYK and grey converted), pad to
-the target aspect ratio on white (catalog photos have white backgrounds) and resize.
+see identical preprocessing. The canonical view of an image is, in order:
+
+1. decoded and converted to RGB (transparency onto white, CMYK and grey converted), turned upright by
+   its EXIF orientation tag (phones store pixels sideways and say so in the tag);
+2. reduced to about twice the model's input size (a JPEG decodes at 1/2, 1/4 or 1/8 scale directly);
+3. trimmed to the product: the margin colour is the median of the image's outer frame; when most of
+   the frame is that colour (a packshot, a marketplace thumbnail padded on white or grey, a coloured
+   studio background), pixels further than ``tolerance`` from it in any channel are the product, and
+   the rows and columns holding enough of them bound it (a few stray JPEG pixels or a faint shadow
+   do not). The background connected to the border becomes white, the colour of the catalog's own
+   packshots, so a grey or coloured backdrop does not look like another product. A photo without a
+   uniform frame (a scene, a close-up) is kept whole;
+4. padded on white to the model's aspect ratio (never stretched) and resized.
+
+A stretched image (a 60 x 80 packshot resized to 224 x 224) cannot be told from a wide product, so it
+is not undone here; the training recipe's aspect-ratio augmentation (+-35 %) makes the model
+indifferent to it instead (docs/benchmarks.md, robustness).
 """
 from __future__ import annotations
 
@@ -11,8 +26,11 @@ import os
 import warnings
 from pathlib import Path
 
+import dataclasses
+
 import numpy as np
 from PIL import Image, ImageOps
+from scipy import ndimage
 
 from stylespace.utils import StylespaceError
 
@@ -22,6 +40,22 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 # so anything above this is treated as a decompression bomb and refused.
 MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+# Bumped whenever the canonical view changes: image caches and indexes record it, so pixels made
+# the old way are rebuilt rather than compared with pixels made the new way.
+VIEW_VERSION = 3
+# A pixel is product, not margin, when it differs from the margin colour by more than this in some
+# channel (0-255): above JPEG/WebP noise on a flat background (< 12) and the soft shadow under a shoe.
+MARGIN_TOLERANCE = 28
+# The margin colour must cover this share of the outer frame, else the image has no uniform margin.
+FRAME_SHARE = 0.6
+# A product row or column holds at least this share of product pixels (and at least 2 pixels).
+LINE_SHARE = 0.02
+# Room left around the trimmed product, as a share of its longer side.
+BOX_MARGIN = 0.03
+# Below this share of product pixels (or this pixel spread), an image is blank or nearly uniform.
+BLANK_SHARE = 0.004
+BLANK_SPREAD = 6.0
 
 
 class ImageDecodeError(StylespaceError):
@@ -36,7 +70,7 @@ def open_image(source: bytes | str | os.PathLike | Image.Image, draft: tuple[int
     Raises :class:`ImageDecodeError` with the reason when it cannot be decoded.
     """
     if isinstance(source, Image.Image):
-        image = source
+        image = _upright(source)
         name = "image"
     else:
         name = str(source) if not isinstance(source, bytes) else "image bytes"
@@ -63,6 +97,7 @@ def open_image(source: bytes | str | os.PathLike | Image.Image, draft: tuple[int
                 # JPEG can decode at a reduced scale directly, which makes huge photos cheap.
                 image.draft("RGB", draft)
                 image.load()
+                image = _upright(image)
         except ImageDecodeError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -112,7 +147,165 @@ def fit_to_size(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def load_rgb(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60)) -> np.ndarray:
-    """Decode ``source`` and return it as an (H, W, 3) uint8 array of the given ``size`` = (H, W)."""
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned by its EXIF orientation tag (1-8), or itself without one; a broken tag is ignored."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block is not a reason to refuse the photo
+        return image
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        try:
+            return ImageOps.exif_transpose(image)
+        except Exception:
+            return image
+    return image
+
+
+@dataclasses.dataclass
+class View:
+    """The canonical view of one image.
+
+    Attributes:
+        pixels: (H, W, 3) uint8 at the requested size: the product trimmed, on white, padded to shape.
+        background: the margin colour (R, G, B) that was trimmed, or None when the image has no uniform
+            margin (it was kept whole).
+        box: (left, top, right, bottom) of the product as a share (0-1) of the upright image's width / height.
+        product_share: share of the image's pixels that are product (differ from the margin colour).
+        spread: standard deviation of the image's pixel values (0-255, all channels).
+    """
+
+    pixels: np.ndarray
+    background: tuple[int, int, int] | None
+    box: tuple[float, float, float, float]
+    product_share: float
+    spread: float
+
+    @property
+    def blank(self) -> bool:
+        """True for a blank or nearly uniform image: nothing in it to recognise."""
+        return self.product_share < BLANK_SHARE or self.spread < BLANK_SPREAD
+
+
+def _working_copy(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` reduced (box filter, integer factor) to no less than ``size`` = (H, W): the trim and the
+    final resize then cost the same for a 60 x 80 thumbnail and a 24 Mpx PNG."""
+    factor = min(image.width // size[1], image.height // size[0])
+    return image.reduce(factor) if factor >= 2 else image
+
+
+def _close(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """(..., 3) pixels -> (...) bool: within MARGIN_TOLERANCE of ``colour`` in every channel (channel by
+    channel: numpy reduces a last axis of 3 slowly)."""
+    diff = np.abs(pixels.astype(np.int16) - colour)
+    return (diff[..., 0] <= MARGIN_TOLERANCE) & (diff[..., 1] <= MARGIN_TOLERANCE) & (diff[..., 2] <= MARGIN_TOLERANCE)
+
+
+def _frame(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 2-pixel outer frame of ``rgb``: (colours (M, 3) int16, their rows (M,), their columns (M,))."""
+    h, w = rgb.shape[:2]
+    rows, cols = np.mgrid[0:h, 0:w]
+    ring = np.zeros((h, w), dtype=bool)
+    ring[:2] = ring[-2:] = True
+    ring[:, :2] = ring[:, -2:] = True
+    return rgb[ring].astype(np.int16), rows[ring], cols[ring]
+
+
+def _margin_colour(rgb: np.ndarray) -> np.ndarray | None:
+    """The margin colour of ``rgb``: (3,) int16 for a uniform frame (the median of the 2-pixel frame), an
+    (H, W, 3) plane for a frame with a shadow or light falling across it (a colour that changes
+    linearly over the image, fitted on the frame), or None when the frame is neither (a scene)."""
+    edges = np.concatenate([rgb[:2].reshape(-1, 3), rgb[-2:].reshape(-1, 3),
+                            rgb[:, :2].reshape(-1, 3), rgb[:, -2:].reshape(-1, 3)]).astype(np.int16)
+    colour = np.median(edges, axis=0).astype(np.int16)
+    if _close(edges, colour).mean() >= FRAME_SHARE:
+        return colour
+    frame, rows, cols = _frame(rgb)
+    # A gradient: colour = a + b * row + c * col per channel, fitted twice (the second time without
+    # the frame pixels the first fit calls product).
+    h, w = rgb.shape[:2]
+    design = np.stack([np.ones(len(rows)), rows / h, cols / w], axis=1)
+    keep = np.ones(len(frame), dtype=bool)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(design[keep], frame[keep].astype(np.float64), rcond=None)
+        keep = _close(frame, design @ coef)
+        if keep.sum() < 3:
+            return None
+    if keep.mean() < FRAME_SHARE:
+        return None
+    grid_r, grid_c = np.mgrid[0:h, 0:w]
+    plane = coef[0] + coef[1] * (grid_r / h)[..., None] + coef[2] * (grid_c / w)[..., None]
+    return np.clip(np.round(plane), 0, 255).astype(np.int16)
+
+
+def _trim_once(rgb: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int] | None, float]:
+    """One trim of the ``colour`` margin: (pixels with the backdrop made white, (top, bottom, left, right)
+    of the product with a little room, or None when all is margin, product share)."""
+    h, w = rgb.shape[:2]
+    product = ~_close(rgb, colour)
+    share = float(product.mean())
+    rows = np.flatnonzero(product.sum(axis=1) >= max(2, LINE_SHARE * w))
+    cols = np.flatnonzero(product.sum(axis=0) >= max(2, LINE_SHARE * h))
+    if len(rows) == 0 or len(cols) == 0:
+        return rgb, None, share
+    out = rgb
+    if colour.ndim > 1 or (colour < 255 - MARGIN_TOLERANCE // 2).any():
+        # A grey or coloured backdrop (margin-coloured pixels connected to the border) becomes white;
+        # margin-coloured pixels enclosed by the product (a grey logo on a grey shirt) stay. A white
+        # backdrop is left as it is, so that a cream earring on white keeps its faint pixels.
+        regions, count = ndimage.label(~product)
+        touches = np.zeros(count + 1, dtype=bool)
+        touches[regions[0]] = touches[regions[-1]] = touches[regions[:, 0]] = touches[regions[:, -1]] = True
+        touches[0] = False
+        out = rgb.copy()
+        out[touches[regions]] = 255
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    room = int(round(BOX_MARGIN * max(bottom - top, right - left)))
+    box = (max(0, top - room), min(h, bottom + room), max(0, left - room), min(w, right + room))
+    return out, box, share
+
+
+def canonical_view(image: Image.Image, size: tuple[int, int]) -> View:
+    """The canonical view (see the module docstring) of an RGB, upright ``image`` at ``size`` = (H, W).
+
+    Margins inside margins (a white packshot padded on grey by a marketplace) are trimmed in turn, up
+    to three times.
+    """
+    work = _working_copy(image, size)
+    rgb = np.asarray(work, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    spread = float(rgb.std())
+    colour = _margin_colour(rgb)
+    if colour is None:  # no uniform margin: a scene or a close-up, kept whole
+        return View(fit_to_size(work, size), None, (0.0, 0.0, 1.0, 1.0), 1.0, spread)
+    background = tuple(int(c) for c in (colour if colour.ndim == 1 else np.median(colour.reshape(-1, 3), axis=0)))
+    top, left, share = 0, 0, None
+    for _ in range(3):
+        trimmed, box, pass_share = _trim_once(rgb, colour)
+        share = pass_share if share is None else share
+        if box is None:
+            if top == 0 and left == 0 and rgb.shape[:2] == (h, w):  # all margin: nothing to trim to
+                blank = np.full((*size, 3), 255, np.uint8)
+                return View(blank, background, (0.0, 0.0, 1.0, 1.0), share, spread)
+            break
+        b_top, b_bottom, b_left, b_right = box
+        rgb = trimmed[b_top:b_bottom, b_left:b_right]
+        top, left = top + b_top, left + b_left
+        colour = _margin_colour(rgb) if min(rgb.shape[:2]) >= 8 else None
+        if colour is not None and colour.ndim > 1:  # a gradient inside the trimmed box: the product itself
+            colour = None
+        if colour is None or (box == (0, trimmed.shape[0], 0, trimmed.shape[1])):
+            break
+    bottom, right = top + rgb.shape[0], left + rgb.shape[1]
+    return View(fit_to_size(Image.fromarray(rgb), size), background, (left / w, top / h, right / w, bottom / h),
+                share, spread)
+
+
+def load_view(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60)) -> View:
+    """Decode ``source`` and return its canonical :class:`View` at ``size`` = (H, W)."""
     # Twice the target size is enough for a clean downscale; a 1800 x 2400 photo then decodes at 1/8 scale.
-    return fit_to_size(open_image(source, draft=(2 * size[1], 2 * size[0])), size)
+    return canonical_view(open_image(source, draft=(2 * size[1], 2 * size[0])), size)
+
+
+def load_rgb(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60)) -> np.ndarray:
+    """Decode ``source`` and return its canonical view as an (H, W, 3) uint8 array of ``size`` = (H, W)."""
+    return load_view(source, size).pixels

@@ -311,11 +311,11 @@ class StyleEngine:
         return data, media_type
 
     def item_pixels(self, item_id: str, size: tuple[int, int]) -> np.ndarray:
-        """The item's image decoded at ``size`` = (H, W) by the training decoder."""
-        from stylespace.data import Item, load_rgb
+        """The item's image decoded at ``size`` = (H, W) by the training decoder (its canonical view)."""
+        from stylespace.data import Item
+        from stylespace.data.cache import item_pixels
 
-        image = self.catalog.read_image(Item(item_id, self._view.sources[self.item(item_id).id]))
-        return load_rgb(image, size=size)
+        return item_pixels(self.catalog, Item(item_id, self._view.sources[self.item(item_id).id]), size)
 
     def classes(self) -> list[tuple[str, int]]:
         return list(self._view.class_counts)

@@ -1,18 +1,34 @@
 """Data augmentation on uint8 image batches, in torch, on the training device.
 
-One random affine warp per image (zoom in/out, translation, horizontal flip) through a single
-``grid_sample`` call, then a small brightness / contrast / saturation jitter. Edges are extended
-(``padding_mode="border"``): product photos sit on a plain background, so a zoomed-out or shifted
-image looks like another shot of the same product rather than one with black bars.
+Training images are canonical views (``stylespace.data.images``): the product trimmed and centred on
+a white backdrop. The augmentation makes the other views a shop meets out of them, in this order:
+
+1. **photometric**: brightness / contrast / saturation jitter of the product; with ``padding="backdrop"``
+   the backdrop (white pixels connected to the border) is then painted one colour: white as in a
+   canonical view of a darker photo, or, with probability ``background``, a grey or a colour, as in a
+   studio shot whose backdrop was not recognised;
+2. **geometric**: one random affine warp per image through a single ``grid_sample`` call: zoom in
+   (a crop) or out, an aspect-ratio change (a stretched upload), a rotation, a shift and a horizontal
+   flip. Uncovered areas take the backdrop colour (``padding="backdrop"``) or extend the edges
+   (``padding="border"``, the recipe of models trained before the canonical view);
+3. **greyscale** with probability ``greyscale``, a **Gaussian blur** with probability ``blur``, and a
+   **JPEG** round trip at quality 20-70 with probability ``jpeg`` (a CDN's or a messenger's compression).
+
+Every new family defaults to off, so a ``train.json`` written before them reproduces its run.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from stylespace.utils import StylespaceError
+
+PADDINGS = ("border", "backdrop")
 
 
 @dataclasses.dataclass
@@ -20,30 +36,66 @@ class AugmentConfig:
     """Augmentation strengths at strength 1 (rare classes may get more, see ``samplers.RareClassAugmentSampler``).
 
     Attributes:
-        scale: zoom range: the sampled area's side is scaled by a factor in [1 - scale, 1 + scale].
+        scale: zoom range: the sampled area's side is scaled by a factor in [1 - scale, 1 + scale]
+            (0.18: crops down to 67 % of the area, and zoom-outs that pad by 18 %).
         translate: shift range as a fraction of the image size, in each direction.
         flip: probability of a horizontal flip (not scaled by strength).
         colour: brightness / contrast / saturation factors are drawn from [1 - colour, 1 + colour].
+        aspect: aspect-ratio change: width / height multiplied by a factor in [1 / (1 + aspect), 1 + aspect].
+        rotate: rotation range in degrees, each way.
+        padding: what fills uncovered areas: ``border`` (edges extended) or ``backdrop`` (the backdrop colour;
+            also keeps the photometric jitter off the backdrop).
+        background: probability that the backdrop becomes a grey or a colour (``padding="backdrop"`` only).
+        greyscale: probability of a greyscale image. blur: probability of a Gaussian blur (sigma 0.4-1.2 px).
+        jpeg: probability of a JPEG round trip at a quality in [20, 70].
     """
 
     scale: float = 0.15
     translate: float = 0.08
     flip: float = 0.5
     colour: float = 0.1
+    aspect: float = 0.0
+    rotate: float = 0.0
+    padding: str = "border"
+    background: float = 0.0
+    greyscale: float = 0.0
+    blur: float = 0.0
+    jpeg: float = 0.0
 
     def validate(self) -> "AugmentConfig":
-        for name in ("scale", "translate", "colour"):
+        for name in ("scale", "translate", "colour", "aspect"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise StylespaceError(f"augmentation {name} must be in [0, 1), got {value}")
-        if not 0.0 <= self.flip <= 1.0:
-            raise StylespaceError(f"augmentation flip must be a probability in [0, 1], got {self.flip}")
+        for name in ("flip", "background", "greyscale", "blur", "jpeg"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise StylespaceError(f"augmentation {name} must be a probability in [0, 1], got {value}")
+        if not 0.0 <= self.rotate <= 45.0:
+            raise StylespaceError(f"augmentation rotate must be in [0, 45] degrees, got {self.rotate}")
+        if self.padding not in PADDINGS:
+            raise StylespaceError(f"augmentation padding {self.padding!r} is unknown; expected one of {', '.join(PADDINGS)}")
+        if self.background > 0 and self.padding != "backdrop":
+            raise StylespaceError("augmentation background needs padding='backdrop' (it paints the backdrop)")
         return self
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]."""
     return batch.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def backdrop_mask(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, 1, H, W) bool: the white pixels connected to the image border, the
+    backdrop of a canonical view (one connected-component labelling of the whole batch, in-plane only)."""
+    white = (x.amin(dim=1) >= 0.97).cpu().numpy()
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]  # 4-connected within an image, never across images
+    regions, count = ndimage.label(white, structure=structure)
+    touches = np.zeros(count + 1, dtype=bool)
+    touches[regions[:, 0]] = touches[regions[:, -1]] = touches[regions[:, :, 0]] = touches[regions[:, :, -1]] = True
+    touches[0] = False
+    return torch.from_numpy(touches[regions]).to(x.device).unsqueeze(1)
 
 
 class BatchAugment:
@@ -63,32 +115,90 @@ class BatchAugment:
         if strength is None:
             strength = torch.ones(n, device=device)
         strength = strength.to(device=device, dtype=torch.float32).view(n)
-
-        def uniform(width: torch.Tensor) -> torch.Tensor:
-            r = torch.rand(n, generator=generator, device="cpu").to(device)
-            return (2 * r - 1) * width
-
         cfg = self.config
-        zoom = 1.0 + uniform((cfg.scale * strength).clamp(max=0.5))
-        shift_x, shift_y = uniform(cfg.translate * strength * 2), uniform(cfg.translate * strength * 2)
-        flip = torch.rand(n, generator=generator).to(device) < cfg.flip
-        sign = torch.where(flip, -1.0, 1.0).to(device)
-        # affine_grid maps output coordinates in [-1, 1] to input ones: a zoom factor above 1 samples a
-        # larger area (zoom out), below 1 a smaller one (zoom in); the x scale's sign flips the image.
-        theta = torch.zeros(n, 2, 3, device=device)
-        theta[:, 0, 0] = zoom * sign
-        theta[:, 1, 1] = zoom
-        theta[:, 0, 2] = shift_x
-        theta[:, 1, 2] = shift_y
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.rand(*shape, generator=generator, device="cpu").to(device)
+
+        def uniform(width: torch.Tensor | float) -> torch.Tensor:
+            return (2 * rand(n) - 1) * width
+
+        backdrop = fill = None
+        if cfg.padding == "backdrop":
+            backdrop = backdrop_mask(x)
+            fill = torch.ones(n, 3, device=device)
+            repaint = rand(n) < cfg.background
+            grey = 0.55 + 0.4 * rand(n, 1)
+            colour = 0.35 + 0.65 * rand(n, 3)
+            pick_colour = rand(n, 1) < 0.4
+            fill = torch.where(repaint.view(n, 1), torch.where(pick_colour, colour, grey.expand(n, 3)), fill)
         if cfg.colour > 0:
             width = (cfg.colour * strength).clamp(max=0.5)
             brightness, contrast, saturation = (1 + uniform(width) for _ in range(3))
             x = x * brightness.view(n, 1, 1, 1)
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = (x - mean) * contrast.view(n, 1, 1, 1) + mean
-            grey = (x * torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            x = (x - grey) * saturation.view(n, 1, 1, 1) + grey
+            grey_x = (x * torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            x = (x - grey_x) * saturation.view(n, 1, 1, 1) + grey_x
             x = x.clamp_(0.0, 1.0)
+        if backdrop is not None:
+            x = torch.where(backdrop, fill.view(n, 3, 1, 1), x)
+
+        x = self._warp(x, strength, fill, uniform, rand)
+
+        if cfg.greyscale > 0:
+            pick = (rand(n) < cfg.greyscale).view(n, 1, 1, 1)
+            grey_x = (x * torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            x = torch.where(pick, grey_x.expand_as(x), x)
+        if cfg.blur > 0:
+            pick = torch.nonzero(rand(n) < cfg.blur).flatten()
+            if len(pick):
+                sigma = float(0.4 + 0.8 * rand(1))
+                from torchvision.transforms.v2 import functional as TF
+
+                x[pick] = TF.gaussian_blur(x[pick], kernel_size=[5, 5], sigma=[sigma, sigma])
+        if cfg.jpeg > 0:
+            pick = torch.nonzero(rand(n) < cfg.jpeg).flatten()
+            if len(pick):
+                x[pick] = _jpeg_round_trip(x[pick], quality=int(20 + 50 * float(rand(1))))
         return x
+
+    def _warp(self, x: torch.Tensor, strength: torch.Tensor, fill: torch.Tensor | None, uniform, rand) -> torch.Tensor:
+        """The geometric step: one affine warp per image (zoom, aspect, rotation, shift, flip)."""
+        cfg = self.config
+        n, _, h, w = x.shape
+        device = x.device
+        zoom = 1.0 + uniform((cfg.scale * strength).clamp(max=0.5))
+        shift_x, shift_y = uniform(cfg.translate * strength * 2), uniform(cfg.translate * strength * 2)
+        sign = torch.where(rand(n) < cfg.flip, -1.0, 1.0)
+        aspect = torch.exp(uniform(math.log1p(cfg.aspect))) if cfg.aspect > 0 else torch.ones(n, device=device)
+        angle = uniform(math.radians(cfg.rotate)) if cfg.rotate > 0 else torch.zeros(n, device=device)
+        # affine_grid maps output coordinates in [-1, 1] to input ones: a zoom factor above 1 samples a
+        # larger area (zoom out), below 1 a smaller one (zoom in); the x scale's sign flips the image.
+        # The rotation is one in pixels, hence the h / w factors between the normalised axes.
+        zx, zy = zoom * aspect.sqrt() * sign, zoom / aspect.sqrt()
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.zeros(n, 2, 3, device=device)
+        theta[:, 0, 0] = cos * zx
+        theta[:, 0, 1] = -sin * zy * h / w
+        theta[:, 1, 0] = sin * zx * w / h
+        theta[:, 1, 1] = cos * zy
+        theta[:, 0, 2] = shift_x
+        theta[:, 1, 2] = shift_y
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        if fill is None:
+            return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        # Uncovered areas take the backdrop colour: warp the difference from it, which is 0 outside.
+        offset = fill.view(n, 3, 1, 1)
+        return (F.grid_sample(x - offset, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+                + offset).clamp_(0.0, 1.0)
+
+
+def _jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """(K, 3, H, W) float in [0, 1] -> the same images after JPEG encoding at ``quality`` and decoding."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    device = x.device
+    images = list((x * 255).round_().to(torch.uint8).cpu())
+    decoded = decode_jpeg(encode_jpeg(images, quality=quality))
+    return torch.stack(decoded).to(device).float().div_(255.0)

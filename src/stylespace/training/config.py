@@ -29,6 +29,8 @@ class TrainConfig:
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
         sampler: ``shuffle``, ``m_per_class`` (``m_per_class`` items per class per batch) or
             ``rare_augment`` (seed 000: rare classes drawn and augmented more, ``balance_power`` in [0, 1]).
+        views: augmented views of each item in a batch (``batch_size`` items give ``views x batch_size``
+            images); the ``instance`` term needs 2 or more.
         augment: apply ``augmentation`` on the fly. val_fraction: part of the training split kept for
             validation (stratified, fixed by ``seed``). num_threads: CPU threads for torch (0 = torch's default).
         eval_batch_size: batch size for validation and embedding.
@@ -51,6 +53,7 @@ class TrainConfig:
     sampler: str = "shuffle"
     m_per_class: int = 4
     balance_power: float = 0.5
+    views: int = 1
     augment: bool = True
     augmentation: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     val_fraction: float = 0.05
@@ -69,7 +72,7 @@ class TrainConfig:
             raise StylespaceError(f"miner {self.loss.miner!r} is unknown; expected one of {', '.join(MINERS)}")
         if not 0.0 <= self.loss.label_smoothing < 1.0:
             raise StylespaceError(f"label_smoothing must be in [0, 1), got {self.loss.label_smoothing}")
-        for name in ("margin", "gap", "pair_ratio"):
+        for name in ("margin", "gap", "pair_ratio", "temperature"):
             if getattr(self.loss, name) <= 0:
                 raise StylespaceError(f"loss {name} must be > 0, got {getattr(self.loss, name)}")
         if self.optimizer not in OPTIMIZERS:
@@ -89,6 +92,10 @@ class TrainConfig:
             (0.0 <= self.val_fraction < 0.5, f"val_fraction must be in [0, 0.5), got {self.val_fraction}"),
             (self.num_threads >= 0, f"num_threads must be >= 0 (0 = torch's default), got {self.num_threads}"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+            (isinstance(self.views, int) and self.views >= 1, f"views must be an integer >= 1, got {self.views}"),
+            ("instance" not in parse_objective(self.objective) or (self.views >= 2 and self.augment),
+             f"the instance term compares augmented views of each item: it needs views >= 2 and augmentation "
+             f"on, got views={self.views}, augment={self.augment}"),
         ]
         for ok, message in checks:
             if not ok:

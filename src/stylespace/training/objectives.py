@@ -7,6 +7,9 @@ classifier's logits (B, C) when the model has a classifier, and the integer labe
 - :class:`MetricTerm`: any PML loss on the embeddings, with an optional PML miner choosing the pairs or
   triplets (contrastive + :class:`RatioPairMiner`, triplet margin + batch-hard / semi-hard, multi-similarity,
   ArcFace ...). PML losses with parameters (proxies, ArcFace's class centres) are trained with the model.
+- :class:`InstanceTerm`: PML's NT-Xent loss with item ids as labels, on the vectors the search uses: the
+  augmented views of one item (``TrainConfig.views`` per item in a batch) must be each other's nearest
+  neighbours, so a mirrored, cropped or darker photo of a product finds that product, not only its class.
 
 ``build_objective("ce+triplet", ...)`` makes the common ones by name; ``"ce:1+triplet:0.5"`` sets weights.
 """
@@ -71,8 +74,30 @@ class MetricTerm(nn.Module):
         return self.loss(embeddings, labels, indices)
 
 
+class InstanceTerm(nn.Module):
+    """NT-Xent (PML ``NTXentLoss``) over item ids on the search vectors (B, F): each view's positives are the
+    other views of its item, every other view in the batch is a negative. Without item ids (a batch
+    of single views, as in validation) it is 0."""
+
+    needs_classifier = False
+    needs_views = True
+
+    def __init__(self, temperature: float = 0.1):
+        super().__init__()
+        self.loss = losses.NTXentLoss(temperature=temperature)
+
+    def forward(self, embeddings: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor,
+                instances: torch.Tensor | None = None, search: torch.Tensor | None = None) -> torch.Tensor:
+        if instances is None:
+            return embeddings.new_zeros(())
+        return self.loss((search if search is not None else embeddings).float(), instances)
+
+
 class Objective(nn.Module):
-    """A weighted sum of named terms; ``forward`` returns (total loss, {name: term loss})."""
+    """A weighted sum of named terms; ``forward`` returns (total loss, {name: term loss}).
+
+    ``instances`` (B,) are item ids (views of one item share one) and ``search`` (B, F) the vectors the
+    index stores; only terms that need views (:class:`InstanceTerm`) read them."""
 
     def __init__(self, terms: dict[str, nn.Module], weights: dict[str, float]):
         super().__init__()
@@ -85,11 +110,19 @@ class Objective(nn.Module):
     def needs_classifier(self) -> bool:
         return any(term.needs_classifier for term in self.terms.values())
 
-    def forward(self, embeddings: torch.Tensor, logits: torch.Tensor | None,
-                labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    @property
+    def needs_views(self) -> bool:
+        return any(getattr(term, "needs_views", False) for term in self.terms.values())
+
+    def forward(self, embeddings: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor,
+                instances: torch.Tensor | None = None,
+                search: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         total, parts = 0.0, {}
         for name, term in self.terms.items():
-            value = term(embeddings, logits, labels)
+            if getattr(term, "needs_views", False):
+                value = term(embeddings, logits, labels, instances, search)
+            else:
+                value = term(embeddings, logits, labels)
             parts[name] = float(value.detach())
             total = total + self.weights[name] * value
         return total, parts
@@ -106,6 +139,7 @@ class ObjectiveConfig:
         gap: triplet hinge gap g (``triplet``; seed 002).
         miner: triplet mining: ``semihard``, ``batch_hard`` or ``all`` (every valid triplet).
         arcface_margin: additive angular margin in degrees (``arcface``); ``arcface_scale`` its scale.
+        temperature: NT-Xent temperature of the instance term (``instance``; smaller = sharper).
     """
 
     label_smoothing: float = 0.1
@@ -115,9 +149,10 @@ class ObjectiveConfig:
     miner: str = "semihard"
     arcface_margin: float = 28.6
     arcface_scale: float = 30.0
+    temperature: float = 0.1
 
 
-TERMS = ("ce", "contrastive", "triplet", "ms", "arcface")
+TERMS = ("ce", "contrastive", "triplet", "ms", "arcface", "instance")
 MINERS = ("semihard", "batch_hard", "all")
 
 
@@ -143,6 +178,8 @@ def build_term(name: str, cfg: ObjectiveConfig, n_classes: int, embedding_dim: i
     if name == "arcface":
         return MetricTerm(losses.ArcFaceLoss(n_classes, embedding_dim, margin=cfg.arcface_margin,
                                              scale=cfg.arcface_scale))
+    if name == "instance":
+        return InstanceTerm(cfg.temperature)
     raise StylespaceError(f"objective term {name!r} is unknown; expected one of {', '.join(TERMS)}")
 
 

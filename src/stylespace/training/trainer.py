@@ -273,7 +273,8 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
                 suffix = f"  {metric_name} {100 * last:.1f}%" if last is not None else ""
                 train_loss, train_accuracy = train_epoch(
                     model, objective, optimizer, schedule, sampler.batches(epoch), train_x, train_y, augment, device,
-                    use_amp, generator, lambda k, loss: bar.update(task, f"loss {loss:.4f}{suffix}", advance=k))
+                    use_amp, generator, lambda k, loss: bar.update(task, f"loss {loss:.4f}{suffix}", advance=k),
+                    views=config.views)
                 bar.stop(task)
                 if not math.isfinite(train_loss):
                     raise StylespaceError(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning "
@@ -312,24 +313,33 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
 
 def train_epoch(model: EmbeddingModel, objective: Objective, optimizer, schedule, batches, pixels: torch.Tensor,
                 labels: torch.Tensor, augment: BatchAugment | None, device: torch.device, use_amp: bool,
-                generator: torch.Generator, on_progress: Callable[[int, float], None]) -> tuple[float, float | None]:
+                generator: torch.Generator, on_progress: Callable[[int, float], None],
+                views: int = 1) -> tuple[float, float | None]:
     """One pass over ``batches`` ((indices, augmentation strength) pairs); returns (mean loss, accuracy of the
     classifier on the augmented batches, or None without a classifier). ``on_progress(batches done since
-    the last call, running mean loss)`` is called every few batches."""
+    the last call, running mean loss)`` is called every few batches. With ``views`` > 1 each item of a batch
+    is augmented that many times; the views of one item share an instance id (the instance term's labels)."""
     model.train()
     loss_sum, correct, seen, pending = 0.0, 0, 0, 0
+    search_on_features = model.config.embed_layer == "features"
     for indices, strength in batches:
         idx = torch.from_numpy(indices)
         batch = pixels[idx.to(pixels.device)].to(device, non_blocking=True)
         y = labels[idx.to(labels.device)]
+        boost = None if strength is None else torch.from_numpy(strength)
         if augment is not None:
-            x = augment(batch, None if strength is None else torch.from_numpy(strength), generator)
+            x = torch.cat([augment(batch, boost, generator) for _ in range(views)])
         else:
-            x = to_float(batch)
+            x = to_float(batch).repeat(views, 1, 1, 1)
+        instances = torch.arange(len(y), device=y.device).repeat(views) if views > 1 else None
+        y = y.repeat(views)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            embeddings = model(x.contiguous(memory_format=torch.channels_last))
+            features = model.features(x.contiguous(memory_format=torch.channels_last))
+            embeddings = model.head(features)
             logits = model.classify(embeddings) if model.classifier is not None else None
-        loss, _ = objective(embeddings.float(), None if logits is None else logits.float(), y)
+        search = features.float() if search_on_features else None
+        loss, _ = objective(embeddings.float(), None if logits is None else logits.float(), y,
+                            instances=instances, search=search)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,0 +1,95 @@
+"""Robustness of search to real photos: several models side by side, from one run.
+
+For each model: index the whole catalog (whitened, as `stylespace index build`), then search a seeded
+sample of distorted catalog photos against it (`stylespace.index.robustness`): exact-product R@1 /
+R@10 and the article type of the first other hit, per distortion. Prints one Markdown table.
+
+    .venv/bin/python benchmarks/bench_robustness.py \
+        --model packshot=models/packshot:legacy --model default=models/default --items 1000 \
+        -o docs/robustness.json
+
+``NAME=PATH:legacy`` measures a model with the preprocessing it was trained with before the canonical
+view (no EXIF orientation, no margin trimming: pad on white and resize), so the old model is measured
+as it was shipped; without ``:legacy`` the canonical view of today is used.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CATALOG = ROOT.parent / "shared" / "datasets" / "fashion-product-images-small.zip"
+
+
+@contextlib.contextmanager
+def legacy_view():
+    """The decoder as it was before the canonical view (VIEW_VERSION 1): no EXIF, no trimming."""
+    from stylespace.data import cache, images
+
+    def plain(image, size):
+        return images.View(images.fit_to_size(image, size), None, (0.0, 0.0, 1.0, 1.0), 1.0,
+                           float(images.np.asarray(image).std()))
+
+    saved = images.canonical_view, cache.canonical_view, images._upright, cache.VIEW_VERSION
+    images.canonical_view = cache.canonical_view = plain
+    images._upright = lambda image: image
+    cache.VIEW_VERSION = "1-legacy"  # its own image cache
+    try:
+        yield
+    finally:
+        images.canonical_view, cache.canonical_view, images._upright, cache.VIEW_VERSION = saved
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
+    parser.add_argument("--model", action="append", required=True, help="NAME=PATH[:legacy], repeatable")
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--distortions", default="", help="comma-separated names (default: all)")
+    parser.add_argument("-o", "--output", type=Path, help="write all reports as JSON")
+    args = parser.parse_args()
+
+    import torch
+
+    from stylespace.data import load_catalog
+    from stylespace.data.distortions import DISTORTIONS
+    from stylespace.index.build import build_index
+    from stylespace.index.robustness import RobustnessConfig, markdown_table, measure_robustness
+    from stylespace.models import load_model
+
+    torch.set_num_threads(torch.get_num_threads())
+    names = tuple(n for n in args.distortions.split(",") if n) or tuple(DISTORTIONS)
+    config = RobustnessConfig(items=args.items, seed=args.seed, distortions=names)
+    catalog = load_catalog(args.catalog)
+    reports, records = [], {}
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        path, _, mode = path.partition(":")
+        started = time.perf_counter()
+        with (legacy_view() if mode == "legacy" else contextlib.nullcontext()), \
+                tempfile.TemporaryDirectory(prefix="bench-robustness-") as scratch:
+            model = load_model(path)
+            index, _ = build_index(model, catalog, Path(scratch) / "index", model_path=path, progress=False)
+            print(f"{name}: indexed {len(index):,} items in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            report = measure_robustness(model, catalog, index, config, log=lambda line: print(f"  {name} {line}", file=sys.stderr))
+            index.close()
+        label = f"{name} ({'legacy view' if mode == 'legacy' else 'canonical view'})"
+        reports.append((label, report))
+        records[label] = {"model": path, "view": mode or "canonical", **report.to_dict()}
+    table = markdown_table(reports)
+    print(f"{config.items} catalog items, seed {config.seed}, searched against the whole index of "
+          f"{reports[0][1].index_items:,} items; cells are exact-product R@1 / R@10 / article-type P@1 (%)\n")
+    print(table)
+    if args.output:
+        args.output.write_text(json.dumps({"command": " ".join(sys.argv), "reports": records, "table": table}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Does search survive real photos? Distorted catalog photos searched against the whole index.
+
+For a seeded sample of catalog items, every distortion of :mod:`stylespace.data.distortions` turns the
+item's packshot into the file a customer would upload; the file goes through the query path the
+service uses (decode, EXIF, canonical view, embed) and is searched against the index (its whitening
+included). Per distortion:
+
+- ``r1`` / ``r10``: share of queries whose own item is the first hit / among the first 10 (the exact
+  product found);
+- ``type_p1``: share of queries whose first hit *other than the item itself* has the item's label (the
+  right article type even when the product is not the first hit).
+
+An id-exact measure: the catalog's pixel-identical copies under other ids count as misses at rank 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import numpy as np
+
+from stylespace.data.distortions import DISTORTIONS
+from stylespace.utils import StylespaceError
+
+
+@dataclasses.dataclass
+class RobustnessConfig:
+    """What to measure.
+
+    Attributes:
+        items: catalog items sampled (labelled items of the index), at most the index's size.
+        seed: fixes the sample, the second items and every random choice of the distortions.
+        distortions: names from ``stylespace.data.distortions.DISTORTIONS`` (default: all of them).
+        k: depth of the recall measure (``r10`` with the default).
+    """
+
+    items: int = 1000
+    seed: int = 0
+    distortions: tuple[str, ...] = tuple(DISTORTIONS)
+    k: int = 10
+
+    def validate(self) -> "RobustnessConfig":
+        checks = [
+            (isinstance(self.items, int) and self.items >= 1, f"items must be an integer >= 1, got {self.items!r}"),
+            (isinstance(self.k, int) and self.k >= 1, f"k must be an integer >= 1, got {self.k!r}"),
+            (len(self.distortions) > 0, "name at least one distortion"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise StylespaceError(message)
+        unknown = [d for d in self.distortions if d not in DISTORTIONS]
+        if unknown:
+            raise StylespaceError(f"distortion(s) {', '.join(unknown)} unknown; expected some of {', '.join(DISTORTIONS)}")
+        self.distortions = tuple(self.distortions)
+        return self
+
+
+@dataclasses.dataclass
+class DistortionResult:
+    """One distortion's figures (shares in [0, 1]); ``target`` is the R@1 promised (None: no target)."""
+
+    name: str
+    description: str
+    queries: int
+    r1: float
+    r10: float
+    type_p1: float
+    target: float | None
+
+    @property
+    def meets_target(self) -> bool | None:
+        return None if self.target is None else self.r1 >= self.target
+
+
+@dataclasses.dataclass
+class RobustnessReport:
+    """The figures of every distortion for one model and index."""
+
+    config: RobustnessConfig
+    model_id: str
+    index_items: int
+    rows: list[DistortionResult]
+    seconds: float
+
+    def row(self, name: str) -> DistortionResult:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise StylespaceError(f"distortion {name!r} was not measured")
+
+    def to_dict(self) -> dict:
+        return {"config": dataclasses.asdict(self.config), "model_id": self.model_id, "index_items": self.index_items,
+                "seconds": self.seconds,
+                "rows": [{**dataclasses.asdict(r), "meets_target": r.meets_target} for r in self.rows]}
+
+
+def sample_items(index, n: int, seed: int) -> list[str]:
+    """``n`` labelled item ids of ``index`` drawn without replacement (seeded), in draw order."""
+    ids = index.ids
+    labels = index.labels_of_keys(index.keys_of(ids))
+    labelled = [i for i, label in zip(ids, labels) if label is not None]
+    if not labelled:
+        raise StylespaceError(f"the index at {index.folder} has no labelled items to measure with")
+    rng = np.random.default_rng([seed, 13])
+    pick = rng.choice(len(labelled), size=min(n, len(labelled)), replace=False)
+    return [labelled[i] for i in pick]
+
+
+def measure_robustness(model, catalog, index, config: RobustnessConfig | None = None,
+                       log=lambda message: None) -> RobustnessReport:
+    """Search distorted photos of sampled catalog items against ``index`` (built from ``catalog`` by ``model``).
+
+    Returns a :class:`RobustnessReport`; ``log`` receives one line per distortion.
+    """
+    from stylespace.index.build import embed_query_images
+    from stylespace.models import model_id as model_id_of
+
+    config = (config or RobustnessConfig()).validate()
+    started = time.perf_counter()
+    mid = model_id_of(model)
+    index.check_model(mid, "the robustness queries")
+    ids = sample_items(index, config.items, config.seed)
+    missing = [i for i in ids if i not in catalog]
+    if missing:
+        raise StylespaceError(f"{len(missing)} sampled items of the index are not in {catalog.source_path} "
+                              f"(e.g. {missing[:3]}); pass the catalog the index was built from")
+    packshots = [catalog.read_image(i) for i in ids]
+    order = np.random.default_rng([config.seed, 17]).permutation(len(ids))
+    others = [packshots[j] if j != k else packshots[(j + 1) % len(ids)] for k, j in enumerate(order)]
+    keys = index.keys_of(ids)
+    labels = index.labels_of_keys(keys)
+    rows = []
+    for number, name in enumerate(config.distortions):
+        distortion = DISTORTIONS[name]
+        rng = np.random.default_rng([config.seed, 100 + number])
+        uploads = [distortion.apply(image, rng, other) for image, other in zip(packshots, others)]
+        vectors = embed_query_images(model, uploads)
+        found = index.neighbours(vectors, k=config.k + 1, model_id=mid)
+        hit_rank = found.keys == keys[:, None]
+        r1 = float(hit_rank[:, 0].mean())
+        r10 = float(hit_rank[:, :config.k].any(axis=1).mean())
+        # the first hit that is not the item itself
+        other_first = np.where(hit_rank[:, 0], found.keys[:, 1], found.keys[:, 0])
+        type_p1 = float((index.labels_of_keys(other_first) == labels).mean())
+        rows.append(DistortionResult(name, distortion.description, len(ids), r1, r10, type_p1, distortion.target))
+        log(f"{name:18s} R@1 {100 * r1:5.1f} %  R@{config.k} {100 * r10:5.1f} %  type P@1 {100 * type_p1:5.1f} %")
+    return RobustnessReport(config, mid, len(index), rows, round(time.perf_counter() - started, 2))
+
+
+def markdown_table(reports: Sequence[tuple[str, RobustnessReport]]) -> str:
+    """One markdown table of several models' reports side by side (same distortions)."""
+    head = "| distortion | target R@1 | " + " | ".join(f"{name} R@1 / R@10 / type P@1" for name, _ in reports) + " |"
+    lines = [head, "| --- | ---: | " + " | ".join("---:" for _ in reports) + " |"]
+    for row in reports[0][1].rows:
+        cells = []
+        for _, report in reports:
+            r = report.row(row.name)
+            cells.append(f"{100 * r.r1:.1f} / {100 * r.r10:.1f} / {100 * r.type_p1:.1f}")
+        target = "" if row.target is None else f"{100 * row.target:.1f}"
+        lines.append(f"| {row.name}: {row.description} | {target} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
