@@ -121,6 +121,22 @@ def test_upload_then_click_through_similar_items(browser, server, served, tmp_pa
     assert all("weak" in c.get_attribute("class") for c in browser.find_elements(By.CSS_SELECTOR, "#results .card"))
 
 
+def test_a_blank_upload_says_why_there_is_no_confident_match(browser, server, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 400), (255, 255, 255)).save(blank)
+    browser.get(server + "/")
+    wait_for(browser, lambda d: "72 items" in d.find_element(By.ID, "stats").text, "the catalog stats")
+    browser.find_element(By.ID, "file-input").send_keys(str(blank))
+    wait_for(browser, lambda d: "No confident match" in d.find_element(By.ID, "search-status").text,
+             "the no-confident-match notice")
+    assert "The picture is blank or almost uniform" in browser.find_element(By.ID, "search-status").text
+    assert card_ids(browser) == []
+    browser.save_screenshot(str(tmp_path / "blank-upload.png"))
+
+
 def test_browse_and_compare(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -71,6 +71,7 @@ def test_health_and_stats_describe_the_loaded_index(client, served):
     assert stats["model_id"] == config["model_id"] and stats["embedding_dim"] == 32
     assert stats["threshold"] == pytest.approx(config["threshold"]) and stats["confidence_score"] == config["confidence"]
     assert stats["compatibility"]["cutoff"] > 0 and stats["max_upload_bytes"] == 10_000_000
+    assert stats["junk"]["top1_floor"] == pytest.approx(config["typicality"]["top1"]["0.5"])
 
 
 def test_openapi_page_and_static_files(client):
@@ -182,6 +183,24 @@ def test_search_finds_an_uploaded_catalog_image_first(client, served):
     assert result["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert result["results"][0]["metadata"]["articleType"] == result["results"][0]["label"]
     assert result["confident"] == (result["confidence"] >= result["threshold"])
+
+
+@pytest.mark.parametrize("kind", ["blank", "near-uniform", "noise", "gradient", "text", "landscape"])
+def test_a_picture_that_is_not_a_product_photo_is_no_confident_match_with_the_reason(client, kind):
+    from test_junk import JUNK
+
+    from stylespace.recommend.junk import BLANK, JUNK_REASONS, UNSURE
+
+    buffer = io.BytesIO()
+    JUNK[kind]().save(buffer, format="PNG")
+    response = client.post("/search", files={"image": (f"{kind}.png", buffer.getvalue())}, data={"k": "3"})
+    assert response.status_code == 200
+    result = response.json()
+    assert result["confident"] is False and result["message"].startswith("No confident match")
+    assert result["reason"] in (*JUNK_REASONS, UNSURE) and result["not_a_product"] == (result["reason"] in JUNK_REASONS)
+    assert len(result["results"]) == 3  # kept for "show the weak matches anyway"
+    if kind in ("blank", "near-uniform"):  # the upload's own view says so, whatever its embedding
+        assert result["not_a_product"] is True and result["reason"] == BLANK and BLANK in result["message"]
 
 
 def test_search_takes_large_jpeg_and_transparent_png(client, served):

@@ -155,7 +155,8 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
 def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, batch_size: int = 512,
                   device: str | torch.device = "auto", progress: bool = True) -> Embeddings:
     """Embeddings of every decodable item of ``catalog`` (through the decoded image cache at the model's
-    input size); items whose image fails to decode are listed in ``meta["failed"]``."""
+    input size); items whose image fails to decode are listed in ``meta["failed"]``, and those whose image is
+    blank or nearly uniform (embedded all the same) in ``meta["blank"]``."""
     from stylespace.data import load_image_array
     from stylespace.models import model_id
 
@@ -168,6 +169,7 @@ def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, ba
         "input_size": list(model.config.input_size),
         "backbone": model.config.backbone,
         "failed": dict(array.failed),
+        "blank": list(array.blank),
     }
     return Embeddings(array.ids, vectors, labels if any(label is not None for label in labels) else None,
                       model_id(model), meta)

@@ -22,7 +22,8 @@ def catalog_cmd(
     path: Path = typer.Argument(..., help="Kaggle folder or zip, image-folder tree, CSV manifest, pairs CSV or IDX folder."),
     kind: str = typer.Option("auto", help="auto, kaggle, folder, manifest, idx or pairs."),
     label_column: Optional[str] = typer.Option(None, help="Column holding the class (default articleType / label)."),
-    verify: bool = typer.Option(True, help="Decode every image (through the image cache) and report those that fail."),
+    verify: bool = typer.Option(True, help="Decode every image (through the image cache) and report those that fail "
+                                           "and those that are blank or nearly uniform."),
     size: str = typer.Option("80x60", help="Cache image size HxW used when verifying."),
     top: int = typer.Option(20, help="Classes to list in the table (all with --json)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
@@ -30,14 +31,17 @@ def catalog_cmd(
     started = time.perf_counter()
     catalog = load_catalog(path, kind=kind, label_column=label_column)
     load_seconds = time.perf_counter() - started
-    cache_seconds = None
+    cache_seconds, blank = None, None
     if verify and len(catalog):
         array = load_image_array(catalog, size=parse_size(size), progress=not as_json)
         catalog = catalog.without(array.failed)
         cache_seconds = array.build_seconds
+        blank = list(array.blank)
     result = catalog.summary()
     result["load_seconds"] = round(load_seconds, 3)
     result["cache_build_seconds"] = cache_seconds
+    # kept in the catalog (they decode), but nothing in them to recognise: indexes leave them out
+    result["blank"] = blank
 
     def render(r: dict) -> None:
         out.print(f"[bold]{r['path']}[/bold] ({r['kind']}): {r['summary']}")
@@ -59,6 +63,9 @@ def catalog_cmd(
             out.print(skipped)
             if len(r["skipped"]) > 50:
                 out.print(f"... and {len(r['skipped']) - 50} more (all of them with --json)")
+        if r["blank"]:
+            out.print(f"{len(r['blank']):,} blank or nearly uniform image(s), left out of indexes unless "
+                      f"--include-blank: {', '.join(r['blank'][:10])}" + (" ..." if len(r["blank"]) > 10 else ""))
 
     emit(result, as_json, render)
 

@@ -20,6 +20,8 @@ MODEL_OPTION = typer.Option(None, "--model", help="Model folder that embeds imag
 BATCH_OPTION = typer.Option(256, "--batch-size", help="Images per forward pass.")
 DEVICE_OPTION = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+INCLUDE_BLANK_OPTION = typer.Option(False, "--include-blank", help="Index catalog items whose image is blank or "
+                                                                   "nearly uniform too (default: left out, reported).")
 
 
 class _BuildByDefault(TyperGroup):
@@ -128,19 +130,23 @@ def open_model(index, model_path: Optional[Path], device: str):
     return model
 
 
-def query_vectors(index, queries: list[str], by_id: bool, model_path: Optional[Path], device: str):
-    """(names, vectors (Q, D), query ids for exclusion) for query image paths/folders or catalog ids."""
-    from stylespace.index.build import embed_query_images, image_files
+def query_vectors(index, queries: list[str], by_id: bool, model_path: Optional[Path], device: str,
+                  with_blank: bool = False):
+    """(names, vectors (Q, D), query ids for exclusion) for query image paths/folders or catalog ids; with
+    ``with_blank``, also (Q,) whether each query image is blank or almost uniform (None for ids)."""
+    from stylespace.index.build import embed_query_views, image_files
 
     if not queries:
         raise StylespaceError("give at least one query: image files, a folder of images, or ids with --id")
     if by_id:
-        return list(queries), index.vectors(queries), list(queries)
+        found = (list(queries), index.vectors(queries), list(queries))
+        return (*found, None) if with_blank else found
     files = image_files(queries)
     model = open_model(index, model_path, device)
     with console.status(f"embedding {len(files)} query image(s)"):
-        vectors = embed_query_images(model, files, device=device)
-    return [str(f) for f in files], vectors, [f.stem for f in files]
+        vectors, blank = embed_query_views(model, files, device=device)
+    found = ([str(f) for f in files], vectors, [f.stem for f in files])
+    return (*found, blank) if with_blank else found
 
 
 def _hit_record(rank: int, hit) -> dict:
@@ -187,6 +193,7 @@ def build_cmd(
     whiten: bool = typer.Option(True, help="Whiten the vectors with a PCA fitted on this catalog (no labels "
                                            "needed; needs 4 items per dimension): better neighbours and confidence."),
     overwrite: bool = typer.Option(False, help="Replace an index already in the output folder."),
+    include_blank: bool = INCLUDE_BLANK_OPTION,
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
     as_json: bool = JSON_OPTION,
@@ -201,9 +208,10 @@ def build_cmd(
     index, failed = build_index(model, cat, output, ids=ids, labels=labels, model_path=model_path, kind=kind,
                                 metric=metric, overwrite=overwrite, batch_size=batch_size, device=device,
                                 progress=not as_json, whiten=whiten, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
-                                ef_search=ef_search)
+                                ef_search=ef_search, include_blank=include_blank)
     result = _info(index)
-    result.update({"source": description, "failed": failed, "seconds": round(time.perf_counter() - started, 2)})
+    result.update({"source": description, "failed": failed, "blank_left_out": _blank_count(failed),
+                   "seconds": round(time.perf_counter() - started, 2)})
 
     def render(r: dict) -> None:
         out.print(f"indexed {r['count']:,} items of {r['source']} into [bold]{r['folder']}[/bold] "
@@ -213,10 +221,27 @@ def build_cmd(
         if whiten and not r["whitened_items"]:
             out.print(f"not whitened: {r['count']:,} items are too few for {r['dim']} dimensions "
                       "(whitening needs 4 items per dimension)")
-        if failed:
-            out.print(f"{len(failed)} item(s) left out (image not decodable), e.g. {list(failed.items())[:3]}")
+        _print_left_out(failed)
 
     emit(result, as_json, render)
+
+
+def _blank_count(left_out: dict[str, str]) -> int:
+    from stylespace.index.build import BLANK_REASON
+
+    return sum(1 for reason in left_out.values() if reason == BLANK_REASON)
+
+
+def _print_left_out(left_out: dict[str, str]) -> None:
+    """One line per reason items were left out of an index (undecodable, blank), with a few ids."""
+    from stylespace.index.build import BLANK_REASON
+
+    by_reason: dict[str, list[str]] = {}
+    for item_id, reason in left_out.items():
+        by_reason.setdefault(reason, []).append(item_id)
+    for reason, ids in by_reason.items():
+        hint = " (index them anyway with --include-blank)" if reason == BLANK_REASON else ""
+        out.print(f"{len(ids):,} item(s) left out: {reason}{hint}, e.g. {', '.join(ids[:5])}")
 
 
 @index_app.command("add", help="Embed catalog items and add them without rebuilding (new stock).")
@@ -226,6 +251,7 @@ def add_cmd(
     ids: Optional[list[str]] = typer.Option(None, "--id", help="Add only these ids (repeatable; default: every "
                                                                "catalog item not in the index)."),
     replace: bool = typer.Option(False, help="Re-embed and replace items already in the index."),
+    include_blank: bool = INCLUDE_BLANK_OPTION,
     model: Optional[Path] = MODEL_OPTION,
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
@@ -237,10 +263,15 @@ def add_cmd(
     index, embedding_model = open_index_and_model(index_dir, model, device)
     before = len(index)
     added, failed = add_items(index, embedding_model, load_catalog(catalog_path), ids, replace=replace,
-                              batch_size=batch_size, device=device, progress=not as_json)
+                              batch_size=batch_size, device=device, progress=not as_json, include_blank=include_blank)
     result = {"folder": str(index_dir), "added": added, "before": before, "count": len(index), "failed": failed,
-              "generation": index.config.generation}
-    emit(result, as_json, lambda r: out.print(f"added {added:,} item(s): {before:,} -> {r['count']:,} in {index_dir}"))
+              "blank_left_out": _blank_count(failed), "generation": index.config.generation}
+
+    def render(r: dict) -> None:
+        out.print(f"added {added:,} item(s): {before:,} -> {r['count']:,} in {index_dir}")
+        _print_left_out(failed)
+
+    emit(result, as_json, render)
 
 
 @index_app.command("remove", help="Remove items by id without rebuilding.")
@@ -306,7 +337,7 @@ def info_cmd(
 
     def render(r: dict) -> None:
         for key, value in r.items():
-            if key != "calibration":
+            if key not in ("calibration", "typicality"):
                 out.print(f"{key:>20}: {value}")
 
     emit(result, as_json, render)
@@ -318,7 +349,7 @@ def _info(index) -> dict:
             "kind": c.kind, "whitened_items": c.whitened_items, "model_id": c.model_id, "model_path": c.model_path,
             "input_size": list(c.input_size),
             "catalog": c.catalog, "metadata_columns": c.metadata_columns, "recall_at_10": c.recall_at_10,
-            "confidence": c.confidence, "threshold": c.threshold, "calibration": c.calibration,
+            "typicality": c.typicality, "confidence": c.confidence, "threshold": c.threshold, "calibration": c.calibration,
             "generation": c.generation, "updated": c.updated}
 
 
@@ -388,7 +419,8 @@ def recommend_cmd(
             score, {}, index.calibration_arrays() if score.startswith("local") else None)
         # a calibrated threshold belongs to its score: another score's values live on another scale
         recommender = SelectiveRecommender(index, chosen, threshold if threshold is not None
-                                           else recommender.threshold if same_score else None, recommender.n_items)
+                                           else recommender.threshold if same_score else None, recommender.n_items,
+                                           recommender.junk)
         if not same_score and threshold is None and index.config.threshold is not None:
             console.print(f"[yellow]note:[/yellow] the index's threshold was calibrated for the "
                           f"{index.config.confidence} score, not {score}; every recommendation is shown (give "
@@ -397,18 +429,20 @@ def recommend_cmd(
     if not recommender.calibrated and not noted:
         console.print("[yellow]note:[/yellow] this index has no calibrated threshold, so every recommendation is "
                       "shown; run `stylespace calibrate-threshold` on labelled queries first")
-    names, vectors, own_ids = query_vectors(index, queries, by_id, model, device)
+    names, vectors, own_ids, blank = query_vectors(index, queries, by_id, model, device, with_blank=True)
     exclude = [[i] for i in own_ids] if by_id else None
-    recommendations = recommender.recommend(vectors, exclude_ids=exclude, where=parse_where(where))
+    recommendations = recommender.recommend(vectors, exclude_ids=exclude, where=parse_where(where), blank=blank)
     result = {"index": str(index_dir), "score": recommender.score_name, "threshold": recommender.threshold,
+              "junk": recommender.junk.to_dict(),
               "queries": [{"query": name, "confidence": rec.confidence, "shown": rec.confident,
+                           "not_a_product": rec.junk, "reason": rec.reason,
                            "items": [_hit_record(r, h) for r, h in enumerate(rec.items, 1)]
                            if rec.confident or show_all else []}
                           for name, rec in zip(names, recommendations)]}
 
     def render(r: dict) -> None:
         for entry in r["queries"]:
-            verdict = "shown" if entry["shown"] else "not shown (below the threshold)"
+            verdict = "shown" if entry["shown"] else f"no confident match: {entry['reason']}"
             title = f"{entry['query']}: confidence {entry['confidence']:.4f} ({r['score']}) -> {verdict}"
             if entry["items"]:
                 out.print(_hits_table(title, entry["items"], "cosine" if index.metric == "cosine" else "distance"))

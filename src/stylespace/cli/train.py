@@ -135,10 +135,11 @@ def embed_cmd(
     embeddings.save(output)
     result = {"output": str(output), "items": len(embeddings), "dim": embeddings.dim, "model_id": embeddings.model_id,
               "labelled": embeddings.labels is not None, "failed": len(embeddings.meta["failed"]),
-              "seconds": round(time.perf_counter() - started, 2)}
+              "blank": len(embeddings.meta["blank"]), "seconds": round(time.perf_counter() - started, 2)}
 
     def render(r: dict) -> None:
         out.print(f"{r['output']}: {r['items']:,} vectors of {r['dim']} dims (model {r['model_id']}) in "
-                  f"{r['seconds']:.1f} s" + (f"; {r['failed']} images failed to decode" if r["failed"] else ""))
+                  f"{r['seconds']:.1f} s" + (f"; {r['failed']} images failed to decode" if r["failed"] else "")
+                  + (f"; {r['blank']} blank or nearly uniform images (embedded all the same)" if r["blank"] else ""))
 
     emit(result, as_json, render)

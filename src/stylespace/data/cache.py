@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.data.catalog import ArrayReader, Catalog
-from stylespace.data.images import VIEW_VERSION, ImageDecodeError, canonical_view, fit_to_size, open_image
+from stylespace.data.images import VIEW_VERSION, ImageDecodeError, View, canonical_view, fit_to_size, open_image
 from stylespace.utils import StylespaceError, atomic_dir, cache_root
 
 CACHE_VERSION = 1  # bump when the cache's layout changes; the canonical view has its own VIEW_VERSION
@@ -34,6 +34,8 @@ class ImageArray:
         failed: id -> reason for every item whose image could not be decoded.
         folder: the cache folder, or None for an in-memory array.
         build_seconds: time spent decoding, 0 when it came from the cache.
+        blank: ids (in catalog order) of the decoded items whose image is blank or nearly uniform
+            (:attr:`stylespace.data.View.blank`): they have pixels, but nothing in them to recognise.
     """
 
     ids: list[str]
@@ -41,6 +43,7 @@ class ImageArray:
     failed: dict[str, str]
     folder: Path | None = None
     build_seconds: float = 0.0
+    blank: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._index = {item_id: i for i, item_id in enumerate(self.ids)}
@@ -110,7 +113,9 @@ def _open_cache(folder: Path, catalog: Catalog) -> ImageArray | None:
         return None  # a damaged cache is rebuilt, never trusted
     if meta.get("all_ids") != catalog.ids:
         return None
-    return ImageArray(meta["ids"], pixels, meta["failed"], folder)
+    if "blank" not in meta:
+        return None  # made before blank images were recorded: built again, so that they are known
+    return ImageArray(meta["ids"], pixels, meta["failed"], folder, blank=list(meta["blank"]))
 
 
 def _build_cache(catalog: Catalog, size: tuple[int, int], folder: Path, workers: int | None,
@@ -124,18 +129,21 @@ def _build_cache(catalog: Catalog, size: tuple[int, int], folder: Path, workers:
             handle.truncate(n * size[0] * size[1] * 3)
         chunks = [list(range(i, min(i + 256, n))) for i in range(0, n, 256)]
         failed: dict[int, str] = {}
+        blank: set[int] = set()
         tasks = [(catalog, size, pixel_file, n, chunk) for chunk in chunks]
         with _progress(progress, n, f"decoding {n:,} images") as advance:
             if workers == 1 or n < 512 or isinstance(catalog.reader, ArrayReader):
                 for task in tasks:
-                    result = _decode_chunk(task)
-                    failed.update(result)
+                    chunk_failed, chunk_blank = _decode_chunk(task)
+                    failed.update(chunk_failed)
+                    blank.update(chunk_blank)
                     advance(len(task[-1]))
             else:
                 ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
                 with ctx.Pool(workers) as pool:
-                    for task, result in zip(tasks, pool.imap(_decode_chunk, tasks)):
-                        failed.update(result)
+                    for task, (chunk_failed, chunk_blank) in zip(tasks, pool.imap(_decode_chunk, tasks)):
+                        failed.update(chunk_failed)
+                        blank.update(chunk_blank)
                         advance(len(task[-1]))
         # Compact: drop failed rows so that row i is ids[i].
         keep = [i for i in range(n) if i not in failed]
@@ -162,6 +170,7 @@ def _build_cache(catalog: Catalog, size: tuple[int, int], folder: Path, workers:
             "ids": [all_ids[i] for i in keep],
             "all_ids": all_ids,
             "failed": {all_ids[i]: reason for i, reason in sorted(failed.items())},
+            "blank": [all_ids[i] for i in sorted(blank)],
             "build_seconds": round(time.perf_counter() - started, 2),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
@@ -172,21 +181,25 @@ def _build_cache(catalog: Catalog, size: tuple[int, int], folder: Path, workers:
     return array
 
 
-def _decode_chunk(task) -> dict[int, str]:
+def _decode_chunk(task) -> tuple[dict[int, str], list[int]]:
+    """Decode one chunk of items into the pixel file: ({row: reason} that failed, rows that are blank)."""
     catalog, size, pixel_file, n, chunk = task
     out = np.memmap(pixel_file, dtype=np.uint8, mode="r+", shape=(n, size[0], size[1], 3))
-    failed = {}
+    failed, blank = {}, []
     for i in chunk:
         item = catalog.items[i]
         try:
-            out[i] = item_pixels(catalog, item, size)
+            view = item_view(catalog, item, size)
+            out[i] = view.pixels
+            if view.blank:
+                blank.append(i)
         except ImageDecodeError as exc:
             failed[i] = "image that fails to decode" if "zero" not in str(exc) else "zero-byte image"
         except Exception as exc:  # any reader problem is this item's problem, not the run's
             failed[i] = f"image that cannot be read ({type(exc).__name__})"
     out.flush()
     del out
-    return failed
+    return failed, blank
 
 
 class _progress:
@@ -214,6 +227,17 @@ class _progress:
         return False
 
 
+def item_view(catalog: Catalog, item, size: tuple[int, int]) -> View:
+    """One item's canonical :class:`View` at ``size``; for an array dataset (Fashion-MNIST: centred items on
+    black, already the benchmark's input) its pixels are the image only resized, the rest (``blank``...)
+    is measured as for a photo."""
+    image = catalog.read_image(item)
+    view = canonical_view(image, size)
+    if isinstance(catalog.reader, ArrayReader):
+        return dataclasses.replace(view, pixels=fit_to_size(image, size))
+    return view
+
+
 def item_pixels(catalog: Catalog, item, size: tuple[int, int]) -> np.ndarray:
     """One item's (H, W, 3) uint8 pixels: the canonical view of a photo; an array dataset's own images
     (Fashion-MNIST: centred items on black, already the benchmark's input) are only resized."""
@@ -228,4 +252,4 @@ def decode_one(catalog: Catalog, item_id: str, size: tuple[int, int]) -> np.ndar
     return item_pixels(catalog, item_id, size)
 
 
-__all__ = ["ImageArray", "load_image_array", "decode_one", "cache_key", "open_image"]
+__all__ = ["ImageArray", "load_image_array", "decode_one", "cache_key", "item_view", "open_image"]

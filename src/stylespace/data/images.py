@@ -55,7 +55,7 @@ LINE_SHARE = 0.02
 BOX_MARGIN = 0.03
 # Below this share of product pixels (or this pixel spread), an image is blank or nearly uniform.
 BLANK_SHARE = 0.004
-BLANK_SPREAD = 6.0
+BLANK_SPREAD = 5.0
 
 
 class ImageDecodeError(StylespaceError):
@@ -284,8 +284,7 @@ def canonical_view(image: Image.Image, size: tuple[int, int]) -> View:
         share = pass_share if share is None else share
         if box is None:
             if top == 0 and left == 0 and rgb.shape[:2] == (h, w):  # all margin: nothing to trim to
-                blank = np.full((*size, 3), 255, np.uint8)
-                return View(blank, background, (0.0, 0.0, 1.0, 1.0), share, spread)
+                return View(fit_to_size(work, size), background, (0.0, 0.0, 1.0, 1.0), share, spread)
             break
         b_top, b_bottom, b_left, b_right = box
         rgb = trimmed[b_top:b_bottom, b_left:b_right]

@@ -18,14 +18,16 @@ from stylespace.utils import StylespaceError
 
 # Images decoded and embedded per step when indexing: bounded memory for a catalog subset.
 _CHUNK = 4096
+# Why a blank catalog image is left out of an index (a reason like those of undecodable images).
+BLANK_REASON = "blank or nearly uniform image"
 
 
 def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: str | os.PathLike | None = None,
-                batch_size: int = 256, device: str = "auto", progress: bool = True):
+                batch_size: int = 256, device: str = "auto", progress: bool = True, include_blank: bool = True):
     """Embeddings of catalog items (all, or ``ids``) under ``model``, through the decoded image cache.
 
-    Returns ``(Embeddings, failed)`` where ``failed`` maps the ids whose image could not be decoded to why;
-    those items are left out.
+    Returns ``(Embeddings, failed)`` where ``failed`` maps the ids left out to why: their image could not
+    be decoded, or (unless ``include_blank``) it is blank or nearly uniform (:data:`BLANK_REASON`).
     """
     from stylespace.data import load_image_array
     from stylespace.embeddings import Embeddings, embed_images
@@ -35,13 +37,17 @@ def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: 
     wanted = array.ids if ids is None else [str(i) for i in ids]
     decoded = set(array.ids)
     failed = {i: array.failed.get(i, "not in the catalog") for i in wanted if i not in decoded}
-    kept = [i for i in wanted if i in decoded]
+    if not include_blank and array.blank:
+        blank = set(array.blank)
+        failed.update({i: BLANK_REASON for i in wanted if i in blank})
+    kept = [i for i in wanted if i not in failed]
+    contiguous = ids is None and len(kept) == len(array.ids)  # kept is then array.ids, row for row
     vectors = np.empty((len(kept), model.output_dim), dtype=np.float32)
     with _progress(progress, len(kept), f"embedding {len(kept):,} images") as advance:
         for start in range(0, len(kept), _CHUNK):
             chunk = kept[start:start + _CHUNK]
             # the whole catalog: contiguous slices of the memory map; a subset: gathered rows
-            pixels = np.array(array.pixels[start:start + _CHUNK]) if ids is None else array.take(chunk)
+            pixels = np.array(array.pixels[start:start + _CHUNK]) if contiguous else array.take(chunk)
             vectors[start:start + len(chunk)] = embed_images(model, pixels, batch_size=batch_size, device=device)
             advance(len(chunk))
     labels = [catalog[i].label for i in kept]
@@ -54,7 +60,8 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
                 labels: Mapping[str, str] | None = None, model_path: str | os.PathLike = "",
                 kind: str = "exact", metric: str = "cosine", whiten: bool = True, overwrite: bool = False,
                 cache_dir: str | os.PathLike | None = None, batch_size: int = 256, device: str = "auto",
-                progress: bool = True, **settings: Any) -> tuple[CatalogIndex, dict[str, str]]:
+                progress: bool = True, include_blank: bool = False,
+                **settings: Any) -> tuple[CatalogIndex, dict[str, str]]:
     """Embed a catalog (or the ``ids`` of it) with ``model`` and write an index to ``folder``.
 
     Args:
@@ -62,12 +69,15 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
         model_path: the model folder, recorded so that ``search`` can embed queries with the same model.
         whiten: whiten the vectors with a PCA fitted on these items (see :class:`IndexConfig`); on by
             default here, where a model embeds a whole catalog (``CatalogIndex.create`` indexes vectors as given).
+        include_blank: index items whose image is blank or nearly uniform too (default: left out, as a
+            picture with nothing in it matches blank uploads and nothing else; the image cache knows them).
         settings: other :class:`IndexConfig` fields (nlist, nprobe, hnsw_m, ...).
     Returns:
-        (the index, {id: reason} for items left out because their image could not be decoded).
+        (the index, {id: reason} for items left out: their image could not be decoded, or it is blank
+        (:data:`BLANK_REASON`)).
     """
     embeddings, failed = embed_items(model, catalog, ids, cache_dir=cache_dir, batch_size=batch_size,
-                                     device=device, progress=progress)
+                                     device=device, progress=progress, include_blank=include_blank)
     if not len(embeddings):
         raise StylespaceError(f"{catalog.source_path}: no decodable images to index")
     items = [catalog[i] for i in embeddings.ids]
@@ -83,9 +93,11 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
 
 def add_items(index: CatalogIndex, model, catalog, ids: Sequence[str] | None = None, *, replace: bool = False,
               labels: Mapping[str, str] | None = None, cache_dir: str | os.PathLike | None = None,
-              batch_size: int = 256, device: str = "auto", progress: bool = True) -> tuple[int, dict[str, str]]:
+              batch_size: int = 256, device: str = "auto", progress: bool = True,
+              include_blank: bool = False) -> tuple[int, dict[str, str]]:
     """Embed catalog items (all, or ``ids``) and add them to ``index``; items already in it are skipped
-    unless ``replace``. Returns (how many were added, {id: reason} of undecodable ones)."""
+    unless ``replace``, blank ones unless ``include_blank`` (as in :func:`build_index`). Returns (how many
+    were added, {id: reason} of those left out: undecodable or blank)."""
     wanted = catalog.ids if ids is None else [str(i) for i in ids]
     if not replace:
         present = index.items.find(wanted)
@@ -93,7 +105,9 @@ def add_items(index: CatalogIndex, model, catalog, ids: Sequence[str] | None = N
     if not wanted:
         return 0, {}
     embeddings, failed = embed_items(model, catalog, wanted, cache_dir=cache_dir, batch_size=batch_size,
-                                     device=device, progress=progress)
+                                     device=device, progress=progress, include_blank=include_blank)
+    if not len(embeddings):
+        return 0, failed
     items = [catalog[i] for i in embeddings.ids]
     index.add(embeddings.ids, embeddings.vectors, model_id=embeddings.model_id,
               labels=[labels.get(i.id, i.label) if labels is not None else i.label for i in items],
@@ -104,13 +118,21 @@ def add_items(index: CatalogIndex, model, catalog, ids: Sequence[str] | None = N
 def embed_query_images(model, sources: Sequence, device: str = "auto", batch_size: int = 64) -> np.ndarray:
     """(Q, D) embeddings of query images of any size (paths, bytes or PIL images), decoded by
     :func:`stylespace.data.images.load_rgb` at the model's input size, as the catalog was."""
-    from stylespace.data import load_rgb
+    return embed_query_views(model, sources, device=device, batch_size=batch_size)[0]
+
+
+def embed_query_views(model, sources: Sequence, device: str = "auto",
+                      batch_size: int = 64) -> tuple[np.ndarray, list[bool]]:
+    """((Q, D) embeddings, (Q,) blank flags) of query images of any size (paths, bytes or PIL images),
+    decoded into their canonical views (:func:`stylespace.data.load_view`) at the model's input size, as
+    the catalog was; a flag says the picture is blank or almost uniform (``View.blank``)."""
+    from stylespace.data import load_view
     from stylespace.embeddings import embed_images
 
     size = tuple(model.config.input_size)
-    pixels = np.stack([load_rgb(source, size=size) for source in sources]) if len(sources) else \
-        np.empty((0, *size, 3), np.uint8)
-    return embed_images(model, pixels, batch_size=batch_size, device=device)
+    views = [load_view(source, size=size) for source in sources]
+    pixels = np.stack([v.pixels for v in views]) if views else np.empty((0, *size, 3), np.uint8)
+    return embed_images(model, pixels, batch_size=batch_size, device=device), [bool(v.blank) for v in views]
 
 
 def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:

@@ -171,6 +171,7 @@ class CatalogIndex:
             config.whitened_items = len(keys) if structures.is_whitened(structure) else 0
             if config.kind != "exact" and measure_recall and len(keys):
                 config.recall_at_10 = structures.measure_recall(structure, config, keys, prepared)
+            config.typicality = structures.typicality(structure, config, keys, prepared)
             config.count = len(keys)
             index = cls._commit(folder, config, generation, structure)
         return index
@@ -231,6 +232,11 @@ class CatalogIndex:
         normalised when the index is whitened, unchanged otherwise. Their dot products (cosine) or
         distances (euclidean) are the similarities searches report."""
         return structures.search_space(self.structure, vectors)
+
+    def centre_distances(self, vectors: np.ndarray) -> np.ndarray | None:
+        """(N,) distance of vectors as stored (see :meth:`vectors_of_keys`) from the catalog's centre under
+        the index's whitening (a Mahalanobis distance); None when the index is not whitened."""
+        return structures.centre_distances(self.structure, vectors)
 
     def labels_of_keys(self, keys: np.ndarray) -> np.ndarray:
         """Labels of ``keys`` (any shape, object array; None for -1 and unlabelled items)."""
@@ -494,6 +500,7 @@ class CatalogIndex:
             config.recall_at_10 = None
             if config.kind != "exact" and measure_recall and len(keys):
                 config.recall_at_10 = structures.measure_recall(fresh, config, keys, prepared)
+            config.typicality = structures.typicality(fresh, config, keys, prepared)
             return fresh
 
         self._write(change, replaces_structure=True, vacuum=True)

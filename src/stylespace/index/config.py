@@ -43,6 +43,9 @@ class IndexConfig:
         confidence / threshold / calibration: the chosen recommendation confidence score, its threshold
             and the figures of the calibration that chose them (empty until ``calibrate-threshold``).
         confidence_params: what a fitted score needs to be rebuilt (the combined score's weights).
+        typicality: how the catalog's own items sit in it, measured when the structure was made or rebuilt
+            (percentiles of each item's similarity to its nearest other item, and of its whitened distance
+            from the catalog's centre; see ``structures.typicality``): the junk test's floors.
         calibration_file: the arrays a fitted score learnt (the calibration queries' vectors and whether
             each was correct, for a local score), in the index folder; empty when it needs none.
         generation, items_file, faiss_file: the current generation and its two files.
@@ -67,6 +70,7 @@ class IndexConfig:
     count: int = 0
     stale: int = 0
     recall_at_10: float | None = None
+    typicality: dict = dataclasses.field(default_factory=dict)
     confidence: str = ""
     confidence_params: dict = dataclasses.field(default_factory=dict)
     threshold: float | None = None

@@ -227,3 +227,47 @@ def measure_recall(structure, config: IndexConfig, keys: np.ndarray, vectors: np
     _, truth = getattr(exact, "search_numpy", exact.search)(searched[rows], k)
     _, found = search_structure(structure, config, vectors[rows], k)
     return recall_at_k(found, truth)
+
+
+# The catalog's own spread, measured on its items when the structure is made or rebuilt (no labels): the
+# floors of the junk test (stylespace.recommend.junk) are percentiles of these, so they are how-it-was-made
+# data of the index. At most this many sampled items are measured (percentiles settle well before).
+TYPICALITY_SAMPLE = 10_000
+TOP1_PERCENTILES = (0.1, 0.5, 1.0, 5.0, 50.0)
+CENTRE_PERCENTILES = (50.0, 95.0, 99.0, 99.5, 99.9)
+
+
+def centre_distances(structure, vectors: np.ndarray) -> np.ndarray | None:
+    """(N,) distance of prepared vectors from the catalog's centre under the fitted whitening (the
+    Mahalanobis distance, on the catalog's own covariance); None for an unwhitened structure."""
+    faiss = _faiss()
+    structure = faiss.downcast_index(structure)
+    if not isinstance(structure, faiss.IndexPreTransform):
+        return None
+    whitening = faiss.downcast_VectorTransform(structure.chain.at(0))  # the PCAMatrix (then the normalisation)
+    whitened = whitening.apply(np.ascontiguousarray(vectors, dtype=np.float32))
+    return np.linalg.norm(whitened, axis=1).astype(np.float64)
+
+
+def typicality(structure, config: IndexConfig, keys: np.ndarray, vectors: np.ndarray,
+               sample: int = TYPICALITY_SAMPLE, seed: int = 0) -> dict:
+    """How the catalog's own items sit in it: percentiles of each sampled item's similarity to its nearest
+    *other* item (``top1``, in the space searches compare; ``items`` sampled of ``of``) and, for a whitened
+    structure, of every item's distance from the catalog's centre (``centre_distance``). ``vectors`` are the
+    prepared vectors of ``keys``."""
+    keys = np.asarray(keys, dtype=np.int64)
+    n = len(keys)
+    if n < 2:
+        return {}
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
+    similarities, found = search_structure(structure, config, np.ascontiguousarray(vectors[rows]), 2)
+    # the item itself is usually first; an exact duplicate may come first instead, so drop it by key
+    other = np.where(found[:, 0] == keys[rows], similarities[:, 1], similarities[:, 0]).astype(np.float64)
+    other = other[np.isfinite(other)]
+    result = {"items": int(len(rows)), "of": int(n)}
+    if len(other):
+        result["top1"] = {str(p): float(np.percentile(other, p)) for p in TOP1_PERCENTILES}
+    if is_whitened(structure):  # every item: cheap (one matrix product), and the tail percentiles need them
+        distances = np.concatenate([centre_distances(structure, vectors[i:i + 65536]) for i in range(0, n, 65536)])
+        result["centre_distance"] = {str(p): float(np.percentile(distances, p)) for p in CENTRE_PERCENTILES}
+    return result

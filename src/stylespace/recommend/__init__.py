@@ -6,6 +6,7 @@ the confidence clears a threshold calibrated for a target error rate or coverage
 >>> SelectiveRecommender.from_index(index).recommend(vectors, model_id=mid)
 """
 from stylespace.recommend.combined import CombinedScore
+from stylespace.recommend.junk import JunkRule
 from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
 from stylespace.recommend.scores import (
     ConfidenceScore,
@@ -31,7 +32,7 @@ from stylespace.recommend.selective import (
 )
 
 __all__ = [
-    "Calibration", "CombinedScore", "ConfidenceScore", "DensityRatio", "LocalAccuracy", "Margin", "MeanSimilarity", "NeighbourAgreement",
+    "Calibration", "CombinedScore", "ConfidenceScore", "DensityRatio", "JunkRule", "LocalAccuracy", "Margin", "MeanSimilarity", "NeighbourAgreement",
     "NeighbourContext", "NeighbourhoodOverlap", "OperatingPoint", "Reciprocity", "Recommendation",
     "RiskCoverage", "SelectiveRecommender", "TopSimilarity", "calibrate", "correct_recommendations",
     "default_scores", "risk_coverage", "saved_score", "score_by_name",

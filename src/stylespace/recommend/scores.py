@@ -34,8 +34,8 @@ class NeighbourContext:
         query_keys: (Q,) the query's own key when the query is a catalog item (-1 otherwise), so that an
             item's neighbourhood never counts the query itself.
         query_vectors: (Q, D) the query vectors as the index stores vectors (normalised for cosine; the
-            index's ``search_space`` whitens them), for the scores that read the query itself; None when
-            no score needs them.
+            index's ``search_space`` whitens them), for the scores that read the query itself and the junk
+            test; None only in a context made without them.
         leave_one_out: the queries are the calibration queries a fitted score learnt from: such a score
             leaves each query out of what it reads for that query.
     """

@@ -17,6 +17,7 @@ import numpy as np
 from stylespace.index import structures
 from stylespace.index.catalog_index import CatalogIndex, Hit
 from stylespace.recommend.combined import CombinedScore, cross_fitted
+from stylespace.recommend.junk import JUNK_REASONS, UNSURE, JunkRule
 from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
 from stylespace.recommend.scores import (ConfidenceScore, LocalAccuracy, NeighbourContext, default_scores,
                                          score_by_name)
@@ -28,11 +29,23 @@ DEFAULT_SCORE = "top1"
 @dataclasses.dataclass
 class Recommendation:
     """One query's recommendation: its ``items`` (nearest first), the ``confidence`` and whether it is
-    ``confident`` enough to be shown (confidence >= threshold; always True without a threshold)."""
+    ``confident`` enough to be shown (confidence >= threshold, and the query passes the junk test; True
+    without a threshold unless it fails the junk test).
+
+    ``reason`` says, in words a shopper can read, why it is not confident (None when it is): one of
+    :data:`stylespace.recommend.junk.JUNK_REASONS` when the query is not a product photo (see
+    :attr:`junk`), else :data:`stylespace.recommend.junk.UNSURE`.
+    """
 
     items: list[Hit]
     confidence: float
     confident: bool
+    reason: str | None = None
+
+    @property
+    def junk(self) -> bool:
+        """The query was judged not a product photo (blank, or unlike anything in the catalog)."""
+        return self.reason in JUNK_REASONS
 
     @property
     def ids(self) -> list[str]:
@@ -49,18 +62,22 @@ class SelectiveRecommender:
     Args:
         index: the catalog to recommend from.
         score: a :class:`ConfidenceScore` or its name (``top1``, ``reciprocity10``...).
-        threshold: show when confidence >= threshold; None shows everything (uncalibrated).
+        threshold: show when confidence >= threshold; None shows everything (uncalibrated) but junk.
         n_items: items per recommendation (3 in seed 004).
+        junk: the junk test's floors (:class:`JunkRule`); default: those the index measured on its own
+            items (``JunkRule.from_index``). ``JunkRule()`` turns the embedding tests off (blank pictures
+            are still refused).
     """
 
     def __init__(self, index: CatalogIndex, score: ConfidenceScore | str = DEFAULT_SCORE,
-                 threshold: float | None = None, n_items: int = 3):
+                 threshold: float | None = None, n_items: int = 3, junk: JunkRule | None = None):
         if not isinstance(n_items, int) or n_items < 1:
             raise StylespaceError(f"n_items must be an integer >= 1, got {n_items!r}")
         self.index = index
         self.score = score_by_name(score) if isinstance(score, str) else score
         self.threshold = threshold
         self.n_items = n_items
+        self.junk = JunkRule.from_index(index) if junk is None else junk
 
     @classmethod
     def from_index(cls, index: CatalogIndex, n_items: int = 3) -> "SelectiveRecommender":
@@ -91,8 +108,8 @@ class SelectiveRecommender:
         # prepared once: the search takes them as they are, and the scores that read the query keep them
         prepared = structures.prepare_vectors(queries, self.index.metric, self.index.config.dim, "query vectors")
         neighbours = self.index.neighbours(prepared, k, exclude_ids=exclude_ids, where=where, prepared=True)
-        vectors = prepared if any(s.reads_queries for s in scores) else None
-        return NeighbourContext(self.index, neighbours, self.n_items, query_keys, vectors)
+        # kept for every score: the scores that read the query, and the junk test (its distance from the centre)
+        return NeighbourContext(self.index, neighbours, self.n_items, query_keys, prepared)
 
     def confidence(self, context: NeighbourContext) -> np.ndarray:
         """(Q,) confidence of each query's recommendation; -inf where the score is undefined."""
@@ -100,19 +117,48 @@ class SelectiveRecommender:
         return np.where(np.isnan(values), -np.inf, values)
 
     def recommend(self, queries, *, k: int | None = None, model_id: str | None = None, exclude_ids=None,
-                  where: Mapping | None = None) -> list[Recommendation]:
+                  where: Mapping | None = None, blank: Sequence[bool] | None = None) -> list[Recommendation]:
         """A :class:`Recommendation` per query of ``queries`` (Q, D) (see ``CatalogIndex.neighbours``).
 
         ``k`` lists more items than the ``n_items`` the confidence judges (default: ``n_items``).
+        ``blank`` (Q,) says which queries' pictures are blank or almost uniform (``View.blank`` of their
+        canonical views); those, and queries whose embedding fails the junk test, are never confident.
         """
         k = self.n_items if k is None else k
         if not isinstance(k, int) or k < 1:
             raise StylespaceError(f"k must be an integer >= 1, got {k!r}")
         context = self.context(queries, model_id=model_id, exclude_ids=exclude_ids, where=where, k=k)
+        if blank is not None and len(blank) != len(context.neighbours):
+            raise StylespaceError(f"{len(blank)} blank flags for {len(context.neighbours)} queries")
         confidence = self.confidence(context)
+        junk = self.junk_reasons(context, exclude_ids=exclude_ids, where=where, blank=blank)
         hits = self.index.hits(context.neighbours.head(k))
-        return [Recommendation(items, float(c), self.threshold is None or bool(c >= self.threshold))
-                for items, c in zip(hits, confidence)]
+        out = []
+        for items, c, reason in zip(hits, confidence, junk):
+            if reason is None and self.threshold is not None and not c >= self.threshold:
+                reason = UNSURE
+            out.append(Recommendation(items, float(c), reason is None, reason))
+        return out
+
+    def junk_reasons(self, context: NeighbourContext, *, exclude_ids=None, where: Mapping | None = None,
+                     blank: Sequence[bool] | None = None) -> list[str | None]:
+        """Per query of ``context``, why it is not a product photo (None: it passes), by :attr:`junk`.
+
+        The top-1 test reads the nearest item of the whole catalog (a ``where`` filter narrows what is
+        recommended, not what the query is compared with), the query's own item left out as the floor's
+        leave-one-out figures leave it out.
+        """
+        n = len(context.neighbours)
+        top1 = centre = None
+        if self.junk.top1_floor is not None and n:
+            if where is None:
+                top1 = context.neighbours.similarities[:, 0]
+            else:
+                top1 = self.index.neighbours(context.query_vectors, 1, exclude_ids=exclude_ids,
+                                             prepared=True).similarities[:, 0]
+        if self.junk.centre_ceiling is not None and n:
+            centre = self.index.centre_distances(context.query_vectors)
+        return self.junk.reasons(top1, centre, blank, n=n)
 
 
 @dataclasses.dataclass
@@ -125,6 +171,8 @@ class Calibration:
         n_queries: labelled queries used; n_items: items per recommendation.
         accuracy: share of correct recommendations when all are shown (the same for every score).
         queries: where the queries came from (for the record in index.json).
+        junk: what the junk test (the index's floors) does to these queries: the share it refuses
+            (``flagged``) and the share it refuses that the threshold would show (``flagged_shown``).
     """
 
     chosen: str
@@ -136,6 +184,7 @@ class Calibration:
     queries: str = ""
     chosen_params: dict = dataclasses.field(default_factory=dict)
     chosen_arrays: dict = dataclasses.field(default_factory=dict, repr=False)
+    junk: dict = dataclasses.field(default_factory=dict)
 
     def table(self) -> list[dict]:
         """One row per score, best AURC first: name, AURC, coverage at the target's error (or error at
@@ -152,7 +201,7 @@ class Calibration:
                   "coverage": self.point.coverage, "error": self.point.error, "reached": self.point.reached,
                   "aurc": self.curves[self.chosen].aurc, "accuracy_at_full_coverage": self.accuracy,
                   "n_queries": self.n_queries, "n_items": self.n_items, "queries": self.queries,
-                  "scores": self.table()}
+                  "scores": self.table(), "junk": self.junk}
         if curves:
             result["curves"] = {name: curve.to_dict() for name, curve in self.curves.items()}
         return result
@@ -167,7 +216,7 @@ class Calibration:
     def recommender(self, index: CatalogIndex) -> SelectiveRecommender:
         """The chosen score (fitted, for ``combined``) with the chosen threshold, over ``index``."""
         return SelectiveRecommender(index, saved_score(self.chosen, self.chosen_params, self.chosen_arrays),
-                                    self.point.threshold, self.n_items)
+                                    self.point.threshold, self.n_items, JunkRule.from_index(index))
 
     def plot(self, path: str | Path, top: int = 4) -> Path:
         from stylespace.recommend.plot import plot_risk_coverage
@@ -238,16 +287,21 @@ def calibrate(index: CatalogIndex, query_vectors, query_labels: Sequence[str], *
     if combined is not None:
         _with_local_fitted(combined, learnt)
     context.leave_one_out = True
-    curves = {score.name: risk_coverage(score(context), correct) for score in scores}
+    values = {score.name: score(context) for score in scores}
     fitted = {score.name: score for score in scores}
     if combined is not None and min(correct.sum(), (~correct).sum()) >= 2:
-        curves[combined.name] = risk_coverage(cross_fitted(combined, combined.features(context), correct), correct)
+        values[combined.name] = cross_fitted(combined, combined.features(context), correct)
         fitted[combined.name] = combined
+    curves = {name: risk_coverage(value, correct) for name, value in values.items()}
     chosen = min(curves, key=lambda name: curves[name].aurc)
     point = _operating_point(curves[chosen], target)
     params = combined.params() if chosen == CombinedScore.name else {}
+    flagged = np.array([r is not None for r in recommender.junk_reasons(context, exclude_ids=exclude, where=where)])
+    shown = (values[chosen] >= point.threshold) if point.threshold is not None else np.ones(len(flagged), bool)
+    junk = {**recommender.junk.to_dict(), "flagged": float(flagged.mean()) if len(flagged) else 0.0,
+            "flagged_shown": float((flagged & shown).mean()) if len(flagged) else 0.0}
     return Calibration(chosen, point, curves, len(correct), n_items, float(correct.mean()), queries,
-                       params, learnt if _local_parts(fitted[chosen]) else {})
+                       params, learnt if _local_parts(fitted[chosen]) else {}, junk)
 
 
 def _local_parts(score: ConfidenceScore) -> list[LocalAccuracy]:

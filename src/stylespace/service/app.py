@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from stylespace.service import schemas
 from stylespace.service.engine import StyleEngine, UnknownItem
-from stylespace.service.uploads import BodySizeLimit, UploadError, decode_upload, read_upload
+from stylespace.service.uploads import BodySizeLimit, UploadError, decode_upload, decode_upload_view, read_upload
 from stylespace.utils import StylespaceError
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -111,8 +111,8 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         """The k catalog items closest in style to an uploaded image, with the recommendation confidence."""
         started = time.perf_counter()
         data = await read_upload(image, max_upload_bytes, "image")
-        pixels = await run_in_threadpool(decode_upload, data, engine.input_size, "image")
-        ranking = await asyncio.wrap_future(engine.submit_search(pixels, k))
+        view = await run_in_threadpool(decode_upload_view, data, engine.input_size, "image")
+        ranking = await asyncio.wrap_future(engine.submit_search(view.pixels, k, view.blank))
         query = schemas.QueryInfo(kind="upload", filename=image.filename)
         return _search_result(ranking, query, k, started, engine.index.metric)
 
@@ -188,7 +188,10 @@ def _item(record, full: bool = False):
 def _search_result(ranking, query: schemas.QueryInfo, k: int, started: float, metric: str) -> schemas.SearchResult:
     hits = [schemas.Hit(**_item(record).model_dump(), rank=rank, score=score, metadata=record.meta)
             for rank, (record, score) in enumerate(ranking.hits, start=1)]
-    if ranking.threshold is None:
+    if ranking.not_a_product:
+        message = (f"No confident match: {ranking.reason}, so it is not taken for a product photo "
+                   "(send a photo of one product).")
+    elif ranking.threshold is None:
         message = ("This index has no calibrated threshold, so every result is shown; calibrate one with "
                    "`stylespace calibrate-threshold`.")
     elif ranking.confident:
@@ -198,5 +201,6 @@ def _search_result(ranking, query: schemas.QueryInfo, k: int, started: float, me
                    f"{ranking.threshold:.4f}; no recommendation is better than an unrelated one.")
     return schemas.SearchResult(query=query, k=k, results=hits, confidence=ranking.confidence,
                                 confidence_score=ranking.score_name, threshold=ranking.threshold,
-                                confident=ranking.confident, message=message, metric=metric,
+                                confident=ranking.confident, reason=ranking.reason,
+                                not_a_product=ranking.not_a_product, message=message, metric=metric,
                                 took_ms=1000 * (time.perf_counter() - started))

@@ -48,6 +48,7 @@ class _Query:
     k: int
     pixels: np.ndarray | None = None
     item_id: str | None = None
+    blank: bool = False  # the uploaded picture is blank or almost uniform (View.blank)
 
 
 @dataclasses.dataclass
@@ -59,9 +60,11 @@ class Ranking:
             Euclidean distance for a ``euclidean`` index).
         confidence: the recommender's label-free confidence for this query.
         threshold: the calibrated threshold stored with the index (None: never calibrated).
-        confident: confidence >= threshold (the only case in which the page shows the hits); True
-            when there is no threshold.
+        confident: confidence >= threshold and the query passed the junk test (the only case in which
+            the page shows the hits); True when there is no threshold, unless the query is junk.
         score_name: which confidence score the recommender uses.
+        reason: why it is not confident, for the shopper (None when it is); see ``not_a_product``.
+        not_a_product: the query was judged not a product photo (blank, or unlike anything in the catalog).
     """
 
     hits: list[tuple[ItemRecord, float]]
@@ -69,6 +72,8 @@ class Ranking:
     threshold: float | None
     confident: bool
     score_name: str
+    reason: str | None = None
+    not_a_product: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +198,7 @@ class StyleEngine:
         return {"items": self.size, "classes": len(self._view.class_counts), "model_id": self.model_id,
                 "embedding_dim": self.model.output_dim, "metric": self.index.metric,
                 "threshold": self.recommender.threshold, "confidence_score": self.recommender.score_name,
+                "junk": self.recommender.junk.to_dict(),
                 "compatibility": compat, "catalog": str(self.catalog.source_path),
                 "searches": self._batcher.queries, "search_batches": self._batcher.batches}
 
@@ -200,22 +206,27 @@ class StyleEngine:
     # Every search goes through the batcher: concurrent requests share one forward pass and one
     # index search (see batching.py); the sync methods wait for their answer, the submit_ ones do not.
 
-    def submit_search(self, pixels: np.ndarray, k: int) -> Future:
-        """Queue a search for an image (H, W, 3) uint8 at :attr:`input_size`; the future holds a Ranking."""
+    def submit_search(self, pixels: np.ndarray, k: int, blank: bool = False) -> Future:
+        """Queue a search for an image (H, W, 3) uint8 at :attr:`input_size` (``blank``: its picture is blank
+        or almost uniform, ``View.blank``: never a confident match); the future holds a Ranking."""
         pixels = np.asarray(pixels)
         if pixels.dtype != np.uint8 or pixels.shape != (*self.input_size, 3):
             raise StylespaceError(f"expected a uint8 image of shape {(*self.input_size, 3)}, got "
                                   f"{pixels.dtype} {pixels.shape}")
-        return self._batcher.submit(_Query(k=k, pixels=pixels))
+        return self._batcher.submit(_Query(k=k, pixels=pixels, blank=bool(blank)))
 
     def submit_similar(self, item_id: str, k: int) -> Future:
         """Queue a search for a catalog item (its stored vector), the item itself left out."""
         self.item(item_id)
         return self._batcher.submit(_Query(k=k, item_id=item_id))
 
-    def search(self, pixels: np.ndarray, k: int) -> Ranking:
+    def search(self, pixels: np.ndarray, k: int, blank: bool = False) -> Ranking:
         """The ``k`` items closest to an image (H, W, 3) uint8 at :attr:`input_size`."""
-        return self.submit_search(pixels, k).result()
+        return self.submit_search(pixels, k, blank).result()
+
+    def search_view(self, view, k: int) -> Ranking:
+        """The ``k`` items closest to a canonical :class:`stylespace.data.View` at :attr:`input_size`."""
+        return self.search(view.pixels, k, view.blank)
 
     def similar(self, item_id: str, k: int) -> Ranking:
         """The ``k`` items closest to a catalog item, the item itself left out."""
@@ -275,11 +286,12 @@ class StyleEngine:
             vectors[items] = self.index.vectors([queries[i].item_id for i in items])
         exclude = [[q.item_id] if q.item_id is not None else [] for q in queries]
         recommendations = self.recommender.recommend(vectors, k=max(q.k for q in queries), exclude_ids=exclude,
-                                                     model_id=self.index.model_id)
+                                                     model_id=self.index.model_id, blank=[q.blank for q in queries])
         records = self._view.records
         return [Ranking(hits=[(records[hit.id], float(hit.score)) for hit in r.items[:q.k]],
                         confidence=float(r.confidence), threshold=self.recommender.threshold,
-                        confident=r.confident, score_name=self.recommender.score_name)
+                        confident=r.confident, score_name=self.recommender.score_name, reason=r.reason,
+                        not_a_product=r.junk)
                 for q, r in zip(queries, recommendations)]
 
     def close(self) -> None:

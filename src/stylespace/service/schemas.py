@@ -46,8 +46,14 @@ class SearchResult(BaseModel):
     confidence_score: str = Field(description="Which confidence score this is.")
     threshold: float | None = Field(description="The calibrated threshold the confidence must reach; null when the "
                                                 "index was never calibrated (`stylespace calibrate-threshold`).")
-    confident: bool = Field(description="confidence >= threshold: show the results; otherwise 'No confident "
-                                        "match'. Always true without a threshold.")
+    confident: bool = Field(description="confidence >= threshold and the query looks like a product photo: show "
+                                        "the results; otherwise 'No confident match'. Without a threshold, true "
+                                        "unless the query is not a product photo.")
+    reason: str | None = Field(None, description="Why there is no confident match, in words a shopper can read "
+                                                 "(null when there is one).")
+    not_a_product: bool = Field(False, description="The query was judged not a product photo (blank or almost "
+                                                   "uniform, or like nothing in the catalog): never a confident "
+                                                   "match, whatever the confidence.")
     metric: str = Field(description="What `score` is: 'cosine' (similarity) or 'euclidean' (distance).")
     message: str
     took_ms: float
@@ -86,6 +92,8 @@ class Stats(BaseModel):
     metric: str
     threshold: float | None = Field(description="The calibrated recommendation threshold (null: not calibrated).")
     confidence_score: str
+    junk: dict | None = Field(None, description="The floors of the 'not a product photo' test, measured on the "
+                                                "catalog's own items when the index was made.")
     compatibility: dict | None = Field(description="The loaded compatibility model (cutoff, backbone), or null.")
     catalog: str
     max_upload_bytes: int

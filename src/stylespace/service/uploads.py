@@ -7,8 +7,9 @@ Two bounds keep a request from using unbounded memory or disk:
   arrive, stopping at the limit with 413;
 * :func:`read_upload` reads one file part in chunks and stops at ``max_bytes + 1``.
 
-Decoding goes through :func:`stylespace.data.load_rgb`, the one decoder training used, so a query
-sees the same pixels as an indexed item; its decompression-bomb refusal applies here too.
+Decoding goes through :func:`stylespace.data.load_view`, the one decoder training used, so a query
+sees the same pixels as an indexed item (and the search learns whether the picture is blank); its
+decompression-bomb refusal applies here too.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 from fastapi import UploadFile
 from PIL import Image, UnidentifiedImageError
 
-from stylespace.data import ImageDecodeError, load_rgb
+from stylespace.data import ImageDecodeError, View, load_view
 
 CHUNK_BYTES = 64 * 1024
 
@@ -133,6 +134,12 @@ def decode_upload(data: bytes, size: tuple[int, int], field: str = "image") -> n
     415 when the bytes are not in any image format Pillow knows; 422 when they are but cannot be
     used (truncated, corrupt, a decompression bomb).
     """
+    return decode_upload_view(data, size, field).pixels
+
+
+def decode_upload_view(data: bytes, size: tuple[int, int], field: str = "image") -> View:
+    """Decode uploaded bytes into their canonical :class:`View` at ``size`` (its pixels, and whether the
+    picture is blank); refused as :func:`decode_upload` refuses."""
     if not data:
         raise UploadError(422, f"{field}: the file is empty (zero bytes); send a JPEG, PNG or WebP image")
     try:
@@ -145,7 +152,7 @@ def decode_upload(data: bytes, size: tuple[int, int], field: str = "image") -> n
     except Exception:
         pass  # a recognised format with a broken or huge header: load_rgb says why below
     try:
-        return load_rgb(data, size=size)
+        return load_view(data, size=size)
     except ImageDecodeError as exc:
         reason = str(exc).removeprefix("image bytes: ")
         raise UploadError(422, f"{field}: {reason}") from None

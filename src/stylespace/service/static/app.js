@@ -68,6 +68,10 @@ function showQuery(src, captionHtmlParts) {
   caption.append(strong, document.createTextNode(sub || ""));
 }
 
+function capitalise(text) {
+  return text ? text.charAt(0).toUpperCase() + text.slice(1) : "";
+}
+
 function showResults(result) {
   const grid = $("#results");
   const status = $("#search-status");
@@ -81,9 +85,12 @@ function showResults(result) {
     setStatus(status, "good", `${result.results.length} similar items`, numbers);
     render(false);
   } else {
-    // 004's rule: better no recommendation than an unrelated one, so weak matches stay hidden.
-    setStatus(status, "bad", "No confident match",
-      `Nothing in the catalog is close enough to recommend: ${numbers}.`);
+    // 004's rule: better no recommendation than an unrelated one, so weak matches stay hidden. The reason
+    // says why: the picture is not a product photo (blank, like nothing in the catalog), or no item is close.
+    const why = result.not_a_product
+      ? `${capitalise(result.reason)}, so it is not taken for a product photo: ${numbers}.`
+      : `Nothing in the catalog is close enough to recommend: ${numbers}.`;
+    setStatus(status, "bad", "No confident match", why);
     const reveal = document.createElement("button");
     reveal.textContent = "Show the weak matches anyway";
     reveal.addEventListener("click", () => { reveal.remove(); render(true); });
