@@ -42,6 +42,11 @@ def evaluate_cmd(
     max_pairs: int = typer.Option(1_000_000, help="Default pair set: all test pairs up to this many, else a sample."),
     batch_size: int = typer.Option(256, help="Images per forward pass when embedding with a model."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (for a model)."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Also measure every figure without the query items that have "
+                                "a copy on the reference side (pixel-identical images, or near copies by the first "
+                                "source's embeddings, as `stylespace audit` finds them): both are reported."),
+    audit: Optional[Path] = typer.Option(None, "--audit", help="Take the copies from this `stylespace audit` folder "
+                                         "(or its audit.json) instead of finding them; implies --dedupe."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     from stylespace.data import SplitManifest
@@ -52,7 +57,8 @@ def evaluate_cmd(
     config = EvaluationConfig(metric=metric, knn_k=_ints(knn, "--knn"), prototypes=prototypes,
                               retrieval_sets=tuple(p.strip() for p in retrieval.split(",") if p.strip()),
                               max_r=max_r, open_set_coverage=open_set_coverage, max_pairs=max_pairs)
-    context = _Context(manifest, split, catalog_path, pairs_path, config, batch_size, device, progress=not as_json)
+    context = _Context(manifest, split, catalog_path, pairs_path, config, batch_size, device, progress=not as_json,
+                       dedupe=dedupe or audit is not None, audit_path=audit)
     reports = [context.evaluate(source)]
     compared = [(reports[0].name, reports[0].headline())]
     for other in compare or []:
@@ -115,10 +121,13 @@ class _Context:
     batch_size: int
     device: str
     progress: bool
+    dedupe: bool = False
+    audit_path: Path | None = None
 
     def __post_init__(self) -> None:
         self._catalog = None
         self._pairs = None
+        self._copies = None
         if self.pairs_path is not None:
             from stylespace.data import load_catalog
 
@@ -144,27 +153,52 @@ class _Context:
         from stylespace.evaluation import VectorTable, evaluate
 
         began = time.perf_counter()
-        embeddings, head = self._vectors(source)
+        embeddings, head, head_ids = self._vectors(source)
         embed_seconds = round(time.perf_counter() - began, 3)
+        copies, copies_source, copies_seconds = None, "", None
+        if self.dedupe:
+            began = time.perf_counter()
+            copies, copies_source = self.copies(source, embeddings)
+            copies_seconds = round(time.perf_counter() - began, 3)
         log = (lambda message: console.print(f"[dim]{source.name}: {message}[/dim]")) if self.progress else None
         report = evaluate(
             VectorTable(embeddings.ids, embeddings.vectors), self.manifest, self.config, name=source.name or str(source),
             source=str(source), model_id=embeddings.model_id, split_path=str(self.split_path), pairs=self._pairs,
-            pairs_source=str(self.pairs_path) if self.pairs_path else "", head=head, log=log)
-        report.seconds = {"load or embed": embed_seconds, **report.seconds}
+            pairs_source=str(self.pairs_path) if self.pairs_path else "", head=head, head_ids=head_ids,
+            copies=copies, copies_source=copies_source, log=log)
+        report.seconds = {"load or embed": embed_seconds, **({"copies": copies_seconds} if copies_seconds is not None
+                                                             else {}), **report.seconds}
         failed = embeddings.meta.get("failed") or {}
         if failed:
             report.notes.append(f"{len(failed)} images failed to decode and have no vector")
         return report
 
+    def copies(self, source: Path, embeddings) -> tuple[list[list[str]], str]:
+        """The copy groups every source is measured without (found once, with the first source's vectors)."""
+        if self._copies is None:
+            if self.audit_path is not None:
+                from stylespace.audit import load_clusters
+
+                self._copies = load_clusters(self.audit_path)
+            else:
+                from stylespace.audit import NEAR_DISTANCE, NEAR_PIXELS, NEAR_SHIFT, find_copies
+
+                size = tuple(int(v) for v in (embeddings.meta.get("input_size") or (80, 60)))
+                groups = find_copies(self.catalog(), size, embeddings.ids, embeddings.vectors, progress=self.progress)
+                self._copies = (groups, f"found by --dedupe: pixel-identical {size[0]}x{size[1]} views, near copies by "
+                                        f"{source.name}'s embeddings (distance under {NEAR_DISTANCE['model']}, pixels "
+                                        f"under {NEAR_PIXELS:g}, colour shift under {NEAR_SHIFT:g})")
+        return self._copies
+
     def _vectors(self, source: Path):
-        """(Embeddings, head (true, predicted) on main test or None) of a model folder or an embeddings file."""
+        """(Embeddings, head (true, predicted) on main test or None, the head's ids or None) of a model folder
+        or an embeddings file."""
         from stylespace.embeddings import Embeddings
 
         if source.is_dir():
             return self._embed_with_model(source)
         if source.suffix == ".npz":
-            return Embeddings.load(source), None
+            return Embeddings.load(source), None, None
         raise StylespaceError(f"{source}: expected a model folder (model.safetensors + model.json) or an embeddings "
                               ".npz written by `stylespace embed`")
 
@@ -178,13 +212,13 @@ class _Context:
         embeddings = embed_catalog(model, catalog, batch_size=self.batch_size, device=self.device,
                                    progress=self.progress)
         if model.classifier is None:
-            return embeddings, None
+            return embeddings, None, None
         main_test = self.manifest.select(group="main", split="test")
         array = load_image_array(catalog, size=tuple(model.config.input_size), progress=self.progress)
         ids = [i for i in main_test.ids if i not in array.failed]
         truth = dict(zip(main_test.ids, main_test.labels))
         predicted = _predict(model, array.take(ids), self.batch_size, self.device)
-        return embeddings, ([truth[i] for i in ids], [model.classes[p] for p in predicted])
+        return embeddings, ([truth[i] for i in ids], [model.classes[p] for p in predicted]), ids
 
 
 def _predict(model, pixels: np.ndarray, batch_size: int, device: str) -> np.ndarray:

@@ -11,10 +11,17 @@ from stylespace.evaluation.classification import (
     classification_metrics,
     open_set_metrics,
 )
+from stylespace.evaluation.dedupe import WithoutCopies, scenario_leaks
 from stylespace.evaluation.hierarchy import HierarchyResult, coarsen, evaluate_hierarchy
 from stylespace.evaluation.pairs import CutoffRow, PairVerification, label_pairs, verify_pairs
 from stylespace.evaluation.protocol import evaluate, make_classifiers
-from stylespace.evaluation.report import EvaluationConfig, EvaluationReport, compare_markdown, load_headlines
+from stylespace.evaluation.report import (
+    DedupeSummary,
+    EvaluationConfig,
+    EvaluationReport,
+    compare_markdown,
+    load_headlines,
+)
 from stylespace.evaluation.retrieval import RetrievalMetrics, retrieval_metrics
 from stylespace.evaluation.scenarios import OpenSetResult, ScenarioResult, evaluate_open_set, evaluate_scenarios
 from stylespace.evaluation.search import ExactSearch, indexed_pair_distances, pair_distances, prepare
@@ -31,7 +38,8 @@ __all__ = [
     "HierarchyResult", "coarsen", "evaluate_hierarchy",
     "CutoffRow", "PairVerification", "label_pairs", "verify_pairs",
     "evaluate", "make_classifiers",
-    "EvaluationConfig", "EvaluationReport", "compare_markdown", "load_headlines",
+    "DedupeSummary", "EvaluationConfig", "EvaluationReport", "compare_markdown", "load_headlines",
+    "WithoutCopies", "scenario_leaks",
     "RetrievalMetrics", "retrieval_metrics",
     "OpenSetResult", "ScenarioResult", "evaluate_open_set", "evaluate_scenarios",
     "ExactSearch", "indexed_pair_distances", "pair_distances", "prepare",

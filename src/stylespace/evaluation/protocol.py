@@ -7,9 +7,10 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.evaluation.classification import classification_metrics
+from stylespace.evaluation.dedupe import WithoutCopies
 from stylespace.evaluation.hierarchy import evaluate_hierarchy
 from stylespace.evaluation.pairs import label_pairs, verify_pairs
-from stylespace.evaluation.report import EvaluationConfig, EvaluationReport
+from stylespace.evaluation.report import DedupeSummary, EvaluationConfig, EvaluationReport
 from stylespace.evaluation.retrieval import retrieval_metrics
 from stylespace.evaluation.scenarios import evaluate_open_set, evaluate_scenarios, scenario_sets
 from stylespace.evaluation.search import check_metric, indexed_pair_distances
@@ -32,7 +33,8 @@ def make_classifiers(config: EvaluationConfig) -> list[SupportSetClassifier]:
 def evaluate(table: VectorTable, manifest, config: EvaluationConfig | None = None, *, name: str = "model",
              source: str = "", model_id: str = "", split_path: str = "",
              pairs: tuple[Sequence[str], Sequence[str], Sequence[int]] | None = None, pairs_source: str = "",
-             head: tuple[Sequence[str], Sequence[str]] | None = None, log=None) -> EvaluationReport:
+             head: tuple[Sequence[str], Sequence[str]] | None = None, head_ids: Sequence[str] | None = None,
+             copies: Sequence[Sequence[str]] | None = None, copies_source: str = "", log=None) -> EvaluationReport:
     """Evaluate the vectors of ``table`` on the items of ``manifest`` (a ``SplitManifest``).
 
     Args:
@@ -41,14 +43,44 @@ def evaluate(table: VectorTable, manifest, config: EvaluationConfig | None = Non
         pairs: (ids_a, ids_b, labels 0/1) of a labelled pair set; pairs with an id not in ``table`` are left
             out (and noted). None: same-class vs different-class pairs of the main + new test items.
         head: (true labels, predicted labels) of the model's classifier head on main test (task 1), if any.
+        head_ids: the item ids of ``head``'s rows (needed to leave copies out of the head's figures).
+        copies: groups of item ids that are copies of one image (``stylespace audit``'s clusters): the
+            figures are then measured a second time without the query items that have a copy on the
+            reference side (:mod:`stylespace.evaluation.dedupe`), in ``report.dedupe``.
+        copies_source: where ``copies`` came from (recorded).
         log: a ``print``-like callable for progress (stderr in the CLI).
     """
+    log = log or (lambda message: None)
+    report = _evaluate(table, manifest, config, name=name, source=source, model_id=model_id, split_path=split_path,
+                       pairs=pairs, pairs_source=pairs_source, head=head, log=log)
+    if copies is None:
+        return report
+    view = WithoutCopies(manifest, copies)
+    clean_head = None
+    if head is not None and head_ids is not None:
+        if len(head_ids) != len(head[0]):
+            raise StylespaceError(f"head_ids has {len(head_ids)} ids for {len(head[0])} head predictions")
+        keep = view.head_keep([str(i) for i in head_ids])
+        clean_head = ([t for t, k in zip(head[0], keep) if k], [p for p, k in zip(head[1], keep) if k])
+    deduped = _evaluate(table, view, config, name=f"{name} without copies", source=source, model_id=model_id,
+                        split_path=split_path, pairs=pairs, pairs_source=pairs_source, head=clean_head,
+                        log=lambda message: log(f"without copies: {message}"))
+    if head is not None and clean_head is None:
+        deduped.notes.append("task 1 head not measured without copies: the head's item ids were not given")
+    groups = [g for g in copies if len(g) > 1]
+    report.dedupe = DedupeSummary(source=copies_source, n_groups=len(groups), n_items=sum(len(g) for g in groups),
+                                  dropped=dict(view.dropped), report=deduped)
+    return report
+
+
+def _evaluate(table: VectorTable, manifest, config: EvaluationConfig | None, *, name: str, source: str,
+              model_id: str, split_path: str, pairs, pairs_source: str, head, log) -> EvaluationReport:
+    """One pass of :func:`evaluate` over ``manifest`` (a ``SplitManifest`` or a ``WithoutCopies`` view)."""
     config = config or EvaluationConfig()
     check_metric(config.metric)
     unknown = sorted(set(config.retrieval_sets) - set(RETRIEVAL_SETS))
     if unknown:
         raise StylespaceError(f"unknown retrieval set(s) {unknown}; expected some of {', '.join(RETRIEVAL_SETS)}")
-    log = log or (lambda message: None)
     classifiers = make_classifiers(config)
     seconds: dict[str, float] = {}
     notes: list[str] = []
@@ -75,7 +107,7 @@ def evaluate(table: VectorTable, manifest, config: EvaluationConfig | None = Non
 
     retrieval = {}
     for which in config.retrieval_sets:
-        rows = manifest if which == "all" else manifest.scenario(4)[1]
+        rows = _retrieval_rows(manifest, which)
         X, y, _ = table.take(rows.ids, rows.labels)
         ks = [k for k in config.retrieval_ks if k < len(X)]
         if len(ks) < len(config.retrieval_ks):
@@ -106,15 +138,29 @@ def evaluate(table: VectorTable, manifest, config: EvaluationConfig | None = Non
     )
 
 
+def _retrieval_rows(manifest, which: str):
+    """The items of retrieval set ``which``; without copies, one item per copy group."""
+    if isinstance(manifest, WithoutCopies):
+        rows = manifest.manifest if which == "all" else manifest.manifest.scenario(4)[1]
+        return manifest.one_per_group(rows, f"retrieval {which}")
+    return manifest if which == "all" else manifest.scenario(4)[1]
+
+
 def _verify_pairs(table: VectorTable, manifest, config: EvaluationConfig, pairs, pairs_source: str,
                   notes: list[str]):
     if pairs is None:
-        query = manifest.scenario(4)[1]
+        if isinstance(manifest, WithoutCopies):
+            query = manifest.one_per_group(manifest.manifest.scenario(4)[1], "pairs (test items)")
+        else:
+            query = manifest.scenario(4)[1]
         X, y, _ = table.take(query.ids, query.labels)
         first, second, same = label_pairs(y, config.max_pairs, config.pair_seed)
         return verify_pairs(indexed_pair_distances(X, first, second, config.metric), same), (
             f"same vs different article type, main + new test, {'all' if len(X) * (len(X) - 1) // 2 <= config.max_pairs else 'sampled'} pairs")
     ids_a, ids_b, labels = (list(part) for part in pairs)
+    if isinstance(manifest, WithoutCopies):
+        keep = manifest.pair_keep(ids_a, ids_b)
+        ids_a, ids_b, labels = ([v for v, k in zip(part, keep) if k] for part in (ids_a, ids_b, labels))
     rows_a, found_a = table.rows(ids_a)
     rows_b, found_b = table.rows(ids_b)
     both = found_a & found_b

@@ -51,6 +51,23 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass
+class DedupeSummary:
+    """The figures measured again without the query items that have a copy on the reference side.
+
+    source: where the copy groups came from (an audit, or found by ``stylespace evaluate --dedupe``).
+    n_groups, n_items: copy groups (2+ items) and the items in them, catalog-wide.
+    dropped: what each part of the evaluation left out (see :mod:`stylespace.evaluation.dedupe`).
+    report: the figures without them.
+    """
+
+    source: str
+    n_groups: int
+    n_items: int
+    dropped: dict[str, int]
+    report: "EvaluationReport"
+
+
+@dataclasses.dataclass
 class EvaluationReport:
     """Every figure of one evaluation (see :func:`stylespace.evaluation.evaluate`)."""
 
@@ -72,6 +89,7 @@ class EvaluationReport:
     seconds: dict[str, float]
     notes: list[str] = dataclasses.field(default_factory=list)
     peak_rss_mb: float | None = None  # the process's peak resident memory, when the caller measured it
+    dedupe: DedupeSummary | None = None  # the same figures without leaked copies (evaluate(copies=...))
 
     def headline(self) -> dict[str, float]:
         """Flat ``"scenario 3 / prototype / accuracy" -> value``: the numbers a comparison table shows."""
@@ -106,6 +124,8 @@ class EvaluationReport:
         data = to_jsonable(dataclasses.asdict(self))
         data["version"] = REPORT_VERSION
         data["headline"] = to_jsonable(self.headline())
+        if self.dedupe is not None:
+            data["dedupe"]["report"] = self.dedupe.report.to_dict()
         return data
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -121,8 +141,18 @@ class EvaluationReport:
             f"metric {self.config.metric}",
             self._head_markdown(), self._scenario_markdown(), self._open_set_markdown(),
             self._retrieval_markdown(), self._hierarchy_markdown(), self._pairs_markdown(),
-            "\n".join(f"- note: {note}" for note in self.notes),
+            "\n".join(f"- note: {note}" for note in self.notes), self._dedupe_markdown(),
         ) if section)
+
+    def _dedupe_markdown(self) -> str:
+        if self.dedupe is None:
+            return ""
+        d = self.dedupe
+        dropped = ", ".join(f"{name} {count:,}" for name, count in d.dropped.items())
+        notes = "".join(f"\n- note: {note}" for note in d.report.notes)
+        return (f"### Without leaked copies\n\n{d.n_groups:,} copy groups ({d.n_items:,} items; {d.source}). Left out: "
+                f"{dropped}.\n\n" + compare_markdown([("all items", self.headline()),
+                                                       ("without copies", d.report.headline())]) + notes)
 
     def _head_markdown(self) -> str:
         if self.head is None:

@@ -26,6 +26,24 @@ class Table:
 
 
 @dataclasses.dataclass
+class Thumbnail:
+    """One small image in a gallery: encoded bytes (PNG or JPEG, ``mime``) and a caption under it."""
+
+    data: bytes
+    caption: str
+    mime: str = "image/png"
+    title: str = ""  # shown on hover (e.g. the item's full name)
+
+
+@dataclasses.dataclass
+class Gallery:
+    """Rows of thumbnails, each row with a heading (a cluster of copies, a list of blank images, ...)."""
+
+    title: str
+    rows: list[tuple[str, list[Thumbnail]]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class Section:
     """A report section. ``missing`` lists what could not be shown and why (the section still renders)."""
 
@@ -35,6 +53,7 @@ class Section:
     tables: list[Table] = dataclasses.field(default_factory=list)
     findings: list[str] = dataclasses.field(default_factory=list)
     missing: list[str] = dataclasses.field(default_factory=list)
+    galleries: list[Gallery] = dataclasses.field(default_factory=list)
 
 
 _STYLE = """
@@ -48,6 +67,11 @@ th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; } th { b
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .missing { background: #fff6e0; border-left: 4px solid #e0a000; padding: .5em 1em; margin: 1em 0; }
 .meta td { border: none; padding: .1em .8em .1em 0; } ul.findings li { margin: .2em 0; }
+.gallery h3 { font-size: 1.05em; margin: 1.2em 0 .3em; }
+.gallery .row { margin: .3em 0 .8em; } .gallery .head { font-size: .9em; color: #333; margin-bottom: .2em; }
+.gallery .tile { display: inline-block; vertical-align: top; width: 88px; margin: 0 4px 4px 0; font-size: .75em;
+                 color: #444; overflow-wrap: anywhere; }
+.gallery .tile img { display: block; border: 1px solid #ddd; max-width: 86px; }
 """
 
 
@@ -77,6 +101,8 @@ def render_html(title: str, meta: Sequence[tuple[str, str]], sections: Sequence[
             parts.append('<ul class="findings">' + "".join(f"<li>{esc(f)}</li>" for f in section.findings) + "</ul>")
         for table in section.tables:
             parts.append(_table(table))
+        for gallery in section.galleries:
+            parts.append(_gallery(gallery))
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -97,3 +123,17 @@ def _table(table: Table) -> str:
                 cells.append(f"<td>{esc(str(value))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><caption>{esc(table.title)}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _gallery(gallery: Gallery) -> str:
+    esc = html.escape
+    out = [f'<div class="gallery"><h3>{esc(gallery.title)}</h3>']
+    for heading, tiles in gallery.rows:
+        out.append(f'<div class="row"><div class="head">{esc(heading)}</div>')
+        for tile in tiles:
+            data = base64.b64encode(tile.data).decode("ascii")
+            out.append(f'<span class="tile" title="{esc(tile.title or tile.caption)}"><img alt="{esc(tile.caption)}" '
+                       f'src="data:{esc(tile.mime)};base64,{data}">{esc(tile.caption)}</span>')
+        out.append("</div>")
+    out.append("</div>")
+    return "".join(out)
