@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stylespace.progress import steps
 from stylespace.utils import StylespaceError, atomic_write, pick_device, to_jsonable
 
 FORMAT_VERSION = 1
@@ -142,8 +143,7 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
     dim = model.output_dim
     out = np.empty((len(pixels), dim), dtype=np.float32)
     starts = range(0, len(pixels), batch_size)
-    bar = _bar(progress, len(pixels))
-    with bar as advance:
+    with steps(progress, len(pixels), f"embedding {len(pixels):,} images") as advance:
         for start in starts:
             batch = torch.from_numpy(np.array(pixels[start:start + batch_size])).to(target)  # a copy: memmaps are read-only
             x = batch.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
@@ -173,26 +173,3 @@ def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, ba
     }
     return Embeddings(array.ids, vectors, labels if any(label is not None for label in labels) else None,
                       model_id(model), meta)
-
-
-class _bar:
-    """A Rich progress bar on stderr (``with _bar(True, n) as advance: advance(k)``), or nothing."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.progress = enabled, total, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda k: None
-        from rich.progress import Progress
-
-        from stylespace.cli._output import console
-
-        self.progress = Progress(console=console, transient=True)
-        self.progress.__enter__()
-        task = self.progress.add_task(f"embedding {self.total:,} images", total=self.total)
-        return lambda k: self.progress.update(task, advance=k)
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)

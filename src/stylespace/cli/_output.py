@@ -9,8 +9,10 @@ from rich.console import Console
 
 from stylespace.utils import to_jsonable
 
-# Progress bars and notes go to stderr so that stdout holds only the result (one JSON document with --json).
-console = Console(stderr=True)
+# Progress bars and notes go to stderr (stylespace.progress's console) so that stdout holds only the result
+# (one JSON document with --json).
+from stylespace.progress import console  # noqa: E402  (re-exported: the CLI's modules import it from here)
+
 out = Console()
 
 

@@ -71,7 +71,8 @@ def demo_cmd(
 
     index_dir = workdir / "index"
     current = model_id(load_model(model_dir))
-    stale = not (index_dir / "index.json").exists() or CatalogIndex.open(index_dir).config.model_id != current
+    stale = (not (index_dir / "index.json").exists() or CatalogIndex.open(index_dir).config.model_id != current
+             or CatalogIndex.open(index_dir).view_outdated)
     step.run("index the whole catalog", ["index", "build", str(model_dir), str(catalog), "-o", str(index_dir),
                                          "--overwrite"], skip=not stale and not redo)
     step.run("calibrate the recommendation threshold (scenario 4 queries, 5 % error)",

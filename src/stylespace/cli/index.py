@@ -127,6 +127,7 @@ def open_model(index, model_path: Optional[Path], device: str):
         raise StylespaceError(f"the index at {index.folder} records no model folder; pass --model MODEL_DIR")
     model = load_model(folder, device=pick_device(device))
     index.check_model(model_id(model), f"queries embedded with {folder}")
+    index.check_view()
     return model
 
 
@@ -349,7 +350,7 @@ def _info(index) -> dict:
             "kind": c.kind, "whitened_items": c.whitened_items, "model_id": c.model_id, "model_path": c.model_path,
             "input_size": list(c.input_size),
             "catalog": c.catalog, "metadata_columns": c.metadata_columns, "recall_at_10": c.recall_at_10,
-            "typicality": c.typicality, "confidence": c.confidence, "threshold": c.threshold, "calibration": c.calibration,
+            "view_version": c.view_version, "view_outdated": index.view_outdated, "typicality": c.typicality, "confidence": c.confidence, "threshold": c.threshold, "calibration": c.calibration,
             "generation": c.generation, "updated": c.updated}
 
 

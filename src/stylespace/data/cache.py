@@ -19,6 +19,7 @@ import numpy as np
 
 from stylespace.data.catalog import ArrayReader, Catalog
 from stylespace.data.images import VIEW_VERSION, ImageDecodeError, View, canonical_view, fit_to_size, open_image
+from stylespace.progress import steps
 from stylespace.utils import StylespaceError, atomic_dir, cache_root
 
 CACHE_VERSION = 1  # bump when the cache's layout changes; the canonical view has its own VIEW_VERSION
@@ -131,7 +132,7 @@ def _build_cache(catalog: Catalog, size: tuple[int, int], folder: Path, workers:
         failed: dict[int, str] = {}
         blank: set[int] = set()
         tasks = [(catalog, size, pixel_file, n, chunk) for chunk in chunks]
-        with _progress(progress, n, f"decoding {n:,} images") as advance:
+        with steps(progress, n, f"decoding {n:,} images") as advance:
             if workers == 1 or n < 512 or isinstance(catalog.reader, ArrayReader):
                 for task in tasks:
                     chunk_failed, chunk_blank = _decode_chunk(task)
@@ -200,31 +201,6 @@ def _decode_chunk(task) -> tuple[dict[int, str], list[int]]:
     out.flush()
     del out
     return failed, blank
-
-
-class _progress:
-    """A Rich progress bar on stderr, or nothing."""
-
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.enabled, self.total, self.description = enabled, total, description
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda k: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from stylespace.cli._output import console
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=console, transient=True)
-        self.bar.__enter__()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda k: self.bar.advance(task, k)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-        return False
 
 
 def item_view(catalog: Catalog, item, size: tuple[int, int]) -> View:

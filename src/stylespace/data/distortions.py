@@ -175,7 +175,7 @@ class Distortion:
 
     @property
     def description(self) -> str:
-        return (self.apply.__doc__ or "").strip()
+        return " ".join((self.apply.__doc__ or "").split())
 
 
 DISTORTIONS: dict[str, Distortion] = {d.name: d for d in [

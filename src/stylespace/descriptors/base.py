@@ -100,11 +100,11 @@ class BatchedDescriptor:
 
 def batches(n: int, batch_size: int, progress: bool, description: str):
     """(start, stop) of consecutive batches over ``n`` items, with a Rich progress bar on stderr."""
-    from stylespace.data.cache import _progress  # the project's one progress bar (stderr, transient)
+    from stylespace.progress import steps  # the project's one progress bar (stderr, transient)
 
     if batch_size < 1:
         raise StylespaceError(f"batch_size must be a positive integer, got {batch_size}")
-    with _progress(progress and n > 0, n, f"{description} {n:,} images") as advance:
+    with steps(progress and n > 0, n, f"{description} {n:,} images") as advance:
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
             yield start, stop

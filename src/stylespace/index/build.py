@@ -12,8 +12,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from stylespace.data.cache import _progress
+from stylespace.data.images import VIEW_VERSION
 from stylespace.index.catalog_index import CatalogIndex
+from stylespace.progress import steps
 from stylespace.utils import StylespaceError
 
 # Images decoded and embedded per step when indexing: bounded memory for a catalog subset.
@@ -43,7 +44,7 @@ def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: 
     kept = [i for i in wanted if i not in failed]
     contiguous = ids is None and len(kept) == len(array.ids)  # kept is then array.ids, row for row
     vectors = np.empty((len(kept), model.output_dim), dtype=np.float32)
-    with _progress(progress, len(kept), f"embedding {len(kept):,} images") as advance:
+    with steps(progress, len(kept), f"embedding {len(kept):,} images") as advance:
         for start in range(0, len(kept), _CHUNK):
             chunk = kept[start:start + _CHUNK]
             # the whole catalog: contiguous slices of the memory map; a subset: gathered rows
@@ -87,7 +88,8 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
         labels=item_labels, metas=[i.meta for i in items], sources=[i.source for i in items], whiten=whiten,
         overwrite=overwrite, model_path=str(Path(model_path).resolve()) if model_path else "",
         input_size=tuple(model.config.input_size), catalog=str(Path(catalog.source_path).resolve()),
-        catalog_fingerprint=catalog.fingerprint(), metadata_columns=list(catalog.metadata_columns), **settings)
+        catalog_fingerprint=catalog.fingerprint(), metadata_columns=list(catalog.metadata_columns),
+        view_version=VIEW_VERSION, **settings)
     return index, failed
 
 

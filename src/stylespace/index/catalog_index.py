@@ -250,6 +250,29 @@ class CatalogIndex:
                 f"{what} were embedded by model {model_id}, but the index at {self.folder} was made by model "
                 f"{made_by}; embed with that model, or build a new index with this model (`stylespace index`)")
 
+    @property
+    def view_outdated(self) -> bool:
+        """True when the catalog's images were decoded by another image preprocessing than today's (an index
+        built from a catalog before the canonical view, or with an older one): image queries would be decoded
+        differently from the items they are compared with."""
+        from stylespace.data.images import VIEW_VERSION
+
+        return bool(self.config.catalog) and self.config.view_version != VIEW_VERSION
+
+    def check_view(self) -> None:
+        """Refuse image queries against an index whose catalog images were decoded another way (see
+        :attr:`view_outdated`), saying how to rebuild it."""
+        from stylespace.data.images import VIEW_VERSION
+
+        if self.view_outdated:
+            made = (f"image preprocessing version {self.config.view_version}" if self.config.view_version
+                    else "the image preprocessing before the canonical view")
+            raise StylespaceError(
+                f"the index at {self.folder} was built with {made}; query images are now decoded with version "
+                f"{VIEW_VERSION} (EXIF orientation, margins trimmed), so they would not match its items. Build it "
+                f"again: stylespace index build {self.config.model_path or 'MODEL'} {self.config.catalog} "
+                f"-o {self.folder} --overwrite")
+
     # --- search ---------------------------------------------------------------------------------------
 
     def neighbours(self, queries, k: int = 10, *, exclude_ids=None, where: Mapping[str, Any] | None = None,

@@ -43,6 +43,9 @@ class IndexConfig:
         confidence / threshold / calibration: the chosen recommendation confidence score, its threshold
             and the figures of the calibration that chose them (empty until ``calibrate-threshold``).
         confidence_params: what a fitted score needs to be rebuilt (the combined score's weights).
+        view_version: the version of the image preprocessing (``stylespace.data.images.VIEW_VERSION``, the
+            canonical view) that decoded the catalog's images; 0 = not recorded (an index made before the
+            canonical view, or from vectors). Queries must be decoded the same way (``CatalogIndex.check_view``).
         typicality: how the catalog's own items sit in it, measured when the structure was made or rebuilt
             (percentiles of each item's similarity to its nearest other item, and of its whitened distance
             from the catalog's centre; see ``structures.typicality``): the junk test's floors.
@@ -70,6 +73,7 @@ class IndexConfig:
     count: int = 0
     stale: int = 0
     recall_at_10: float | None = None
+    view_version: int = 0
     typicality: dict = dataclasses.field(default_factory=dict)
     confidence: str = ""
     confidence_params: dict = dataclasses.field(default_factory=dict)

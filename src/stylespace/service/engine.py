@@ -157,6 +157,7 @@ class StyleEngine:
             raise StylespaceError(f"the index at {index_dir} records no model folder; pass the model that built it "
                                   "(--model MODEL_DIR)")
         model = load_model(folder, device=target)
+        index.check_view()
         if index.catalog_path is None or not index.catalog_path.exists():
             raise StylespaceError(f"the index at {index_dir} names the catalog {index.catalog_path}, which is not "
                                   "there; its images are served from it (rebuild the index from where the catalog is)")

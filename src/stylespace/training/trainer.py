@@ -23,6 +23,7 @@ from stylespace.training.config import TrainConfig
 from stylespace.training.history import plot_learning_curves, write_history_csv
 from stylespace.training.objectives import Objective, build_objective
 from stylespace.training.samplers import build_sampler
+from stylespace.progress import ProgressBar
 from stylespace.utils import StylespaceError, atomic_write, pick_device, save_dataclass
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -145,43 +146,6 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class _Progress:
-    """A Rich progress bar (stderr) over one epoch's batches, with the running loss and last val metric."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            from stylespace.cli._output import console
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
-                                transient=True)
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-    def start(self, description: str, total: int):
-        if self.bar is None:
-            return None
-        return self.bar.add_task(description, total=total, info="")
-
-    def update(self, task, info: str, advance: int = 1) -> None:
-        if self.bar is not None and task is not None:
-            self.bar.update(task, advance=advance, info=info)
-
-    def stop(self, task) -> None:
-        if self.bar is not None and task is not None:
-            self.bar.remove_task(task)
-
-
 def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarray,
         val_pixels: np.ndarray | None, val_labels: np.ndarray | None, config: TrainConfig,
         run_dir: str | Path, resume: bool = False, progress: bool = True,
@@ -263,7 +227,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
 
     session_start = time.perf_counter() - state["seconds"]
     try:
-        with _Progress(progress) as bar:
+        with ProgressBar(progress) as bar:
             while state["epoch"] < config.epochs and not state["stopped_early"]:
                 epoch = state["epoch"] + 1
                 started = time.perf_counter()
@@ -273,7 +237,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
                 suffix = f"  {metric_name} {100 * last:.1f}%" if last is not None else ""
                 train_loss, train_accuracy = train_epoch(
                     model, objective, optimizer, schedule, sampler.batches(epoch), train_x, train_y, augment, device,
-                    use_amp, generator, lambda k, loss: bar.update(task, f"loss {loss:.4f}{suffix}", advance=k),
+                    use_amp, generator, lambda k, loss: bar.advance(task, k, info=f"loss {loss:.4f}{suffix}"),
                     views=config.views)
                 bar.stop(task)
                 if not math.isfinite(train_loss):
