@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.data.catalog import ArrayReader, Catalog
+from stylespace.data import images
 from stylespace.data.images import VIEW_VERSION, ImageDecodeError, View, canonical_view, fit_to_size, open_image
 from stylespace.progress import steps
 from stylespace.utils import StylespaceError, atomic_dir, cache_root
@@ -76,7 +77,9 @@ class ImageArray:
 
 
 def cache_key(catalog: Catalog, size: tuple[int, int]) -> str:
-    raw = f"{CACHE_VERSION}|view{VIEW_VERSION}|{catalog.fingerprint()}|{size[0]}x{size[1]}"
+    # The blank rule's thresholds are in the key too: the cache records which items are blank.
+    raw = (f"{CACHE_VERSION}|view{VIEW_VERSION}|blank{images.BLANK_SHARE},{images.BLANK_SPREAD}|"
+           f"{catalog.fingerprint()}|{size[0]}x{size[1]}")
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
