@@ -57,11 +57,12 @@ def _image(array):
 
 
 def _jpeg(image, quality: int = 85):
+    """``image`` after a JPEG round trip (the library's upload encoder)."""
     from PIL import Image
 
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    from stylespace.data.distortions import encode
+
+    return Image.open(io.BytesIO(encode(image, quality=quality))).convert("RGB")
 
 
 def _font(size: int):

@@ -45,8 +45,9 @@ def synth_image(shape: str, colour: tuple[int, int, int], rng: np.random.Generat
 
 
 def write_kaggle_catalog(root: Path, per_class: int = 12, classes=SYNTH_CLASSES, seed: int = 0,
-                         ext: str = ".png") -> Path:
-    """A Kaggle-layout folder (styles.csv + images/<id><ext>) of synthetic products; returns the folder."""
+                         ext: str = ".png", make_image=synth_image) -> Path:
+    """A Kaggle-layout folder (styles.csv + images/<id><ext>) of synthetic products, each drawn by
+    ``make_image(shape, colour, rng)``; returns the folder."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     header = ["id", "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "year",
@@ -55,7 +56,7 @@ def write_kaggle_catalog(root: Path, per_class: int = 12, classes=SYNTH_CLASSES,
     next_id = 1000
     for label, shape, colour, sub, master in classes:
         for j in range(per_class):
-            synth_image(shape, colour, rng).save(root / "images" / f"{next_id}{ext}")
+            make_image(shape, colour, rng).save(root / "images" / f"{next_id}{ext}")
             gender = "Men" if j % 2 else "Women"
             rows.append([next_id, gender, master, sub, label, "Red", "Summer", 2012, "Casual",
                          f"Brand {gender} {label} {j}"])

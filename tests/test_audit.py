@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import ROOT, SYNTH_CLASSES, synth_image
+from conftest import ROOT, synth_image, write_kaggle_catalog
 
 DEFAULT_MODEL = ROOT / "models" / "default"
-HEADER = ["id", "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "year", "usage",
-          "productDisplayName"]
 
 
 def patterned(shape, colour, rng) -> Image.Image:
@@ -37,19 +35,7 @@ def patterned(shape, colour, rng) -> Image.Image:
 
 def write_catalog(root: Path, per_class: int = 10, seed: int = 3) -> Path:
     """A clean Kaggle-layout catalog: 6 classes x ``per_class`` distinct patterned products (ids from 1000)."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    rows, next_id = [], 1000
-    for label, shape, colour, sub, master in SYNTH_CLASSES:
-        for j in range(per_class):
-            patterned(shape, colour, rng).save(root / "images" / f"{next_id}.png")
-            rows.append([next_id, "Men", master, sub, label, "Red", "Summer", 2012, "Casual", f"{label} {j}"])
-            next_id += 1
-    with (root / "styles.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows(rows)
-    return root
+    return write_kaggle_catalog(root, per_class=per_class, seed=seed, make_image=patterned)
 
 
 def add_item(root: Path, item_id: int, label: str, data: bytes, ext: str = ".png") -> None:

@@ -14,24 +14,15 @@ in the style space as a re-encoded copy of one photo (see :mod:`stylespace.audit
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from typing import Sequence
 
 import numpy as np
 
+from stylespace.data.cache import pixel_hashes  # noqa: F401  (re-exported: part of this module's API)
 from stylespace.utils import StylespaceError
 
 POOLED_HEIGHT = 20  # the pixel test compares views box-averaged to about this many rows
 PRODUCT_TOLERANCE = 16  # a pooled pixel further than this from white (in some channel) is product
-
-
-def pixel_hashes(pixels: np.ndarray, batch: int = 2048) -> list[bytes]:
-    """A 128-bit BLAKE2 hash of each decoded image's bytes, (N, H, W, 3) uint8 -> N digests."""
-    out = []
-    for start in range(0, len(pixels), batch):
-        block = np.ascontiguousarray(pixels[start:start + batch])
-        out.extend(hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in block)
-    return out
 
 
 def exact_groups(ids: Sequence[str], hashes: Sequence[bytes], skip: set[str] = frozenset()) -> list[list[str]]:

@@ -217,18 +217,19 @@ def item_view(catalog: Catalog, item, size: tuple[int, int]) -> View:
     return view
 
 
-def item_pixels(catalog: Catalog, item, size: tuple[int, int]) -> np.ndarray:
-    """One item's (H, W, 3) uint8 pixels: the canonical view of a photo; an array dataset's own images
-    (Fashion-MNIST: centred items on black, already the benchmark's input) are only resized."""
-    image = catalog.read_image(item)
-    if isinstance(catalog.reader, ArrayReader):
-        return fit_to_size(image, size)
-    return canonical_view(image, size).pixels
+def pixel_hashes(pixels: np.ndarray, batch: int = 2048) -> list[bytes]:
+    """A 128-bit BLAKE2 hash of each decoded image's bytes, (N, H, W, 3) uint8 -> N digests: equal digests are
+    pixel-identical images (the audit's exact copies, the robustness measure's same product)."""
+    out = []
+    for start in range(0, len(pixels), batch):
+        block = np.ascontiguousarray(pixels[start:start + batch])
+        out.extend(hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in block)
+    return out
 
 
-def decode_one(catalog: Catalog, item_id: str, size: tuple[int, int]) -> np.ndarray:
-    """One item's pixels without the cache (for a single query)."""
-    return item_pixels(catalog, item_id, size)
+def decode_one(catalog: Catalog, item, size: tuple[int, int]) -> np.ndarray:
+    """One item's (an :class:`Item` or an id) pixels without the cache, exactly as the cache holds them."""
+    return item_view(catalog, item, size).pixels
 
 
 __all__ = ["ImageArray", "load_image_array", "decode_one", "cache_key", "item_view", "open_image"]

@@ -33,15 +33,9 @@ def _pad_square(image: Image.Image, colour: tuple[int, int, int]) -> Image.Image
 
 def _backdrop(image: Image.Image) -> np.ndarray:
     """(H, W) bool: the near-white pixels connected to the border (the packshot's backdrop)."""
-    from scipy import ndimage
+    from stylespace.data.images import border_connected
 
-    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
-    white = rgb.min(axis=2) >= 235
-    regions, count = ndimage.label(white)
-    touches = np.zeros(count + 1, dtype=bool)
-    touches[regions[0]] = touches[regions[-1]] = touches[regions[:, 0]] = touches[regions[:, -1]] = True
-    touches[0] = False
-    return touches[regions]
+    return border_connected(np.asarray(image.convert("RGB")).min(axis=2) >= 235)
 
 
 def pad_white(image, rng, other):

@@ -193,6 +193,21 @@ def _working_copy(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.reduce(factor) if factor >= 2 else image
 
 
+def border_connected(mask: np.ndarray) -> np.ndarray:
+    """The ``True`` pixels of ``mask`` that are 4-connected to its border: (H, W) -> (H, W) bool, or a batch
+    (B, H, W) -> (B, H, W), each image labelled on its own (one labelling call for the whole batch)."""
+    mask = np.asarray(mask, dtype=bool)
+    batch = mask if mask.ndim == 3 else mask[None]
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]  # within an image, never across images of a batch
+    regions, count = ndimage.label(batch, structure=structure)
+    touches = np.zeros(count + 1, dtype=bool)
+    touches[regions[:, 0]] = touches[regions[:, -1]] = touches[regions[:, :, 0]] = touches[regions[:, :, -1]] = True
+    touches[0] = False
+    found = touches[regions]
+    return found if mask.ndim == 3 else found[0]
+
+
 def _close(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """(..., 3) pixels -> (...) bool: within MARGIN_TOLERANCE of ``colour`` in every channel (channel by
     channel: numpy reduces a last axis of 3 slowly)."""
@@ -252,12 +267,8 @@ def _trim_once(rgb: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, tuple[i
         # A grey or coloured backdrop (margin-coloured pixels connected to the border) becomes white;
         # margin-coloured pixels enclosed by the product (a grey logo on a grey shirt) stay. A white
         # backdrop is left as it is, so that a cream earring on white keeps its faint pixels.
-        regions, count = ndimage.label(~product)
-        touches = np.zeros(count + 1, dtype=bool)
-        touches[regions[0]] = touches[regions[-1]] = touches[regions[:, 0]] = touches[regions[:, -1]] = True
-        touches[0] = False
         out = rgb.copy()
-        out[touches[regions]] = 255
+        out[border_connected(~product)] = 255
     top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     room = int(round(BOX_MARGIN * max(bottom - top, right - left)))
     box = (max(0, top - room), min(h, bottom + room), max(0, left - room), min(w, right + room))

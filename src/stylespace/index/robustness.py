@@ -111,19 +111,16 @@ def sample_items(index, n: int, seed: int) -> list[str]:
 def pixel_copies(catalog, index, size: tuple[int, int]) -> np.ndarray:
     """(max key + 1,) int64: a group number per index key, equal for items whose canonical views (the image
     cache at ``size``) are pixel-identical; -1 for keys without a decoded image."""
-    import hashlib
-
     from stylespace.data import load_image_array
+    from stylespace.data.cache import pixel_hashes
 
     array = load_image_array(catalog, size=size, progress=False)
-    decoded = set(array.ids)
-    ids = [i for i in index.ids if i in decoded]
-    keys = index.keys_of(ids)
+    digest_of = dict(zip(array.ids, pixel_hashes(array.pixels)))
+    ids = [i for i in index.ids if i in digest_of]
     groups = np.full(int(index.keys_of(index.ids).max(initial=-1)) + 1, -1, dtype=np.int64)
     seen: dict[bytes, int] = {}
-    for key, row in zip(keys, array.indices(ids)):
-        digest = hashlib.blake2b(array.pixels[row].tobytes(), digest_size=16).digest()
-        groups[key] = seen.setdefault(digest, len(seen))
+    for key, item_id in zip(index.keys_of(ids), ids):
+        groups[key] = seen.setdefault(digest_of[item_id], len(seen))
     return groups
 
 

@@ -326,9 +326,9 @@ class StyleEngine:
     def item_pixels(self, item_id: str, size: tuple[int, int]) -> np.ndarray:
         """The item's image decoded at ``size`` = (H, W) by the training decoder (its canonical view)."""
         from stylespace.data import Item
-        from stylespace.data.cache import item_pixels
+        from stylespace.data.cache import decode_one
 
-        return item_pixels(self.catalog, Item(item_id, self._view.sources[self.item(item_id).id]), size)
+        return decode_one(self.catalog, Item(item_id, self._view.sources[self.item(item_id).id]), size)
 
     def classes(self) -> list[tuple[str, int]]:
         return list(self._view.class_counts)

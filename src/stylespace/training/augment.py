@@ -21,11 +21,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
+from stylespace.data.images import border_connected
 from stylespace.utils import StylespaceError
 
 PADDINGS = ("border", "backdrop")
@@ -89,13 +88,12 @@ def backdrop_mask(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> (B, 1, H, W) bool: the white pixels connected to the image border, the
     backdrop of a canonical view (one connected-component labelling of the whole batch, in-plane only)."""
     white = (x.amin(dim=1) >= 0.97).cpu().numpy()
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]  # 4-connected within an image, never across images
-    regions, count = ndimage.label(white, structure=structure)
-    touches = np.zeros(count + 1, dtype=bool)
-    touches[regions[:, 0]] = touches[regions[:, -1]] = touches[regions[:, :, 0]] = touches[regions[:, :, -1]] = True
-    touches[0] = False
-    return torch.from_numpy(touches[regions]).to(x.device).unsqueeze(1)
+    return torch.from_numpy(border_connected(white)).to(x.device).unsqueeze(1)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) grey (ITU-R 601 weights)."""
+    return (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 class BatchAugment:
@@ -138,7 +136,7 @@ class BatchAugment:
             x = x * brightness.view(n, 1, 1, 1)
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = (x - mean) * contrast.view(n, 1, 1, 1) + mean
-            grey_x = (x * torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            grey_x = _luma(x)
             x = (x - grey_x) * saturation.view(n, 1, 1, 1) + grey_x
             x = x.clamp_(0.0, 1.0)
         if backdrop is not None:
@@ -148,8 +146,7 @@ class BatchAugment:
 
         if cfg.greyscale > 0:
             pick = (rand(n) < cfg.greyscale).view(n, 1, 1, 1)
-            grey_x = (x * torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            x = torch.where(pick, grey_x.expand_as(x), x)
+            x = torch.where(pick, _luma(x).expand_as(x), x)
         if cfg.blur > 0:
             pick = torch.nonzero(rand(n) < cfg.blur).flatten()
             if len(pick):
