@@ -455,6 +455,19 @@ def test_train_run_records_the_split(tmp_path, catalog_and_split):
     assert saved["model_id"] == model_id(load_model(tmp_path / "run"))
 
 
+def test_train_run_validates_on_the_splits_own_val_part(tmp_path, small_catalog):
+    from stylespace.data import column_split, load_catalog
+
+    manifest = column_split(load_catalog(small_catalog), "gender", val_fraction=0.25, mapping={"Women": "test", "*": "train"})
+    manifest.save(tmp_path / "split.csv")
+    model_config = ModelConfig(width=8, embedding_dim=16, stem_stride=4)
+    _, _, record = train_run(small_catalog, tmp_path / "split.csv", model_config, tiny_config(epochs=1, val_fraction=0.4),
+                             tmp_path / "run", progress=False)
+    # the manifest's val rows, not a val_fraction of its train rows
+    assert record["val_items"] == len(manifest.select(split="val")) == 6 * 2
+    assert record["train_items"] == len(manifest.select(split="train")) == 6 * 4
+
+
 def test_cli_train_resume_and_embed(tmp_path, catalog_and_split):
     from typer.testing import CliRunner
 
