@@ -415,11 +415,21 @@ def test_train_config_round_trips_through_json(tmp_path):
 
 
 def test_presets_are_valid():
-    for name in ("cpu", "default", "gpu"):
+    for name in ("cpu", "default", "gpu", "packshot", "small"):
         model_config, train_config = preset(name)
         assert model_config.backbone and train_config.epochs >= 1
     with pytest.raises(StylespaceError, match="preset"):
         preset("tpu")
+
+
+def test_small_images_get_the_small_preset():
+    from stylespace.training.presets import default_preset
+
+    assert default_preset((28, 28)) == default_preset((32, 24)) == "small"
+    assert default_preset(None) == default_preset((80, 60)) == "cpu"
+    model_config, _ = preset("small")
+    # the stride-4 stem of the photo presets would leave 7 x 7 of a 28 x 28 image
+    assert model_config.input_size == (28, 28) and model_config.stem_stride < preset("cpu")[0].stem_stride
 
 
 def test_carve_validation_is_stratified_and_deterministic():
