@@ -215,6 +215,7 @@ def test_augmentation():
 FAMILIES = [
     dict(aspect=0.35), dict(rotate=10.0), dict(scale=0.18), dict(colour=0.3),
     dict(padding="backdrop", background=1.0), dict(greyscale=1.0), dict(blur=1.0), dict(jpeg=1.0),
+    dict(erase=1.0),
 ]
 
 
@@ -228,6 +229,20 @@ def test_each_augmentation_family_keeps_shape_and_range_and_changes_the_image(fa
     assert out.min() >= 0 and out.max() <= 1
     plain = batch.permute(0, 3, 1, 2).float() / 255
     assert (out - plain).abs().mean() > 0.002, family
+
+
+def test_random_erasing_replaces_one_rectangle_and_spares_the_rest():
+    x, _ = shapes(2)
+    batch = torch.from_numpy(x)
+    off = dict(scale=0.0, translate=0.0, flip=0.0, colour=0.0)
+    out = BatchAugment(AugmentConfig(**off, erase=1.0))(batch, None, torch.Generator().manual_seed(0))
+    changed = (out - batch.permute(0, 3, 1, 2).float() / 255).abs().amax(dim=1) > 1e-6  # (B, H, W)
+    for mask in changed:
+        rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        # one rectangle (changed pixels fill their bounding box, up to noise equal to the pixel), 2-25 % of the area
+        assert mask.sum() >= 0.9 * box and 0.015 * mask.numel() <= box <= 0.26 * mask.numel()
+    assert not BatchAugment(AugmentConfig(**off, erase=0.0))(batch).sub(batch.permute(0, 3, 1, 2) / 255).abs().max() > 1e-6
 
 
 def test_greyscale_and_backdrop_do_what_they_say():
