@@ -312,18 +312,16 @@ def _local_parts(score: ConfidenceScore) -> list[LocalAccuracy]:
 
 
 def _with_local_fitted(score: ConfidenceScore, learnt: Mapping) -> ConfidenceScore:
-    """``score`` with its local parts (or itself, when local) fitted on ``learnt`` calibration queries
-    ({"vectors": (R, D), "correct": (R,)}); a combined score is changed in place."""
+    """``score``, with its local parts (or itself, when local) fitted in place on ``learnt`` calibration
+    queries ({"vectors": (R, D), "correct": (R,)})."""
     local = _local_parts(score)
     if not local:
         return score
     if not learnt or "vectors" not in learnt or "correct" not in learnt:
         raise StylespaceError(f"the {score.name} confidence score needs the calibration queries it learnt from, and "
                               "the index has none saved; run `stylespace calibrate-threshold` again")
-    fitted = {part.name: part.fit(learnt["vectors"], learnt["correct"]) for part in local}
-    if isinstance(score, LocalAccuracy):
-        return fitted[score.name]
-    score.parts = [fitted.get(part.name, part) for part in score.parts]
+    for part in local:
+        part.fit(learnt["vectors"], learnt["correct"])
     return score
 
 
