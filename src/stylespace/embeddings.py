@@ -116,6 +116,14 @@ class Embeddings:
                                   "expected a .npz written by `stylespace embed`") from None
 
 
+def vectors_and_model(vectors, model_id: str | None = None) -> tuple[np.ndarray, str | None]:
+    """(vectors, model id) of an :class:`Embeddings` (its own model id unless ``model_id`` is given) or of a
+    plain (N, D) array (``model_id`` as given): what every consumer that takes either one unwraps."""
+    if isinstance(vectors, Embeddings):
+        return vectors.vectors, model_id if model_id is not None else vectors.model_id
+    return vectors, model_id
+
+
 @torch.no_grad()
 def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str | torch.device = "auto",
                  progress: bool = False) -> np.ndarray:

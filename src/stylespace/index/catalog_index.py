@@ -32,6 +32,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
 from stylespace.index.config import CONFIG_FILE, IndexConfig
 from stylespace.index.items import ItemStore
@@ -289,9 +290,7 @@ class CatalogIndex:
         Returns:
             :class:`Neighbours` (Q, k); rows are padded with key -1 when fewer than k items qualify.
         """
-        if hasattr(queries, "vectors") and hasattr(queries, "model_id"):
-            model_id = model_id if model_id is not None else queries.model_id
-            queries = queries.vectors
+        queries, model_id = vectors_and_model(queries, model_id)
         self.check_model(model_id)
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise StylespaceError(f"k must be an integer >= 1, got {k!r}")
@@ -444,9 +443,7 @@ class CatalogIndex:
             replace: items whose id is already in the index are replaced (new vector and key); without it
                 an existing id is an error.
         """
-        if hasattr(vectors, "vectors") and hasattr(vectors, "model_id"):
-            model_id = model_id if model_id is not None else vectors.model_id
-            vectors = vectors.vectors
+        vectors, model_id = vectors_and_model(vectors, model_id)
         if model_id is None:
             raise StylespaceError("adding items needs the model_id of the model that embedded them "
                                   f"(the index was made by {self.config.model_id})")

@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
 from stylespace.index.catalog_index import CatalogIndex, Hit
 from stylespace.recommend.combined import CombinedScore, cross_fitted
@@ -102,9 +103,7 @@ class SelectiveRecommender:
         """Search once for what ``scores`` (default: this recommender's) need, and at least ``k`` neighbours."""
         scores = list(scores or [self.score])
         k = max([k, self.n_items] + [s.neighbours_needed for s in scores])
-        if hasattr(queries, "vectors") and hasattr(queries, "model_id"):  # Embeddings
-            model_id = model_id if model_id is not None else queries.model_id
-            queries = queries.vectors
+        queries, model_id = vectors_and_model(queries, model_id)
         self.index.check_model(model_id)
         # prepared once: the search takes them as they are, and the scores that read the query keep them
         prepared = structures.prepare_vectors(queries, self.index.metric, self.index.config.dim, "query vectors")
