@@ -36,7 +36,7 @@ from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
 from stylespace.index.config import CONFIG_FILE, IndexConfig
 from stylespace.index.items import ItemStore
-from stylespace.utils import StylespaceError, atomic_write, dataclass_from_dict, write_json
+from stylespace.utils import StylespaceError, atomic_write, load_dataclass, write_json
 
 _GENERATION_FILE = re.compile(r"^(items|vectors)-(\d{6,})\.(sqlite|faiss)(-journal)?$")
 
@@ -715,11 +715,7 @@ def read_config(folder: Path) -> IndexConfig:
     if not path.is_file():
         raise StylespaceError(f"{folder}: not an index folder (no {CONFIG_FILE}); build one with "
                               "`stylespace index MODEL CATALOG -o FOLDER`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StylespaceError(f"{path}: not valid JSON ({exc})") from None
-    return dataclass_from_dict(IndexConfig, data, source=str(path)).validate()
+    return load_dataclass(IndexConfig, path).validate()
 
 
 def _collect_garbage(folder: Path, keep: set[int]) -> None:
