@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from stylespace.models.inputs import as_model_input
 from stylespace.progress import steps
-from stylespace.utils import StylespaceError, atomic_write, to_jsonable
+from stylespace.utils import StylespaceError, atomic_write, pick_device, to_jsonable
 
 FORMAT_VERSION = 1
 
@@ -149,6 +150,20 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
             out[start:start + len(batch)] = embedder(batch)
             advance(len(batch))
     return out
+
+
+@torch.no_grad()
+def predict_classes(model, pixels: np.ndarray, batch_size: int = 512,
+                    device: str | torch.device = "auto") -> np.ndarray:
+    """Class indices from the model's classifier head (task 1): (N, H, W, 3) uint8 -> (N,) int64."""
+    if model.classifier is None:
+        raise StylespaceError("this model has no classifier head (it was trained without class labels)")
+    target = device if isinstance(device, torch.device) else pick_device(device)
+    model = model.to(target).eval()
+    out = [model.predict(as_model_input(torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size]))
+                                        .to(target))).cpu().numpy()
+           for start in range(0, len(pixels), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, batch_size: int = 512,

@@ -33,6 +33,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from stylespace.models.inputs import as_model_input
 from stylespace.utils import StylespaceError, atomic_write, cache_root, pick_device
 
 ENGINES = ("auto", "torch", "onnx")
@@ -91,7 +92,7 @@ class TorchEmbedder:
         for start in range(0, len(pixels), self.batch_size):
             # a copy: memory maps and PIL's buffers are read-only, which torch will not wrap
             batch = torch.from_numpy(np.array(pixels[start:start + self.batch_size])).to(self.device)
-            x = batch.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            x = as_model_input(batch).contiguous(memory_format=torch.channels_last)
             out[start:start + len(batch)] = self.model.embed(x).float().cpu().numpy()
         return out
 
@@ -139,7 +140,7 @@ class _UintImages(torch.nn.Module):
         self.model = model
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(pixels.permute(0, 3, 1, 2).float() / 255.0)
+        return self.model.embed(as_model_input(pixels))
 
 
 def export_onnx(model, path: str | os.PathLike) -> Path:
