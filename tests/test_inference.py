@@ -116,3 +116,37 @@ def test_bad_pixels_are_refused_by_either_engine():
             embed_images(model, generated_images(2, size=(60, 80)), engine=engine)
         with pytest.raises(StylespaceError, match="uint8"):
             embed_images(model, generated_images(2).astype(np.float32), engine=engine)
+
+
+def test_export_onnx_command_and_the_engine_option(tmp_path):
+    """`stylespace export-onnx MODEL` writes the checked file; `search --engine onnx|torch` agree."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from conftest import write_kaggle_catalog
+    from stylespace.cli import app
+
+    folder = tmp_path / "model"
+    save_model(small_model(seed=5), folder)
+    runner = CliRunner()
+    exported = runner.invoke(app, ["export-onnx", str(folder), "--json"])
+    assert exported.exit_code == 0, exported.output
+    report = json.loads(exported.stdout)
+    assert report["onnx"].endswith(f"model-{report['model_id']}.onnx") and report["max_abs_diff"] <= TOLERANCE
+
+    catalog = write_kaggle_catalog(tmp_path / "catalog", per_class=3)
+    built = runner.invoke(app, ["index", "build", str(folder), str(catalog), "-o", str(tmp_path / "index"),
+                                "--no-whiten", "--engine", "onnx", "--json"])
+    assert built.exit_code == 0, built.output
+    query = sorted((catalog / "images").iterdir())[0]
+    hits = {}
+    for engine in ("torch", "onnx"):
+        found = runner.invoke(app, ["search", str(tmp_path / "index"), str(query), "-k", "3", "--engine", engine,
+                                    "--json"])
+        assert found.exit_code == 0, found.output
+        hits[engine] = json.loads(found.stdout)["queries"][0]["hits"]
+    assert [h["id"] for h in hits["torch"]] == [h["id"] for h in hits["onnx"]]
+    assert np.allclose([h["score"] for h in hits["torch"]], [h["score"] for h in hits["onnx"]], atol=1e-5)
+    bad = runner.invoke(app, ["search", str(tmp_path / "index"), str(query), "--engine", "tensorrt"])
+    assert bad.exit_code != 0 and "expected one of auto, torch, onnx" in str(bad.exception or bad.output)

@@ -117,7 +117,7 @@ class Embeddings:
 
 
 def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str | torch.device = "auto",
-                 progress: bool = False, engine: str = "auto") -> np.ndarray:
+                 progress: bool = False, engine: str | None = None) -> np.ndarray:
     """L2-normalised embeddings of images.
 
     Args:
@@ -128,7 +128,7 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or a torch.device.
         progress: show a progress bar on stderr.
         engine: ``auto`` (ONNX Runtime on a CPU when installed and worth its export, else PyTorch),
-            ``torch`` or ``onnx`` (:mod:`stylespace.inference`).
+            ``torch`` or ``onnx``; None: the one the command chose (:func:`stylespace.inference.engine_choice`).
 
     Returns:
         (N, D) float32, unit-length rows.

@@ -18,10 +18,17 @@ It is written atomically and named by, and records, the model id (a hash of the 
 made for other weights is never used. ``engine="auto"`` picks ONNX Runtime on a CPU when it is
 installed and the job pays for the export (about half a second): an ONNX file exists already, the
 caller is long-lived (the service), or there are at least :data:`ONNX_MIN_IMAGES` images.
+
+A command chooses the engine for everything it embeds with ``with engine_choice("onnx"): ...`` (the CLI's
+``--engine``): :func:`stylespace.embeddings.embed_images` called without an engine uses that choice, so
+the library's signatures need no engine argument threaded through them.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
+import contextlib
+import contextvars
 import copy
 import io
 import os
@@ -44,6 +51,7 @@ MODEL_ID_KEY = "stylespace_model_id"
 _SESSIONS: "collections.OrderedDict[str, object]" = collections.OrderedDict()
 _SESSIONS_KEPT = 8
 _LOCK = threading.Lock()
+_CHOICE: contextvars.ContextVar[str] = contextvars.ContextVar("stylespace_engine", default="auto")
 
 
 class Embedder(Protocol):
@@ -54,6 +62,27 @@ class Embedder(Protocol):
     input_size: tuple[int, int]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise StylespaceError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    return engine
+
+
+@contextlib.contextmanager
+def engine_choice(engine: str):
+    """Within the block, embedding without an explicit engine uses ``engine`` (``auto``, ``torch``, ``onnx``)."""
+    token = _CHOICE.set(check_engine(engine))
+    try:
+        yield engine
+    finally:
+        _CHOICE.reset(token)
+
+
+def chosen_engine() -> str:
+    """The engine :func:`engine_choice` set for this context (``auto`` outside any)."""
+    return _CHOICE.get()
 
 
 def onnx_available() -> bool:
@@ -199,8 +228,7 @@ def _existing_onnx(model) -> Path | None:
 def resolve_engine(engine: str, device: str | torch.device = "auto", model=None, images: int | None = None) -> str:
     """``torch`` or ``onnx`` for ``engine`` (see the module docstring for what ``auto`` picks); ``images`` is
     how many images the caller will embed (None: a long-lived caller, such as the service)."""
-    if engine not in ENGINES:
-        raise StylespaceError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    check_engine(engine)
     target = device if isinstance(device, torch.device) else pick_device(device)
     exportable = model is not None and hasattr(model, "config") and hasattr(model, "embed")
     if engine == "onnx":
@@ -220,12 +248,14 @@ def resolve_engine(engine: str, device: str | torch.device = "auto", model=None,
     return "torch"
 
 
-def make_embedder(model, engine: str = "auto", device: str | torch.device = "auto", images: int | None = None,
+def make_embedder(model, engine: str | None = None, device: str | torch.device = "auto", images: int | None = None,
                   batch_size: int = 512) -> Embedder:
-    """An :class:`Embedder` for ``model`` on ``engine`` (``auto``, ``torch`` or ``onnx``); ``images`` as in
-    :func:`resolve_engine`. The ONNX file is exported first when needed (:func:`ensure_onnx`)."""
+    """An :class:`Embedder` for ``model`` on ``engine`` (``auto``, ``torch`` or ``onnx``; None: the one
+    :func:`engine_choice` set); ``images`` as in :func:`resolve_engine`. The ONNX file is exported first
+    when needed (:func:`ensure_onnx`)."""
     from stylespace.models import model_id
 
+    engine = engine or chosen_engine()
     if resolve_engine(engine, device, model, images) == "torch":
         return TorchEmbedder(model, device, batch_size)
     path = ensure_onnx(model)
@@ -260,3 +290,42 @@ def _session(path: Path, threads: int = 0):
         while len(_SESSIONS) > _SESSIONS_KEPT:
             _SESSIONS.popitem(last=False)
     return session
+
+
+PARITY_TOLERANCE = 1e-5
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What :func:`export_checked` made and how closely it matches PyTorch."""
+
+    model: str
+    model_id: str
+    onnx: str
+    bytes: int
+    images_checked: int
+    max_abs_diff: float
+
+
+def export_checked(model_dir: str | os.PathLike, output: str | os.PathLike | None = None,
+                   images: int = 64, seed: int = 0) -> ExportResult:
+    """Export the model saved in ``model_dir`` to ONNX (default: beside it, :func:`onnx_path`) and check that
+    ONNX Runtime's embeddings of ``images`` generated images equal PyTorch's to :data:`PARITY_TOLERANCE`;
+    a file that does not is removed and the export refused."""
+    from stylespace.models import load_model, model_id
+
+    model = load_model(model_dir, device="cpu")
+    path = Path(output) if output is not None else onnx_path(model, model_dir)
+    export_onnx(model, path)
+    height, width = tuple(model.config.input_size)
+    pixels = np.random.default_rng(seed).integers(0, 256, (images, height, width, 3), dtype=np.uint8)
+    try:
+        diff = float(np.abs(OnnxEmbedder(path, model_id(model))(pixels) - TorchEmbedder(model, "cpu")(pixels)).max())
+    except StylespaceError:
+        path.unlink(missing_ok=True)
+        raise
+    if not diff <= PARITY_TOLERANCE:
+        path.unlink(missing_ok=True)
+        raise StylespaceError(f"the ONNX export of {model_dir} differs from PyTorch by {diff:.2e} (more than "
+                              f"{PARITY_TOLERANCE:g}); not kept: run this model with --engine torch")
+    return ExportResult(str(model_dir), model_id(model), str(path), path.stat().st_size, images, diff)
