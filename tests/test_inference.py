@@ -150,3 +150,16 @@ def test_export_onnx_command_and_the_engine_option(tmp_path):
     assert np.allclose([h["score"] for h in hits["torch"]], [h["score"] for h in hits["onnx"]], atol=1e-5)
     bad = runner.invoke(app, ["search", str(tmp_path / "index"), str(query), "--engine", "tensorrt"])
     assert bad.exit_code != 0 and "expected one of auto, torch, onnx" in str(bad.exception or bad.output)
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(tmp_path, monkeypatch):
+    import stylespace.inference as inference
+
+    def broken(model, path):
+        raise RuntimeError("an operator the exporter does not know")
+
+    monkeypatch.setattr(inference, "export_onnx", broken)
+    model = small_model(seed=6)
+    assert make_embedder(model, "auto", "cpu", images=None).engine == "torch"
+    with pytest.raises(StylespaceError, match="use --engine torch"):
+        make_embedder(model, "onnx", "cpu")

@@ -31,6 +31,7 @@ import contextlib
 import contextvars
 import copy
 import io
+import logging
 import os
 import threading
 import warnings
@@ -51,6 +52,7 @@ MODEL_ID_KEY = "stylespace_model_id"
 _SESSIONS: "collections.OrderedDict[str, object]" = collections.OrderedDict()
 _SESSIONS_KEPT = 8
 _LOCK = threading.Lock()
+log = logging.getLogger("stylespace.inference")
 _CHOICE: contextvars.ContextVar[str] = contextvars.ContextVar("stylespace_engine", default="auto")
 
 
@@ -258,12 +260,23 @@ def make_embedder(model, engine: str | None = None, device: str | torch.device =
     engine = engine or chosen_engine()
     if resolve_engine(engine, device, model, images) == "torch":
         return TorchEmbedder(model, device, batch_size)
-    path = ensure_onnx(model)
     try:
-        return OnnxEmbedder(path, model_id(model), batch_size)
-    except StylespaceError:  # a damaged or foreign file under this model's name: made again, once
-        export_onnx(model, path)
-        return OnnxEmbedder(path, model_id(model), batch_size)
+        path = ensure_onnx(model)
+        try:
+            return OnnxEmbedder(path, model_id(model), batch_size)
+        except StylespaceError:  # a damaged or foreign file under this model's name: made again, once
+            export_onnx(model, path)
+            return OnnxEmbedder(path, model_id(model), batch_size)
+    except Exception as exc:
+        if engine == "onnx":
+            if isinstance(exc, StylespaceError):
+                raise
+            raise StylespaceError(f"could not export this model to ONNX ({type(exc).__name__}: {str(exc)[:200]}); "
+                                  "use --engine torch") from None
+        # auto: a model the exporter cannot take (or a full disk) still embeds, with PyTorch
+        log.warning("ONNX Runtime not used for model %s (%s: %s); embedding with PyTorch", model_id(model),
+                    type(exc).__name__, str(exc)[:200])
+        return TorchEmbedder(model, device, batch_size)
 
 
 def _session(path: Path, threads: int = 0):
