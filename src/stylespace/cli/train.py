@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from stylespace.cli._options import with_engine
 from stylespace.cli._output import console, emit, out
 from stylespace.utils import StylespaceError
 
@@ -116,6 +117,7 @@ def train_cmd(
     emit(summary, as_json, render)
 
 
+@with_engine
 def embed_cmd(
     model_dir: Path = typer.Argument(..., metavar="MODEL", help="A model folder (a `stylespace train` run)."),
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="The catalog to embed."),

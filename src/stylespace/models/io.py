@@ -84,4 +84,5 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise StylespaceError(f"{weights_file} does not fit {config_file}: {str(exc).splitlines()[0]}") from None
+    model.folder = folder  # where it came from: its ONNX export is kept beside it (stylespace.inference)
     return model.to(device).eval()
