@@ -8,6 +8,8 @@ from stylespace.data.splits import (
     SplitConfig,
     SplitManifest,
     coarse_label_map,
+    column_split,
+    parse_column_map,
     parse_merge,
     protocol_split,
     stratified_split,
@@ -17,6 +19,7 @@ __all__ = [
     "Catalog", "CatalogError", "ImageReader", "Item", "Skipped", "load_catalog",
     "ImageArray", "load_image_array", "ImageDecodeError", "load_rgb", "open_image",
     "View", "canonical_view", "load_view",
-    "SCENARIOS", "SplitConfig", "SplitManifest", "protocol_split", "stratified_split", "parse_merge",
+    "SCENARIOS", "SplitConfig", "SplitManifest", "protocol_split", "stratified_split", "column_split",
+    "parse_column_map", "parse_merge",
     "coarse_label_map",
 ]
