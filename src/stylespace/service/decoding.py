@@ -144,17 +144,23 @@ class DecodeLane:
                 self.waiting -= 1
                 self.running += 1
             started = time.perf_counter()
-            try:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn(*args))
-                    except BaseException as exc:  # the caller learns why; the worker goes on
-                        future.set_exception(exc)
-            finally:
-                with self._lock:
-                    self.running -= 1
-                    self.done += 1
-                    self._seconds += time.perf_counter() - started
+            result = error = None
+            live = future.set_running_or_notify_cancel()
+            if live:
+                try:
+                    result = fn(*args)
+                except BaseException as exc:  # the caller learns why; the worker goes on
+                    error = exc
+            # The place is free before the caller hears back, so its next upload finds room.
+            with self._lock:
+                self.running -= 1
+                self.done += 1
+                self._seconds += time.perf_counter() - started
+            if live:
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
 
 
 class UploadDecoder:
