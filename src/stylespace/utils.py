@@ -127,8 +127,8 @@ def _range_text(low, high, interval: str) -> str:
 
 
 def _items(values: Any) -> list | None:
-    """The items of a list, tuple, other non-string sequence or 1-D array, else None."""
-    if isinstance(values, Sequence) and not isinstance(values, str):
+    """The items of a list, tuple, set, other non-string sequence or 1-D array, else None."""
+    if isinstance(values, (Sequence, set, frozenset)) and not isinstance(values, str):
         return list(values)
     return values.tolist() if getattr(values, "ndim", None) == 1 else None
 

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy import ndimage
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, each, validate
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -127,9 +127,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def fit_to_size(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     """Pad ``image`` on white to the aspect ratio of ``size`` = (H, W), resize, return (H, W, 3) uint8."""
+    validate([each("image size", size, 1, count=2, note="H, W")])
     height, width = size
-    if height < 1 or width < 1:
-        raise StylespaceError(f"image size must be positive (H, W), got {size}")
     target_ratio = width / height
     ratio = image.width / image.height
     if abs(ratio - target_ratio) > 1e-3:

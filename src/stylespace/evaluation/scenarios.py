@@ -27,7 +27,7 @@ from stylespace.evaluation.support_set import (
     evaluate_support_set,
 )
 from stylespace.evaluation.vectors import VectorTable
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, one_of, validate
 
 DESCRIPTIONS = {number: spec[0] for number, spec in SCENARIOS.items()}
 
@@ -63,8 +63,7 @@ def evaluate_scenarios(table: VectorTable, manifest, classifiers: Sequence[Suppo
     """Fit every classifier on each scenario's support set and score it on its query set."""
     out = []
     for number in scenarios:
-        if number not in DESCRIPTIONS:
-            raise StylespaceError(f"scenario must be 1, 2, 3 or 4, got {number}")
+        validate([one_of("scenario", number, tuple(DESCRIPTIONS))])
         (X_s, y_s), (X_q, y_q), missing = scenario_sets(table, manifest, number)
         results = evaluate_support_set(classifiers, X_s, y_s, X_q, y_q)
         out.append(ScenarioResult(number, DESCRIPTIONS[number], len(X_s), len(X_q), missing, results))
