@@ -83,8 +83,8 @@ class AuditConfig:
         validate([
             one_of("embedder", self.embedder, tuple(NEAR_DISTANCE)),
             each("size", self.size, 8, count=2, note="H, W in pixels"),
-            at_least("near_distance", self.near_distance, 0, integer=False, none_ok=True,
-                     note="None: the embedder's measured gate"),
+            in_range("near_distance", self.near_distance, 0, 2, "(]", none_ok=True,
+                     note="a cosine distance; None: the embedder's measured gate"),
             at_least("near_pixels", self.near_pixels, 0, integer=False, note="grey levels; 0 turns near copies off"),
             at_least("near_shift", self.near_shift, 0, integer=False, note="grey levels"),
             at_least("neighbours", self.neighbours, 1),
