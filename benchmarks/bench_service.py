@@ -13,7 +13,8 @@ child process (so the clients never share a GIL with the server), waits for /hea
    ``--seconds``;
 3. ``with_heavy``: the same honest clients while ``--heavy-clients`` more post a heavy upload back to back
    (``--heavy``: ``blank6000``, the issue's 6000 x 6000 blank PNG, refused from its header; or ``png2000``, a
-   2000 x 2000 noise PNG inside the pixel budget, decoded on the low-priority heavy lane).
+   2000 x 2000 product-like PNG of a few KB inside the pixel budget, decoded whole on the low-priority
+   heavy lane).
 
 Every request has a timeout, so the run always ends. Reports requests, errors by status, p50/p90/p99/max
 latency, throughput, the server's CPU time per search and its peak memory (VmHWM), and how much of the
@@ -64,15 +65,18 @@ def query_images(index_dir: Path, count: int, seed: int) -> list[tuple[str, byte
 
 
 def heavy_upload(kind: str) -> tuple[str, bytes]:
-    """The heavy client's upload: the issue's 6000 x 6000 blank PNG, or a 2000 x 2000 noise PNG."""
+    """The heavy client's upload: the issue's 6000 x 6000 blank PNG, or a 2000 x 2000 product-like PNG."""
     from PIL import Image
 
     buffer = io.BytesIO()
     if kind == "blank6000":
         Image.new("1", (6000, 6000), 1).save(buffer, format="PNG", optimize=True)
-    elif kind == "png2000":
-        noise = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
-        Image.fromarray(noise).save(buffer, format="PNG", compress_level=1)
+    elif kind == "png2000":  # a legal product shot at 4 Mpx: decoded whole, on the heavy lane
+        from PIL import ImageDraw
+
+        image = Image.new("RGB", (2000, 2000), (255, 255, 255))
+        ImageDraw.Draw(image).ellipse([500, 300, 1500, 1700], fill=(170, 40, 60))
+        image.save(buffer, format="PNG")
     else:
         raise SystemExit(f"--heavy {kind!r}: expected blank6000 or png2000")
     return f"{kind}.png", buffer.getvalue()

@@ -103,6 +103,10 @@ def test_auto_picks_onnx_on_a_cpu_when_it_pays(tmp_path):
     ensure_onnx(model)
     assert resolve_engine("auto", "cpu", model, images=10) == "onnx"  # the file exists: always worth it
     assert resolve_engine("torch", "cpu", model) == "torch"
+    cuda = torch.device("cuda")  # decided from the device alone, so this holds on a machine without a GPU too
+    assert resolve_engine("auto", cuda, model, images=None) == "torch"
+    with pytest.raises(StylespaceError, match="runs on the CPU"):
+        resolve_engine("onnx", cuda, model)
     model.train()
     assert resolve_engine("auto", "cpu", model, images=None) == "torch"  # weights still changing
     with pytest.raises(StylespaceError, match="engine must be one of"):

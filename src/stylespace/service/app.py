@@ -157,15 +157,15 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         view = await decode(data, engine.input_size, "image")
         ranking = await asyncio.wrap_future(engine.submit_search(view.pixels, k, view.blank))
         query = schemas.QueryInfo(kind="upload", filename=None if image.filename is None else short(image.filename))
-        return _search_result(ranking, query, k, started, engine.index.metric)
+        return _json(_search_result(ranking, query, k, started, engine.index.metric))
 
     @app.get("/items/{item_id}/similar", response_model=schemas.SearchResult, tags=["search"])
     async def similar(item_id: Annotated[str, PathParam(description="A catalog item id.")], k: int = K_QUERY):
         """The k catalog items closest in style to a catalog item (the item itself left out)."""
         started = time.perf_counter()
         ranking = await asyncio.wrap_future(engine.submit_similar(item_id, k))
-        return _search_result(ranking, schemas.QueryInfo(kind="item", id=short(item_id)), k, started,
-                              engine.index.metric)
+        return _json(_search_result(ranking, schemas.QueryInfo(kind="item", id=short(item_id)), k, started,
+                                    engine.index.metric))
 
     # --- the catalog --------------------------------------------------------------------------
     @app.get("/items/{item_id}", response_model=schemas.Item, tags=["catalog"])
@@ -221,6 +221,12 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         return schemas.Verdict(**verdict, a=sides[0][1], b=sides[1][1])
 
     return app
+
+
+def _json(answer) -> Response:
+    """A pydantic answer serialised once (its response_model still documents it; FastAPI would otherwise
+    validate it again and serialise it through jsonable_encoder, ~0.4 ms of a search's ~3 ms of CPU)."""
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def _short_error(error: dict) -> dict:

@@ -35,8 +35,9 @@ class DecodeLimits:
 
     Attributes:
         decoded_pixels: the most pixels one upload may decode at (read from its header); over it: 422.
-            The default keeps one upload under ~100 MB and ~100 ms of CPU on one core of a small machine
-            (a 2000 x 2000 PNG with an alpha channel: 62 MB, 85 ms; docs/service.md).
+            The default keeps one upload under 100 MB and 100 ms of CPU on this 2-core machine (the dearest
+            kinds at the limit, 2000 x 2000 RGBA and 16-bit PNGs: 72 ms / 35 MB and 67 ms / 53 MB;
+            benchmarks/bench_uploads.py, docs/service.md).
         working_pixels: the most pixels of any array the canonical view makes after decoding (PixelBudget.working).
         heavy_pixels: uploads decoding at more pixels than this go to the heavy lane.
         workers: threads decoding ordinary uploads (0 = one per CPU core).
