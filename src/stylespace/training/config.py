@@ -34,6 +34,13 @@ class TrainConfig:
         augment: apply ``augmentation`` on the fly. val_fraction: part of the training split kept for
             validation (stratified, fixed by ``seed``). num_threads: CPU threads for torch (0 = torch's default).
         eval_batch_size: batch size for validation and embedding.
+        init: fine-tune from this trained stylespace model (a run or model folder, or a shipped name such as
+            ``default``): its backbone and embedding head, with a new classifier for the catalog's classes;
+            empty = a new model from the model config.
+        freeze_backbone_epochs: the first epochs train everything but the backbone (a new classifier settles
+            before its gradients reach features that are already good).
+        backbone_lr_factor: the backbone learns at ``lr`` times this (below 1 when fine-tuning: keep most of
+            what the parent learnt).
     """
 
     objective: str = "ce"
@@ -59,6 +66,9 @@ class TrainConfig:
     val_fraction: float = 0.05
     num_threads: int = 0
     eval_batch_size: int = 512
+    init: str = ""
+    freeze_backbone_epochs: int = 0
+    backbone_lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
@@ -93,6 +103,9 @@ class TrainConfig:
             (self.num_threads >= 0, f"num_threads must be >= 0 (0 = torch's default), got {self.num_threads}"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
             (isinstance(self.views, int) and self.views >= 1, f"views must be an integer >= 1, got {self.views}"),
+            (isinstance(self.freeze_backbone_epochs, int) and 0 <= self.freeze_backbone_epochs < self.epochs,
+             f"freeze_backbone_epochs must be an integer in [0, epochs={self.epochs}), got {self.freeze_backbone_epochs}"),
+            (0 < self.backbone_lr_factor <= 10, f"backbone_lr_factor must be in (0, 10], got {self.backbone_lr_factor}"),
             ("instance" not in parse_objective(self.objective) or (self.views >= 2 and self.augment),
              f"the instance term compares augmented views of each item: it needs views >= 2 and augmentation "
              f"on, got views={self.views}, augment={self.augment}"),

@@ -8,6 +8,9 @@
   cores; its stride-4 stem keeps indexing and single-image search fast on a CPU.
 - ``packshot``: the recipe of the default model before (cross-entropy on lightly augmented packshots,
   24 epochs, about 30 minutes), kept to compare against.
+- ``finetune``: fine-tuning a trained model (``--init default``) on a small catalog of your own: the
+  ``default`` recipe at a third of the learning rate for 20 epochs, the backbone at 0.3 x that, frozen for
+  the first 2 epochs while the new (imprinted) classifier settles.
 - ``gpu``: a larger model and longer schedule for one modern GPU (a few minutes on an H100).
 """
 from __future__ import annotations
@@ -37,6 +40,14 @@ PRESETS: dict[str, tuple[dict, dict]] = {
              embed_layer="features"),
         dict(objective="ce", epochs=24, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle",
              loss=dict(label_smoothing=0.1)),
+    ),
+    "finetune": (  # with --init: the architecture is the parent's; only the training settings apply
+        {},
+        dict(objective="ce+instance:0.5", views=2, epochs=20, batch_size=64, lr=1e-3, schedule="onecycle",
+             sampler="shuffle", freeze_backbone_epochs=2, backbone_lr_factor=0.3, patience=0,
+             loss=dict(label_smoothing=0.1, temperature=0.1),
+             augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
+                               padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
     ),
     "gpu": (
         dict(backbone="compact", width=48, depth=(2, 2, 2, 2), stem_stride=2, embedding_dim=128, classifier="cosine"),
