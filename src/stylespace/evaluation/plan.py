@@ -141,3 +141,21 @@ def scenario_split(manifest, number: int) -> tuple[SplitManifest, SplitManifest]
     if own is not None:
         return own(number)
     return plan_for(manifest).sets(manifest, number)
+
+
+def known_class_sets(manifest) -> tuple[SplitManifest, SplitManifest]:
+    """(support, queries) of the known classes: 004's scenario 2, else scenario 1 (empty when nothing scores)."""
+    try:
+        plan = plan_for(manifest)
+    except StylespaceError:
+        return SplitManifest([], manifest.config), SplitManifest([], manifest.config)
+    return plan.sets(manifest, plan.hierarchy_scenario)
+
+
+def all_class_sets(manifest) -> tuple[SplitManifest, SplitManifest]:
+    """(support, queries) with every test item as a query: scenario 4, else the broadest the split has."""
+    try:
+        plan = plan_for(manifest)
+    except StylespaceError:
+        return SplitManifest([], manifest.config), SplitManifest([], manifest.config)
+    return plan.sets(manifest, plan.broadest.number)

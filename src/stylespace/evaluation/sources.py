@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 
 from stylespace.data import Catalog, SplitManifest, load_catalog, load_image_array
 from stylespace.embeddings import Embeddings, embed_catalog, predict_classes
+from stylespace.evaluation.plan import plan_for
 from stylespace.evaluation.protocol import evaluate
 from stylespace.evaluation.report import EvaluationConfig, EvaluationReport
 from stylespace.evaluation.vectors import VectorTable
@@ -110,12 +111,21 @@ class SplitEvaluator:
     def vectors(self, source: Path) -> tuple[Embeddings, tuple[list[str], list[str]] | None, list[str] | None]:
         """(embeddings, the classifier head's (true, predicted) labels on main test or None, their ids or None)
         of a model folder or an embeddings file."""
-        if source.is_dir():
+        from stylespace.models import resolve_model_dir
+
+        if resolve_model_dir(source).is_dir():  # a folder, or a shipped model's name (default)
             return self._embed_with_model(source)
         if source.suffix == ".npz":
             return Embeddings.load(source), None, None
         raise StylespaceError(f"{source}: expected a model folder (model.safetensors + model.json) or an embeddings "
                               ".npz written by `stylespace embed`")
+
+    def _head_applies(self, classes: list[str]) -> bool:
+        """Task 1 scores a classifier head trained on this split's classes; the head of a model trained on
+        other classes (the shipped model on your own catalog) would be scored on labels it cannot give."""
+        group, split = plan_for(self.manifest).head_part
+        trained = set(self.manifest.select(group=group, split="train").labels)
+        return bool(trained) and trained <= set(classes)
 
     def _embed_with_model(self, folder: Path):
         from stylespace.models import load_model
@@ -124,9 +134,9 @@ class SplitEvaluator:
         catalog = self.catalog()
         embeddings = embed_catalog(model, catalog, batch_size=self.batch_size, device=self.device,
                                    progress=self.progress)
-        if model.classifier is None:
+        if model.classifier is None or not self._head_applies(model.classes):
             return embeddings, None, None
-        main_test = self.manifest.select(group="main", split="test")
+        main_test = self.manifest.select(*plan_for(self.manifest).head_part)
         array = load_image_array(catalog, size=tuple(model.config.input_size), progress=self.progress)
         ids = [i for i in main_test.ids if i not in array.failed]
         truth = dict(zip(main_test.ids, main_test.labels))

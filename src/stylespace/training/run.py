@@ -96,10 +96,10 @@ class ParentModel:
         not push good features around. A linear classifier keeps its random start."""
         if model.classifier is None or model.config.classifier != "cosine":
             return
-        from stylespace.training.augment import to_float
+        from stylespace.models.inputs import as_model_input
 
         model.eval()
-        embedded = [torch.nn.functional.normalize(model(to_float(torch.from_numpy(np.ascontiguousarray(
+        embedded = [torch.nn.functional.normalize(model(as_model_input(torch.from_numpy(np.ascontiguousarray(
             pixels[start:start + batch_size])))), dim=1) for start in range(0, len(pixels), batch_size)]
         embedded = torch.cat(embedded)
         weight = model.classifier.weight
