@@ -141,7 +141,7 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
     if config.schedule == "onecycle" and total >= 4:  # torch's one-cycle needs a few steps per phase
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                                                    total_steps=total,
-                                                   pct_start=min(0.5, max(warmup, 1) / total))
+                                                   pct_start=min(0.5, max(warmup, 2) / total))  # a 1-step warm phase divides by 0
 
     def factor(step: int) -> float:
         if step < warmup:
