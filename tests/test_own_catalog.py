@@ -79,7 +79,7 @@ def test_plan_for_each_layout_and_an_error_naming_what_is_missing(tmp_path):
     assert plan_for(held_out).layout == "held-out classes" and plan_for(held_out).numbers == (1, 3, 4)
     assert plan_for(held_out).broadest.number == 4
     only_train = stratified_split(catalog, {"train": 1.0})
-    with pytest.raises(StylespaceError, match="nothing to score: it has no a test part") as error:
+    with pytest.raises(StylespaceError, match="nothing to score: it lacks a test part") as error:
         plan_for(only_train, "split.csv")
     assert "all/train" in str(error.value) and "--stratified" in str(error.value)
 

@@ -129,7 +129,7 @@ def _nothing_to_score(source: str, parts: collections.Counter) -> str:
         lack = "a train or support part (the labelled items that answer the queries)"
     else:
         lack = "a support part and a test part in the same group (main, new or all)"
-    return (f"{source}: nothing to score: it has no {lack}; its parts: {have}. Make a split with one, e.g. "
+    return (f"{source}: nothing to score: it lacks {lack}; its parts: {have}. Make a split with one, e.g. "
             "`stylespace split CATALOG --stratified train=0.7,val=0.1,test=0.2 -o split.csv` (support = train, "
             "queries = test), or 004's protocol with `stylespace split CATALOG -o split.csv`")
 

@@ -60,6 +60,7 @@ class SplitEvaluator:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        plan_for(self.manifest, str(self.split_path))  # a split with nothing to score fails here, before embedding
         self._catalog: Catalog | None = None
         self._copy_groups: tuple[list[list[str]], str] | None = None
         self._pairs = None
@@ -103,6 +104,8 @@ class SplitEvaluator:
             pairs_source=str(self.pairs_path) if self.pairs_path else "", head=head, head_ids=head_ids,
             copies=groups, copies_source=groups_source, log=log)
         report.seconds = {**seconds, **report.seconds}
+        if embeddings.meta.get("head_note"):
+            report.notes.append(embeddings.meta["head_note"])
         failed = embeddings.meta.get("failed") or {}
         if failed:
             report.notes.append(f"{len(failed)} images failed to decode and have no vector")
@@ -134,7 +137,11 @@ class SplitEvaluator:
         catalog = self.catalog()
         embeddings = embed_catalog(model, catalog, batch_size=self.batch_size, device=self.device,
                                    progress=self.progress)
-        if model.classifier is None or not self._head_applies(model.classes):
+        if model.classifier is None:
+            return embeddings, None, None
+        if not self._head_applies(model.classes):
+            embeddings.meta["head_note"] = (f"task 1 not measured: {folder.name}'s classifier knows {len(model.classes)} "
+                                            "other classes, not this split's training classes")
             return embeddings, None, None
         main_test = self.manifest.select(*plan_for(self.manifest).head_part)
         array = load_image_array(catalog, size=tuple(model.config.input_size), progress=self.progress)
