@@ -48,7 +48,7 @@ def load_backbone(spec: str, input_size: tuple[int, int] = (80, 60), weights: st
         torch.manual_seed(seed)
         model = models.build_model(dataclasses.replace(config, embedding_dim=feature_dim))
         return model.eval(), f"{spec} ({'weights ' + weights if weights else 'untrained'})"
-    path = Path(spec)
+    path = models.resolve_model_dir(spec)
     if not path.is_dir():
         raise StylespaceError(f"backbone {spec!r}: expected a model run folder (with model.json) or one of "
                               f"{', '.join(models.BACKBONES)}")

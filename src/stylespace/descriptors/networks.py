@@ -162,7 +162,9 @@ class ModelFeatures:
 
         self.objective = ""
         if isinstance(model, (str, os.PathLike)):
-            folder = Path(model)
+            from stylespace.models import resolve_model_dir
+
+            folder = resolve_model_dir(model)  # a folder, or a shipped model's name (default)
             if not (folder / "model.json").is_file():
                 raise StylespaceError(f"{folder}: no model.json here; expected a run or model folder written by "
                                       "`stylespace train`")

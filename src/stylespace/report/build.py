@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from stylespace.data import ImageArray, SplitManifest
+from stylespace.evaluation.plan import all_class_sets, known_class_sets
 from stylespace.report import analysis
 from stylespace.report import figures as draw
 from stylespace.report.html import ReportFigure, Section, Table, render_html
@@ -320,7 +321,7 @@ def section_confusion(ctx: ReportContext, test_maps: TestMaps) -> Section:
                       "classes. The reading compares, per class pair, how often the two are confused with how "
                       f"much they overlap on the test maps (overlap: mean fraction of an item's {cfg.overlap_k} "
                       "nearest map neighbours that belong to the other class, averaged both ways).")
-    support_manifest, query_manifest = ctx.manifest.scenario(2)
+    support_manifest, query_manifest = known_class_sets(ctx.manifest)
     support = ctx.labelled("support", support_manifest, classes=ctx.map_classes)
     query = ctx.labelled("test", query_manifest, classes=ctx.map_classes)
     if len(support) == 0 or len(query) == 0:
@@ -443,7 +444,7 @@ def section_hierarchy(ctx: ReportContext) -> Section:
                       "Scenario 2 on all main classes, without retraining: the 1-NN classifier scored on the "
                       "article type and on the coarser subCategory and masterCategory of each item (seed 004 "
                       "task 4 step 4). With 1-NN, voting on coarse labels and mapping the fine prediction up agree.")
-    support_manifest, query_manifest = ctx.manifest.scenario(2)
+    support_manifest, query_manifest = known_class_sets(ctx.manifest)
     if len(support_manifest) == 0 or len(query_manifest) == 0:
         section.missing.append("scenario 2 needs main support and main test items; this split has none")
         return section
@@ -523,7 +524,7 @@ def _risk_coverage(ctx: ReportContext, section: Section) -> None:
     from stylespace.recommend import calibrate
 
     cfg = ctx.config
-    support_manifest, query_manifest = ctx.manifest.scenario(4)
+    support_manifest, query_manifest = all_class_sets(ctx.manifest)
     if len(support_manifest) == 0 or len(query_manifest) == 0:
         section.missing.append("error rate vs coverage: scenario 4 needs support and test items (a protocol "
                                f"split); this split has {len(support_manifest)} and {len(query_manifest)}")
@@ -578,7 +579,7 @@ def verification_pairs(ctx: ReportContext) -> PairSet:
         second = np.array([index[p[1]] for p in pairs])
         same = np.array([bool(p[2]) for p in pairs])
         return PairSet(store, ids, first, second, same, f"{len(pairs):,} labelled pairs from the pairs file")
-    _, query = ctx.manifest.scenario(4)
+    _, query = all_class_sets(ctx.manifest)
     source = "scenario 4 test items (main + new test)"
     if len(query) == 0:
         query, source = ctx.split("test"), "test items"

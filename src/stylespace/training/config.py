@@ -34,6 +34,13 @@ class TrainConfig:
         augment: apply ``augmentation`` on the fly. val_fraction: part of the training split kept for
             validation (stratified, fixed by ``seed``). num_threads: CPU threads for torch (0 = torch's default).
         eval_batch_size: batch size for validation and embedding.
+        init: fine-tune from this trained stylespace model (a run or model folder, or a shipped name such as
+            ``default``): its backbone and embedding head, with a new classifier for the catalog's classes;
+            empty = a new model from the model config.
+        freeze_backbone_epochs: the first epochs train everything but the backbone (a new classifier settles
+            before its gradients reach features that are already good).
+        backbone_lr_factor: the backbone learns at ``lr`` times this (below 1 when fine-tuning: keep most of
+            what the parent learnt).
     """
 
     objective: str = "ce"
@@ -59,6 +66,9 @@ class TrainConfig:
     val_fraction: float = 0.05
     num_threads: int = 0
     eval_batch_size: int = 512
+    init: str = ""
+    freeze_backbone_epochs: int = 0
+    backbone_lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
@@ -87,6 +97,9 @@ class TrainConfig:
             at_least("eval_batch_size", self.eval_batch_size, 1),
             at_least("views", self.views, 1),
             in_range("balance_power", self.balance_power, 0, 1),
+            in_range("freeze_backbone_epochs", self.freeze_backbone_epochs, 0, self.epochs, "[)", integer=True,
+                     note="epochs that train everything but the backbone, fewer than epochs"),
+            in_range("backbone_lr_factor", self.backbone_lr_factor, 0, 10, "(]"),
             ("instance" not in terms or (is_number(self.views) and self.views >= 2 and self.augment),
              f"the instance term compares augmented views of each item: it needs views >= 2 and augmentation "
              f"on, got views={self.views}, augment={self.augment}"),
