@@ -16,7 +16,7 @@ from stylespace.evaluation.classification import ClassificationMetrics
 from stylespace.evaluation.hierarchy import HierarchyResult
 from stylespace.evaluation.pairs import PairVerification
 from stylespace.evaluation.retrieval import RetrievalMetrics
-from stylespace.evaluation.scenarios import DESCRIPTIONS, OpenSetResult, ScenarioResult
+from stylespace.evaluation.scenarios import SCENARIO_NUMBERS, OpenSetResult, ScenarioResult
 from stylespace.evaluation.search import METRICS
 from stylespace.utils import StylespaceError, at_least, each, in_range, one_of, some_of, to_jsonable, validate, write_json
 
@@ -57,7 +57,7 @@ class EvaluationConfig:
             one_of("metric", self.metric, METRICS),
             each("knn_k", self.knn_k, 1, empty_ok=True),
             (bool(self.knn_k) or self.prototypes, "no classifier to evaluate: give at least one knn k or keep prototypes"),
-            some_of("scenarios", self.scenarios, tuple(DESCRIPTIONS), empty_ok=True),
+            some_of("scenarios", self.scenarios, SCENARIO_NUMBERS, empty_ok=True),
             some_of("retrieval_sets", self.retrieval_sets, RETRIEVAL_SETS, empty_ok=True),
             each("retrieval_ks", self.retrieval_ks, 1, empty_ok=True),
             at_least("max_r", self.max_r, 1, none_ok=True, note="None: no cap"),

@@ -30,6 +30,10 @@ from stylespace.evaluation.vectors import VectorTable
 from stylespace.utils import StylespaceError, one_of, validate
 
 
+# 004's four scenarios; which of them a split can be scored on depends on its layout (evaluation.plan)
+SCENARIO_NUMBERS = (1, 2, 3, 4)
+
+
 @dataclasses.dataclass
 class ScenarioResult:
     """One scenario: set sizes, items without a vector, and metrics per classifier name."""
@@ -63,7 +67,7 @@ def evaluate_scenarios(table: VectorTable, manifest, classifiers: Sequence[Suppo
     out = []
     plan = plan_for(manifest)
     for number in scenarios:
-        validate([one_of("scenario", number, (1, 2, 3, 4))])
+        validate([one_of("scenario", number, SCENARIO_NUMBERS)])
         description = plan.scenario(number).description
         (X_s, y_s), (X_q, y_q), missing = scenario_sets(table, manifest, number)
         results = evaluate_support_set(classifiers, X_s, y_s, X_q, y_q)
