@@ -19,6 +19,7 @@ from stylespace.index import structures
 from stylespace.index.catalog_index import CatalogIndex, Hit
 from stylespace.recommend.combined import CombinedScore, cross_fitted
 from stylespace.recommend.junk import JUNK_REASONS, UNSURE, JunkRule
+from stylespace.recommend.plot import plot_risk_coverage
 from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
 from stylespace.recommend.saved import SavedCalibration, load_calibration, save_calibration
 from stylespace.recommend.scores import (ConfidenceScore, LocalAccuracy, NeighbourContext, default_scores,
@@ -224,9 +225,8 @@ class Calibration:
                                     self.point.threshold, self.n_items, JunkRule.from_index(index))
 
     def plot(self, path: str | Path, top: int = 4) -> Path:
-        from stylespace.recommend.plot import plot_risk_coverage
-
-        return plot_risk_coverage(self, path, top)
+        return plot_risk_coverage(self.curves, self.chosen, self.point, path,
+                                  f"Top-{self.n_items} recommendations on {self.n_queries:,} queries", top)
 
 
 def correct_recommendations(index: CatalogIndex, keys: np.ndarray, query_labels: Sequence[str]) -> np.ndarray:

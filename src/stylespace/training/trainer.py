@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from stylespace.models import EmbeddingModel, save_model
-from stylespace.training.augment import BatchAugment, to_float
+from stylespace.models.inputs import as_model_input
+from stylespace.training.augment import BatchAugment
 from stylespace.training.config import TrainConfig
 from stylespace.training.history import plot_learning_curves, write_history_csv
 from stylespace.training.objectives import Objective, build_objective
@@ -92,7 +93,7 @@ def evaluate(model: EmbeddingModel, objective: Objective, pixels: torch.Tensor, 
     model.eval()
     embeddings, logits, losses, weights = [], [], [], []
     for start in range(0, len(labels), batch_size):
-        x = to_float(pixels[start:start + batch_size].to(device, non_blocking=True))
+        x = as_model_input(pixels[start:start + batch_size].to(device, non_blocking=True))
         y = labels[start:start + batch_size].to(device)
         emb = model(x.contiguous(memory_format=torch.channels_last)).float()
         out = model.classify(emb) if model.classifier is not None else None
@@ -294,7 +295,7 @@ def train_epoch(model: EmbeddingModel, objective: Objective, optimizer, schedule
         if augment is not None:
             x = torch.cat([augment(batch, boost, generator) for _ in range(views)])
         else:
-            x = to_float(batch).repeat(views, 1, 1, 1)
+            x = as_model_input(batch).repeat(views, 1, 1, 1)
         instances = torch.arange(len(y), device=y.device).repeat(views) if views > 1 else None
         y = y.repeat(views)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
