@@ -35,6 +35,7 @@ def demo_cmd(
 ) -> None:
     from stylespace.data import load_catalog, load_image_array
     from stylespace.index import CatalogIndex
+    from stylespace.recommend import load_calibration
     from stylespace.models import load_model, model_id
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def demo_cmd(
     step.run("calibrate the recommendation threshold (scenario 4 queries, 5 % error)",
              ["calibrate-threshold", str(index_dir), "--queries", str(split), "--catalog", str(catalog),
               "--plot", str(workdir / "risk_coverage.png")],
-             skip=not stale and not redo and CatalogIndex.open(index_dir).config.calibration is not None)
+             skip=not stale and not redo and load_calibration(CatalogIndex.open(index_dir)) is not None)
 
     report_dir = workdir / "report"
     step.run("report", ["report", str(model_dir), "--split", str(split), "--catalog", str(catalog),

@@ -26,7 +26,7 @@ import numpy as np
 
 from stylespace.index import structures
 from stylespace.index.backend import IndexBackend, IndexMarker, ItemRows, backend_class
-from stylespace.index.config import CONFIG_FILE, FORMAT_VERSION, IndexConfig
+from stylespace.index.config import CONFIG_FILE, FORMAT_VERSION, LEGACY_CALIBRATION_FIELDS, IndexConfig
 from stylespace.utils import StylespaceError, dataclass_from_dict
 
 
@@ -183,7 +183,7 @@ class CatalogIndex:
     # --- what it holds ---------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return self.config.count
+        return self.backend.count()
 
     def __contains__(self, item_id: str) -> bool:
         return bool(self.items.find([item_id]))
@@ -224,12 +224,7 @@ class CatalogIndex:
         """Stored vectors of ``keys`` (any shape) -> ``keys.shape + (D,)``, normalised for cosine (what a
         search takes as a query; a whitened index transforms them further, see :meth:`search_space`);
         NaN rows for -1."""
-        keys = np.asarray(keys, dtype=np.int64)
-        raw = self.items.vectors(keys, self.config.dim).reshape(-1, self.config.dim)
-        valid = ~np.isnan(raw).any(axis=1)
-        if self.config.metric == "cosine" and valid.any():
-            raw[valid] = structures.prepare_vectors(raw[valid], "cosine")
-        return raw.reshape(*keys.shape, self.config.dim)
+        return self.backend.vectors(np.asarray(keys, dtype=np.int64))
 
     def search_space(self, vectors: np.ndarray) -> np.ndarray:
         """(N, D) vectors as stored (see :meth:`vectors_of_keys`) -> as searches compare them: whitened and
@@ -352,6 +347,8 @@ class CatalogIndex:
             for key, similarity in zip(keys, similarities):
                 if key < 0:
                     break
+                if int(key) not in rows:  # purged by a second rebuild since this handle last refreshed
+                    continue
                 item_id, source, label, meta = rows[int(key)]
                 hits.append(Hit(item_id, _report_score(float(similarity), self.config.metric, metric), meta, label, source))
             out.append(hits)
@@ -566,6 +563,10 @@ def read_config(folder: Path) -> IndexConfig:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise StylespaceError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(data, dict) and any(name in data for name in LEGACY_CALIBRATION_FIELDS):
+        legacy = {name: data.pop(name) for name in LEGACY_CALIBRATION_FIELDS if name in data}
+        if legacy.get("threshold") is not None or legacy.get("confidence"):
+            data["legacy_calibration"] = legacy
     return dataclass_from_dict(IndexConfig, data, source=str(path)).validate()
 
 

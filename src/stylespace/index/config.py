@@ -17,6 +17,8 @@ COMPRESSED_KINDS = ("ivf-pq", "hnsw-sq8")
 BACKENDS = ("faiss", "milvus")
 METRICS = ("cosine", "euclidean")
 CONFIG_FILE = "index.json"
+# index.json fields of the recommendation's calibration in indexes made before it moved beside the index
+LEGACY_CALIBRATION_FIELDS = ("confidence", "confidence_params", "threshold", "calibration_file", "calibration")
 FORMAT_VERSION = 2
 
 
@@ -59,8 +61,9 @@ class IndexConfig:
         typicality: how the catalog's own items sit in it, measured when the structure was made or rebuilt
             (percentiles of each item's similarity to its nearest other item, and of its whitened distance
             from the catalog's centre; see ``structures.typicality``): the junk test's floors.
-        confidence, confidence_params, threshold, calibration_file, calibration: only read, from indexes made
-            before the recommendation's calibration moved beside the index (``stylespace.recommend.saved``).
+        legacy_calibration: what an index made before the recommendation's calibration moved beside it
+            (``stylespace.recommend.saved``) held in its index.json (confidence, confidence_params, threshold,
+            calibration_file, calibration); read until the index is calibrated again, empty otherwise.
         generation: the current generation (a build or rebuild); items_file: the item store; faiss_file: the
             FAISS structure of this generation, as of store revision ``structure_revision`` (its last key
             ``structure_last_key``); base_revision: the store revision the generation was built at.
@@ -93,11 +96,7 @@ class IndexConfig:
     recall_at_10: float | None = None
     view_version: int = 0
     typicality: dict = dataclasses.field(default_factory=dict)
-    confidence: str = ""
-    confidence_params: dict = dataclasses.field(default_factory=dict)
-    threshold: float | None = None
-    calibration_file: str = ""
-    calibration: dict = dataclasses.field(default_factory=dict)
+    legacy_calibration: dict = dataclasses.field(default_factory=dict)
     space_version: int = 0
     generation: int = 0
     items_file: str = ""
@@ -138,8 +137,6 @@ class IndexConfig:
         if len(size) != 2 or any(not isinstance(v, int) or v < 1 for v in size):
             raise StylespaceError(f"index input_size must be (H, W) in pixels, got {self.input_size!r}")
         self.input_size = (int(size[0]), int(size[1]))
-        if self.threshold is not None and (not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold)):
-            raise StylespaceError(f"index threshold must be a number, got {self.threshold!r}")
         if self.version > FORMAT_VERSION:
             raise StylespaceError(f"index format version {self.version} is newer than this stylespace understands "
                                   f"({FORMAT_VERSION}); upgrade stylespace")

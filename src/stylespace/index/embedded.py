@@ -585,7 +585,7 @@ def upgrade(folder: Path, config: IndexConfig) -> None:
                     [r[2] for r in found])
     fresh = dataclasses.replace(config, version=FORMAT_VERSION, metadata_columns=list(config.metadata_columns))
     old_files = [config.items_file, config.faiss_file]
-    EmbeddedBackend.create(folder, fresh, rows, vectors, None, measure_recall=True, keys=keys).close()
+    EmbeddedBackend.create(folder, fresh, rows, vectors, config, measure_recall=True, keys=keys).close()
     for name in old_files:
         with contextlib.suppress(FileNotFoundError):
             (Path(folder) / name).unlink()

@@ -26,6 +26,7 @@ from stylespace.recommend.saved import (
     CALIBRATION_FILE,
     SavedCalibration,
     calibration_stamp,
+    calibration_summary,
     load_calibration,
     save_calibration,
 )
@@ -41,6 +42,6 @@ from stylespace.recommend.selective import (
 __all__ = [
     "CALIBRATION_FILE", "Calibration", "CombinedScore", "ConfidenceScore", "DensityRatio", "JunkRule", "LocalAccuracy", "Margin", "MeanSimilarity", "NeighbourAgreement",
     "NeighbourContext", "NeighbourhoodOverlap", "OperatingPoint", "Reciprocity", "Recommendation",
-    "RiskCoverage", "SavedCalibration", "calibration_stamp", "load_calibration", "save_calibration", "SelectiveRecommender", "TopSimilarity", "calibrate", "correct_recommendations",
+    "RiskCoverage", "SavedCalibration", "calibration_stamp", "calibration_summary", "load_calibration", "save_calibration", "SelectiveRecommender", "TopSimilarity", "calibrate", "correct_recommendations",
     "default_scores", "risk_coverage", "saved_score", "score_by_name",
 ]

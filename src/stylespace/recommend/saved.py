@@ -123,11 +123,12 @@ def load_calibration(index: CatalogIndex) -> SavedCalibration | None:
         except json.JSONDecodeError as exc:
             raise StylespaceError(f"{path}: not valid JSON ({exc}); run `stylespace calibrate-threshold` again") from None
         return dataclass_from_dict(SavedCalibration, data, source=str(path))
-    config = index.config
-    if config.threshold is None and not config.confidence:
+    legacy = index.config.legacy_calibration
+    if not legacy:
         return None
-    return SavedCalibration(config.confidence, config.threshold, dict(config.confidence_params),
-                            dict(config.calibration), config.calibration_file,
+    return SavedCalibration(str(legacy.get("confidence") or ""), legacy.get("threshold"),
+                            dict(legacy.get("confidence_params") or {}), dict(legacy.get("calibration") or {}),
+                            str(legacy.get("calibration_file") or ""),
                             {"generation": 0, "revision": 0, "space_version": 0})
 
 
@@ -139,3 +140,14 @@ def calibration_stamp(folder: str | Path) -> tuple | None:
     except FileNotFoundError:
         return None
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+def calibration_summary(index: CatalogIndex) -> dict:
+    """The calibration saved beside ``index`` as plain JSON-ready values (``stylespace index info``): the
+    score, threshold and figures, whether a rebuild since made it out of date, and whether items changed."""
+    saved = load_calibration(index)
+    if saved is None:
+        return {"confidence": "", "threshold": None, "calibration": {}, "calibration_outdated": False,
+                "calibration_items_changed": False}
+    return {"confidence": saved.confidence, "threshold": saved.threshold, "calibration": saved.calibration,
+            "calibration_outdated": saved.outdated(index), "calibration_items_changed": saved.changed_items(index)}
