@@ -81,8 +81,6 @@ class IndexBackend(Protocol):
     # items
     def find(self, ids: Sequence[str]) -> dict[str, int]: ...
 
-    def keys_of(self, ids: Sequence[str]) -> np.ndarray: ...
-
     def rows(self, keys) -> dict[int, tuple[str, str, str | None, dict]]: ...
 
     def labels(self, keys: np.ndarray) -> np.ndarray: ...
@@ -107,6 +105,35 @@ class IndexBackend(Protocol):
     def catch_up(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+class BackendPosition:
+    """Where a backend handle stands, the same for every backend: it keeps ``config``, ``revision``,
+    ``stale`` (keys searches skip) and ``_count`` (live items) current as it catches up."""
+
+    config: IndexConfig
+    revision: int
+    stale: np.ndarray
+    _count: int
+
+    @property
+    def marker(self) -> IndexMarker:
+        return IndexMarker(self.config.generation, self.revision, self.config.space_version)
+
+    def count(self) -> int:
+        return self._count
+
+    def stale_count(self) -> int:
+        return len(self.stale)
+
+
+def keys_in_order(found: Mapping[str, int], ids: Sequence[str]) -> np.ndarray:
+    """(N,) int64 keys of ``ids`` from ``found`` (id -> key), in order; an unknown id is an error naming it."""
+    missing = [i for i in ids if i not in found]
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:5])
+        raise StylespaceError(f"{len(missing)} id(s) not in the index: {shown}{' ...' if len(missing) > 5 else ''}")
+    return np.array([found[i] for i in ids], dtype=np.int64)
 
 
 def backend_class(name: str):

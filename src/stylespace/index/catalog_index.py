@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from stylespace.index import structures
-from stylespace.index.backend import IndexBackend, IndexMarker, ItemRows, backend_class
+from stylespace.index.backend import IndexBackend, IndexMarker, ItemRows, backend_class, keys_in_order
 from stylespace.index.config import CONFIG_FILE, FORMAT_VERSION, LEGACY_CALIBRATION_FIELDS, IndexConfig
 from stylespace.utils import StylespaceError, dataclass_from_dict
 
@@ -96,7 +96,7 @@ class CatalogIndex:
 
     @property
     def items(self) -> IndexBackend:
-        """The items (``find``, ``rows``, ``labels``, ``labelled_count``, ``keys_of``, ``all_ids``)."""
+        """The items (``find``, ``rows``, ``labels``, ``labelled_count``, ``all_ids``)."""
         return self.backend
 
     @property
@@ -214,7 +214,8 @@ class CatalogIndex:
 
     def keys_of(self, ids: Sequence[str]) -> np.ndarray:
         """(N,) int64 keys of item ids (stable for an item's whole life in the index)."""
-        return self.items.keys_of(list(ids))
+        ids = list(ids)
+        return keys_in_order(self.backend.find(ids), ids)
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """(N, D) the stored vectors of item ids, normalised for cosine (usable as queries)."""

@@ -49,7 +49,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from stylespace.index import structures
-from stylespace.index.backend import IndexMarker, ItemRows
+from stylespace.index.backend import BackendPosition, ItemRows
 from stylespace.index.config import CONFIG_FILE, IndexConfig
 from stylespace.index.items import ItemStore
 from stylespace.utils import StylespaceError, write_json
@@ -155,7 +155,7 @@ class VectorFile:
                 yield keys, vectors
 
 
-class EmbeddedBackend:
+class EmbeddedBackend(BackendPosition):
     """The ``faiss`` backend: see the module docstring.
 
     A handle holds the structure at store revision :attr:`revision` (items up to key :attr:`last_key`),
@@ -267,16 +267,6 @@ class EmbeddedBackend:
 
     # --- where it stands ---------------------------------------------------------------------------------
 
-    @property
-    def marker(self) -> IndexMarker:
-        return IndexMarker(self.config.generation, self.revision, self.config.space_version)
-
-    def count(self) -> int:
-        return self._count
-
-    def stale_count(self) -> int:
-        return len(self.stale)
-
     def catch_up(self) -> bool:
         """Apply what other handles committed since this one's revision; returns whether anything changed."""
         return self._catch_up(initial=False)
@@ -330,9 +320,6 @@ class EmbeddedBackend:
 
     def find(self, ids: Sequence[str]) -> dict[str, int]:
         return self.store.find(ids)
-
-    def keys_of(self, ids: Sequence[str]) -> np.ndarray:
-        return self.store.keys_of(ids)
 
     def rows(self, keys) -> dict:
         return self.store.rows(keys)
@@ -416,19 +403,7 @@ class EmbeddedBackend:
             return structures.search_structure(self.structure, self.config, queries, fetch)
         wide = min(int(self.structure.ntotal), fetch * self.config.rerank)
         _, candidates = structures.search_structure(self.structure, self.config, queries, wide)
-        valid = candidates >= 0
-        exact = self.vectors(candidates)  # (Q, wide, D) prepared; NaN rows for -1
-        exact[~valid] = 0.0
-        searched = structures.search_space(self.structure, exact.reshape(-1, self.config.dim))
-        searched_queries = structures.search_space(self.structure, queries)
-        sims = structures.similarities(np.asarray(searched_queries), np.asarray(searched).reshape(exact.shape),
-                                       self.config.metric)
-        sims[~valid] = -np.inf
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
-        keys = np.take_along_axis(candidates, order, axis=1)
-        sims = np.take_along_axis(sims, order, axis=1)
-        sims[keys < 0] = np.nan
-        return sims, keys
+        return structures.rerank(self.structure, self.config, queries, candidates, self.vectors(candidates), fetch)
 
     def _allowed(self, where: Mapping[str, list[str]] | None) -> np.ndarray | None:
         """Sorted keys that pass ``where`` (None = no filter), cached per filter until the next change."""

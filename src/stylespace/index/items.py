@@ -163,15 +163,6 @@ class ItemStore:
                            (json.dumps(list(ids)), self.last_key, self.revision))
         return {item_id: int(key) for item_id, key in rows}
 
-    def keys_of(self, ids: Sequence[str]) -> np.ndarray:
-        """(N,) int64 keys of ``ids``, in order; an unknown id is an error naming it."""
-        found = self.find(ids)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            shown = ", ".join(repr(i) for i in missing[:5])
-            raise StylespaceError(f"{len(missing)} id(s) not in the index: {shown}{' ...' if len(missing) > 5 else ''}")
-        return np.array([found[i] for i in ids], dtype=np.int64)
-
     def rows(self, keys: Sequence[int]) -> dict[int, tuple[str, str, str | None, dict]]:
         """key -> (id, source, label, meta) for ``keys`` (keys a search returned at the pinned revision)."""
         rows = self._query(f"SELECT key, id, source, label, meta FROM items WHERE {_KEYS_IN}",

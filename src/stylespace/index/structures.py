@@ -220,6 +220,23 @@ def similarities(searched_queries: np.ndarray, searched_vectors: np.ndarray, met
     return -np.linalg.norm(searched_vectors - searched_queries[:, None, :], axis=2).astype(np.float32)
 
 
+def rerank(structure, config: IndexConfig, queries: np.ndarray, candidates: np.ndarray, exact: np.ndarray,
+           fetch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``fetch`` of each query's shortlist scored again on the exact vectors: prepared ``queries``
+    (Q, D), ``candidates`` (Q, C) keys (-1 = none) and their prepared ``exact`` vectors (Q, C, D) ->
+    (similarities, keys) (Q, fetch), nearest first, in the space ``structure`` searches."""
+    valid = candidates >= 0
+    exact = np.where(valid[..., None], exact, 0.0).astype(np.float32)
+    searched = np.asarray(search_space(structure, exact.reshape(-1, config.dim))).reshape(exact.shape)
+    sims = similarities(np.asarray(search_space(structure, queries)), searched, config.metric)
+    sims[~valid] = -np.inf
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
+    keys = np.take_along_axis(candidates, order, axis=1)
+    sims = np.take_along_axis(sims, order, axis=1)
+    sims[keys < 0] = np.nan
+    return sims, keys
+
+
 def exact_neighbours(chunks, searched_queries: np.ndarray, k: int, metric: str) -> np.ndarray:
     """(Q, k) keys of the exact k nearest of ``searched_queries`` among ``chunks`` of (keys (B,), vectors
     (B, D) in the search space), one chunk in memory at a time (what recall is measured against)."""
