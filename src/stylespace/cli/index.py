@@ -59,7 +59,7 @@ def build_cmd(
     nprobe: int = typer.Option(16, help="IVF cells visited per query."),
     hnsw_m: int = typer.Option(32, help="HNSW graph degree."),
     ef_search: int = typer.Option(64, help="HNSW search beam width."),
-    pq_m: int = typer.Option(0, help="ivf-pq: bytes per vector (sub-quantisers; 0 = D / 4)."),
+    pq_m: int = typer.Option(0, help="ivf-pq: bytes per vector (sub-quantisers; 0 = D / 8)."),
     rerank: int = typer.Option(10, help="ivf-pq / hnsw-sq8: candidates per result re-ranked with exact vectors."),
     whiten: bool = typer.Option(True, help="Whiten the vectors with a PCA fitted on this catalog (no labels "
                                            "needed; needs 4 items per dimension): better neighbours and confidence."),

@@ -41,7 +41,7 @@ class IndexConfig:
         nprobe: IVF cells visited per query.
         hnsw_m: HNSW graph degree.
         ef_construction / ef_search: HNSW beam widths when building / searching.
-        pq_m: ``ivf-pq`` sub-quantisers (bytes per vector; 0 = D / 4). rerank: candidates re-ranked per result
+        pq_m: ``ivf-pq`` sub-quantisers (bytes per vector; 0 = D / 8). rerank: candidates re-ranked per result
             (``ivf-pq`` and ``hnsw-sq8``).
         whiten: whiten the vectors (a PCA whitening fitted on the catalog's own vectors, no labels) when the
             structure is made or rebuilt; needs at least 4 items per dimension, else the index is left plain.
@@ -148,10 +148,12 @@ class IndexConfig:
         return self.kind in COMPRESSED_KINDS
 
     def auto_pq_m(self) -> int:
-        """``pq_m``, or D / 4 sub-quantisers of 8 bits (64 bytes for 256 dimensions) when 0."""
+        """``pq_m``, or D / 8 sub-quantisers of 8 bits (32 bytes for 256 dimensions) when 0: FAISS trains
+        4-dimensional sub-quantisers 20 x slower than 8-dimensional ones (128 s against 5.6 s on 20,000
+        vectors here), and the exact re-ranking recovers what the coarser codes lose."""
         if self.pq_m:
             return self.pq_m
-        for m in (self.dim // 4, self.dim // 2, self.dim):
+        for m in (self.dim // 8, self.dim // 4, self.dim // 2, self.dim):
             if m >= 1 and self.dim % m == 0:
                 return m
         return self.dim

@@ -191,8 +191,10 @@ class MilvusBackend(BackendPosition):
         index_params.add_index("vector", index_type=_INDEX_TYPES[config.kind], metric_type=metric,
                                params=params[config.kind])
         index_params.add_index("raw", index_type="FLAT", metric_type="L2")
+        # Session consistency: this client reads its own writes; other processes see them within Milvus's
+        # bounded staleness (they learn that something changed from the state collection, read Strong).
         self.milvus.create_collection(self.name_of, schema=schema, index_params=index_params,
-                                      consistency_level="Strong")
+                                      consistency_level="Session")
 
     # --- where it stands ---------------------------------------------------------------------------------
 
@@ -448,5 +450,5 @@ def _read_state(milvus, collection: str) -> dict:
     name = f"{collection}_state"
     if not milvus.has_collection(name):
         return {}
-    found = milvus.query(name, filter="key == 0", output_fields=["revision", "next_key"])
+    found = milvus.query(name, filter="key == 0", output_fields=["revision", "next_key"], consistency_level="Strong")
     return {"revision": int(found[0]["revision"]), "next_key": int(found[0]["next_key"])} if found else {}

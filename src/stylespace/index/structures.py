@@ -94,6 +94,8 @@ def new_structure(config: IndexConfig, training: np.ndarray | None = None):
     """An empty FAISS index for ``config``, with its whitening fitted and its IVF cells trained on
     ``training`` (prepared vectors); see :func:`is_whitened` for whether whitening was applied."""
     faiss = _faiss()
+    # training and bulk adds use the threads a large search does (half the cores: see search_threads)
+    faiss.omp_set_num_threads(search_threads(SMALL_BATCH))
     n = 0 if training is None else len(training)
     whitening = None
     if config.whiten and n >= WHITEN_MIN_ITEMS_PER_DIM * config.dim:
