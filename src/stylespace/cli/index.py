@@ -163,6 +163,8 @@ def rebuild_cmd(
     nprobe: Optional[int] = typer.Option(None, help="IVF cells visited per query."),
     hnsw_m: Optional[int] = typer.Option(None, help="HNSW graph degree."),
     ef_search: Optional[int] = typer.Option(None, help="HNSW search beam width."),
+    pq_m: Optional[int] = typer.Option(None, help="ivf-pq: bytes per vector (0 = D / 8)."),
+    rerank: Optional[int] = typer.Option(None, help="ivf-pq / hnsw-sq8: candidates per result re-ranked exactly."),
     whiten: Optional[bool] = typer.Option(None, help="Whiten (fitted again on the items held now) or not "
                                                      "(default: unchanged)."),
     as_json: bool = JSON_OPTION,
@@ -174,7 +176,7 @@ def rebuild_cmd(
     started = time.perf_counter()
     index = CatalogIndex.open(index_dir)
     settings = {k: v for k, v in {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_search": ef_search,
-                                  "whiten": whiten}.items() if v is not None}
+                                  "pq_m": pq_m, "rerank": rerank, "whiten": whiten}.items() if v is not None}
     index.rebuild(kind=kind, metric=metric, **settings)
     result = index_summary(index)
     result["seconds"] = round(time.perf_counter() - started, 2)
