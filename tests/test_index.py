@@ -153,13 +153,11 @@ def test_queries_from_another_model_are_refused(index, data):
     with pytest.raises(StylespaceError, match=f"made by model {MODEL}"):
         index.search(vectors[:1], k=3, model_id="model-b")
 
-    class Embedded:  # what stylespace.embeddings.Embeddings carries
-        def __init__(self, vectors, model_id):
-            self.vectors, self.model_id = vectors, model_id
+    from stylespace.embeddings import Embeddings
 
     with pytest.raises(StylespaceError, match="model-b"):
-        index.search(Embedded(vectors[:1], "model-b"), k=3)
-    assert len(index.search(Embedded(vectors[:1], MODEL), k=3)[0]) == 3
+        index.search(Embeddings(["q"], vectors[:1], None, "model-b"), k=3)
+    assert len(index.search(Embeddings(["q"], vectors[:1], None, MODEL), k=3)[0]) == 3
     with pytest.raises(StylespaceError, match=f"made by model {MODEL}"):
         index.add(["new"], vectors[:1], model_id="model-b")
     with pytest.raises(StylespaceError, match="model_id"):
@@ -380,6 +378,7 @@ def test_a_process_killed_at_random_moments_never_leaves_a_half_applied_change(t
         from stylespace.index import embedded
         embedded.CHECKPOINT_MIN_CHANGES = 50
         index = CatalogIndex.open({str(folder)!r})
+        print("started", flush=True)
         def vector_of(item_id):
             return np.random.default_rng(int(item_id.split("-")[1])).normal(size={dim}).astype(np.float32)
         step = max(int(i.split("-")[1]) for i in index.ids) + 1
@@ -392,21 +391,22 @@ def test_a_process_killed_at_random_moments_never_leaves_a_half_applied_change(t
             step += 10
     """)
     rng = np.random.default_rng(0)
-    for _ in range(4):
-        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(float(rng.uniform(1.5, 3.0)))
+    for _ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert child.stdout.readline() == b"started\n", child.stderr.read().decode()  # imports take a while
+        time.sleep(float(rng.uniform(0.5, 2.0)))
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
         assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()
         index = CatalogIndex.open(folder)
         held = index.ids
         assert len(held) == len(set(held)) == len(index) and len(held) % 10 == 0 and len(held) >= 190
-        assert set(held) != set(first)  # the child got to work before it was killed
         np.testing.assert_allclose(index.vectors(held), structures.prepare_vectors(
             np.stack([vector_of(i) for i in held]), "cosine"), atol=1e-6)
         sample = held[::max(1, len(held) // 5)]
         assert [hits[0].id for hits in index.search(index.vectors(sample), k=1)] == sample
         index.close()
+    assert set(held) != set(first)  # the child got to work before it was killed
 
 
 def test_a_reader_sees_writes_of_another_handle_after_refresh(index, data):

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from stylespace.cli._options import with_engine
 from stylespace.cli._output import console, emit, out
 from stylespace.utils import StylespaceError
 
@@ -30,9 +31,10 @@ def train_cmd(
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="The catalog (Kaggle zip/folder, image tree, manifest...)."),
     split: Path = typer.Option(..., "--split", help="Split manifest from `stylespace split`; trains on main/train."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder (model, configs, history, curves, checkpoint)."),
-    preset_name: str = typer.Option("cpu", "--preset", help="Starting settings: cpu (~5 min on 2 cores), default "
-                                                             "(the shipped model, ~60 min on 2 cores), packshot "
-                                                             "(the earlier default) or gpu."),
+    preset_name: Optional[str] = typer.Option(None, "--preset", help="Starting settings: cpu (~5 min on 2 cores; the "
+                                                             "default), default (the shipped model, ~60 min on 2 "
+                                                             "cores), packshot (the earlier default), gpu, or small "
+                                                             "(28 x 28 grey images; the default up to 32 px a side)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its own settings."),
     backbone: Optional[str] = typer.Option(None, help="compact, lenet, resnet18, resnet50, vgg16 or inception_v3."),
     weights: Optional[str] = typer.Option(None, help="Local pre-trained backbone weights (torchvision .pth or .safetensors)."),
@@ -75,16 +77,17 @@ def train_cmd(
 ) -> None:
     from stylespace.cli.data import parse_size
     from stylespace.training import preset, resume_configs, train_run
-    from stylespace.training.presets import override
+    from stylespace.training.presets import default_preset, override
 
     if resume:
         model_config, train_config = resume_configs(out_dir)
         train_config = override(train_config, device=device, num_threads=threads)
         console.print(f"resuming {out_dir} with its saved settings ({model_config.backbone}, {train_config.objective})")
     else:
-        model_config, train_config = preset(preset_name)
+        size = parse_size(input_size) if input_size else None
+        model_config, train_config = preset(preset_name or default_preset(size))
         model_config = override(model_config, backbone=backbone, weights=weights, embedding_dim=embedding_dim,
-                                input_size=parse_size(input_size) if input_size else None, width=width,
+                                input_size=size, width=width,
                                 depth=_ints(depth, "--depth"), stem_stride=stem_stride, multiscale=multiscale,
                                 pooling=pooling, dropout=dropout, classifier=classifier,
                                 embed_layer=embed_layer).validate()
@@ -116,6 +119,7 @@ def train_cmd(
     emit(summary, as_json, render)
 
 
+@with_engine
 def embed_cmd(
     model_dir: Path = typer.Argument(..., metavar="MODEL", help="A model folder (a `stylespace train` run)."),
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="The catalog to embed."),

@@ -16,7 +16,6 @@ import collections
 import contextlib
 import dataclasses
 import datetime as _dt
-import json
 import math
 import os
 from pathlib import Path
@@ -24,10 +23,12 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
 from stylespace.index.backend import IndexBackend, IndexMarker, ItemRows, backend_class, keys_in_order
 from stylespace.index.config import CONFIG_FILE, FORMAT_VERSION, LEGACY_CALIBRATION_FIELDS, IndexConfig
-from stylespace.utils import StylespaceError, dataclass_from_dict
+from stylespace.index.neighbour_memo import NeighbourMemo
+from stylespace.utils import StylespaceError, dataclass_from_dict, read_json
 
 
 @dataclasses.dataclass
@@ -89,6 +90,7 @@ class CatalogIndex:
     def __init__(self, folder: Path, backend: IndexBackend):
         self.folder = Path(folder)
         self.backend = backend
+        self._neighbour_memo = NeighbourMemo()  # items' own neighbours, searched once per index state
 
     @property
     def config(self) -> IndexConfig:
@@ -289,9 +291,7 @@ class CatalogIndex:
         Returns:
             :class:`Neighbours` (Q, k); rows are padded with key -1 when fewer than k items qualify.
         """
-        if hasattr(queries, "vectors") and hasattr(queries, "model_id"):
-            model_id = model_id if model_id is not None else queries.model_id
-            queries = queries.vectors
+        queries, model_id = vectors_and_model(queries, model_id)
         self.check_model(model_id)
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise StylespaceError(f"k must be an integer >= 1, got {k!r}")
@@ -323,6 +323,9 @@ class CatalogIndex:
     def neighbours_of_keys(self, keys: np.ndarray, k: int, exclude_keys: np.ndarray | None = None) -> Neighbours:
         """The ``k`` nearest other items of catalog items given by key (M,), each never returning itself
         nor the keys in its row of ``exclude_keys`` (M, E) (-1 = nothing)."""
+        remembered = self._neighbour_memo.neighbours_of_keys(self, keys, k, exclude_keys)
+        if remembered is not None:
+            return Neighbours(*remembered, self.config.metric)
         keys = np.asarray(keys, dtype=np.int64).ravel()
         per_query = keys[:, None] if exclude_keys is None else np.concatenate(
             [keys[:, None], np.asarray(exclude_keys, dtype=np.int64).reshape(len(keys), -1)], axis=1)
@@ -408,9 +411,7 @@ class CatalogIndex:
             replace: items whose id is already in the index are replaced (new vector and key); without it
                 an existing id is an error.
         """
-        if hasattr(vectors, "vectors") and hasattr(vectors, "model_id"):
-            model_id = model_id if model_id is not None else vectors.model_id
-            vectors = vectors.vectors
+        vectors, model_id = vectors_and_model(vectors, model_id)
         if model_id is None:
             raise StylespaceError("adding items needs the model_id of the model that embedded them "
                                   f"(the index was made by {self.config.model_id})")
@@ -560,10 +561,7 @@ def read_config(folder: Path) -> IndexConfig:
     if not path.is_file():
         raise StylespaceError(f"{folder}: not an index folder (no {CONFIG_FILE}); build one with "
                               "`stylespace index MODEL CATALOG -o FOLDER`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StylespaceError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path, "IndexConfig JSON")
     if isinstance(data, dict) and any(name in data for name in LEGACY_CALIBRATION_FIELDS):
         legacy = {name: data.pop(name) for name in LEGACY_CALIBRATION_FIELDS if name in data}
         if legacy.get("threshold") is not None or legacy.get("confidence"):

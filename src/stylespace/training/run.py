@@ -1,7 +1,9 @@
 """A training run from a catalog and a split manifest: the steps `stylespace train` runs.
 
-The model trains on the manifest's main/train rows (or all/train for a stratified split); a
-validation part is carved from them, stratified by class and fixed by the seed. The run folder
+The model trains on the manifest's main/train rows (or all/train for a stratified split); it validates
+on the manifest's own val rows of that group when it has them (`stylespace split --by`, or a stratified
+split with a val part), else a validation part is carved from the training rows, stratified by class and
+fixed by the seed. The run folder
 records the split manifest's SHA-256, so an evaluation can check it uses the split the model was
 trained on.
 """
@@ -53,6 +55,11 @@ def training_rows(manifest):
     return rows
 
 
+def validation_rows(manifest, training):
+    """The manifest's own validation part: its val rows in the group of the ``training`` rows (may be empty)."""
+    return manifest.select(group=training.rows[0]["group"], split="val")
+
+
 def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.PathLike, model_config: ModelConfig,
               config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
               cache_dir: str | os.PathLike | None = None,
@@ -69,8 +76,10 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
     catalog = load_catalog(catalog_path)
     manifest = SplitManifest.load(split_manifest_path)
     rows = training_rows(manifest)
+    val_rows = validation_rows(manifest, rows)
     array = load_image_array(catalog, size=tuple(model_config.input_size), cache_dir=cache_dir, progress=progress)
-    ids, labels = rows.ids, rows.labels
+    ids, labels = rows.ids + val_rows.ids, rows.labels + val_rows.labels
+    is_val = np.array([False] * len(rows) + [True] * len(val_rows))
     unknown = [i for i in ids if i not in catalog]
     if unknown:
         raise StylespaceError(f"{split_manifest_path}: {len(unknown)} training ids are not in {catalog_path} "
@@ -79,13 +88,16 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
     dropped = len(ids) - len(usable)
     if dropped:
         log(f"{dropped} training images fail to decode and are left out")
-    ids, labels = [ids[k] for k in usable], [labels[k] for k in usable]
+    ids, labels, is_val = [ids[k] for k in usable], [labels[k] for k in usable], is_val[usable]
     classes = sorted(set(labels))
     # A classifier is built (and trained) only when the objective has a cross-entropy term.
     model_config = dataclasses.replace(model_config, classes=classes if "ce" in parse_objective(config.objective) else [])
     index = {c: k for k, c in enumerate(classes)}
     y = np.array([index[label] for label in labels], dtype=np.int64)
-    train_idx, val_idx = carve_validation(y, config.val_fraction, config.seed)
+    if is_val.any():  # the split's own validation part; val_fraction is not used
+        train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    else:
+        train_idx, val_idx = carve_validation(y, config.val_fraction, config.seed)
     log(f"{len(train_idx):,} training and {len(val_idx):,} validation images, {len(classes)} classes, "
         f"{model_config.input_size[0]}x{model_config.input_size[1]} px")
     pixels = array.take(ids)
@@ -121,7 +133,8 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
 
 def resume_configs(run_dir: str | os.PathLike) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs an interrupted run in ``run_dir`` was started with."""
-    from stylespace.training.trainer import CHECKPOINT_FILE, TRAIN_CONFIG_FILE
+    from stylespace.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
+    from stylespace.training.trainer import TRAIN_CONFIG_FILE
     from stylespace.utils import dataclass_from_dict, load_dataclass
 
     run_dir = Path(run_dir)
@@ -129,10 +142,5 @@ def resume_configs(run_dir: str | os.PathLike) -> tuple[ModelConfig, TrainConfig
     if not checkpoint.is_file():
         raise StylespaceError(f"{run_dir}: no {CHECKPOINT_FILE} to resume from; start the run without --resume")
     train_config = load_dataclass(TrainConfig, run_dir / TRAIN_CONFIG_FILE)
-    try:
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or foreign file
-        raise StylespaceError(f"{checkpoint}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
-    if "model_config" not in payload:
-        raise StylespaceError(f"{checkpoint}: not a stylespace training checkpoint (no model_config)")
+    payload = read_checkpoint(checkpoint)
     return dataclass_from_dict(ModelConfig, payload["model_config"], source=str(checkpoint)), train_config

@@ -20,6 +20,7 @@ import torch
 from stylespace.models import EmbeddingModel, save_model
 from stylespace.models.inputs import as_model_input
 from stylespace.training.augment import BatchAugment
+from stylespace.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from stylespace.training.config import TrainConfig
 from stylespace.training.history import plot_learning_curves, write_history_csv
 from stylespace.training.objectives import Objective, build_objective
@@ -27,7 +28,6 @@ from stylespace.training.samplers import build_sampler
 from stylespace.progress import ProgressBar
 from stylespace.utils import StylespaceError, atomic_write, pick_device, save_dataclass
 
-CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "learning_curves.png"
 TRAIN_CONFIG_FILE = "train.json"
@@ -368,10 +368,7 @@ def _plain(obj):
 
 
 def _load_checkpoint(path: Path, config: TrainConfig, model, objective, optimizer, schedule) -> dict:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or foreign file
-        raise StylespaceError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+    payload = read_checkpoint(path)
     saved = _plain(payload.get("train_config", {}))
     current = _plain(dataclasses.asdict(config))
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
