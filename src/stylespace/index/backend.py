@@ -2,7 +2,7 @@
 
 Two backends implement :class:`IndexBackend`: ``faiss`` (:mod:`stylespace.index.embedded`: FAISS + SQLite
 in the index folder, the default) and ``milvus`` (:mod:`stylespace.index.milvus`: a Milvus Lite file or a
-Milvus server / cluster). ``CatalogIndex`` does what is the same for both (checking vectors, ids and
+Milvus server / cluster); :mod:`stylespace.index.backends` picks one by name. ``CatalogIndex`` does what is the same for both (checking vectors, ids and
 filters, turning keys into hits, the writer lock); a backend stores, changes and searches.
 
 Vectors cross this boundary as given (``raw``: float32, the metric's preparation not applied) when they
@@ -36,6 +36,37 @@ class IndexMarker:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Neighbours:
+    """Raw search results as arrays, for code that scores them (recommendation confidence).
+
+    Attributes:
+        keys: (Q, k) int64 item keys, nearest first; -1 where fewer than k items qualified.
+        similarities: (Q, k) float32, larger is closer: the cosine (metric ``cosine``) or minus the
+            Euclidean distance (``euclidean``); NaN where the key is -1.
+        metric: the metric of the index.
+    """
+
+    keys: np.ndarray
+    similarities: np.ndarray
+    metric: str
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def k(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(Q,) how many neighbours each query got."""
+        return (self.keys >= 0).sum(axis=1)
+
+    def head(self, k: int) -> "Neighbours":
+        return Neighbours(self.keys[:, :k], self.similarities[:, :k], self.metric)
 
 
 @dataclasses.dataclass
@@ -134,21 +165,3 @@ def keys_in_order(found: Mapping[str, int], ids: Sequence[str]) -> np.ndarray:
         shown = ", ".join(repr(i) for i in missing[:5])
         raise StylespaceError(f"{len(missing)} id(s) not in the index: {shown}{' ...' if len(missing) > 5 else ''}")
     return np.array([found[i] for i in ids], dtype=np.int64)
-
-
-def backend_class(name: str):
-    """The backend class of ``name`` (``faiss`` or ``milvus``); a clear error when its extra is missing."""
-    if name == "faiss":
-        from stylespace.index.embedded import EmbeddedBackend
-
-        return EmbeddedBackend
-    if name == "milvus":
-        try:
-            import pymilvus  # noqa: F401
-        except ImportError:
-            raise StylespaceError("the milvus backend needs pymilvus (and milvus-lite for a local file): "
-                                  "pip install 'stylespace[milvus]'") from None
-        from stylespace.index.milvus import MilvusBackend
-
-        return MilvusBackend
-    raise StylespaceError(f"unknown index backend {name!r}; expected faiss or milvus")

@@ -25,7 +25,8 @@ import numpy as np
 
 from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
-from stylespace.index.backend import IndexBackend, IndexMarker, ItemRows, backend_class, keys_in_order
+from stylespace.index.backend import IndexBackend, IndexMarker, ItemRows, Neighbours, keys_in_order
+from stylespace.index.backends import backend_class, upgrade_format
 from stylespace.index.config import CONFIG_FILE, FORMAT_VERSION, LEGACY_CALIBRATION_FIELDS, IndexConfig
 from stylespace.index.neighbour_memo import NeighbourMemo
 from stylespace.utils import StylespaceError, dataclass_from_dict, read_json
@@ -42,37 +43,6 @@ class Hit:
     meta: dict[str, str]
     label: str | None = None
     source: str = ""
-
-
-@dataclasses.dataclass
-class Neighbours:
-    """Raw search results as arrays, for code that scores them (recommendation confidence).
-
-    Attributes:
-        keys: (Q, k) int64 item keys, nearest first; -1 where fewer than k items qualified.
-        similarities: (Q, k) float32, larger is closer: the cosine (metric ``cosine``) or minus the
-            Euclidean distance (``euclidean``); NaN where the key is -1.
-        metric: the metric of the index.
-    """
-
-    keys: np.ndarray
-    similarities: np.ndarray
-    metric: str
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @property
-    def k(self) -> int:
-        return self.keys.shape[1]
-
-    @property
-    def counts(self) -> np.ndarray:
-        """(Q,) how many neighbours each query got."""
-        return (self.keys >= 0).sum(axis=1)
-
-    def head(self, k: int) -> "Neighbours":
-        return Neighbours(self.keys[:, :k], self.similarities[:, :k], self.metric)
 
 
 def _now() -> str:
@@ -128,10 +98,8 @@ class CatalogIndex:
         for attempt in range(3):
             config = read_config(folder)
             if config.version < FORMAT_VERSION:
-                from stylespace.index.embedded import upgrade
-
                 with _writer_lock(folder):
-                    upgrade(folder, read_config(folder))
+                    upgrade_format(folder, read_config(folder))
                 continue
             try:
                 return cls(folder, backend_class(config.backend).open(folder, config))

@@ -49,7 +49,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from stylespace.index import structures
-from stylespace.index.backend import BackendPosition, ItemRows
+from stylespace.index.backend import BackendPosition, ItemRows, Neighbours
 from stylespace.index.config import CONFIG_FILE, IndexConfig
 from stylespace.index.items import ItemStore
 from stylespace.utils import StylespaceError, write_json
@@ -374,8 +374,6 @@ class EmbeddedBackend(BackendPosition):
         """Over-fetch: ask FAISS for more than k, drop what the filters refuse, and ask again (4x more) for
         the rows still short, until each row has k or the whole index was returned. Compressed kinds
         re-rank each shortlist with the exact vectors first."""
-        from stylespace.index.catalog_index import Neighbours
-
         allowed = self._allowed(where)
         n_queries = len(queries)
         keys_out = np.full((n_queries, k), -1, dtype=np.int64)

@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from stylespace.index import structures
-from stylespace.index.backend import BackendPosition, ItemRows
+from stylespace.index.backend import BackendPosition, ItemRows, Neighbours
 from stylespace.index.config import CONFIG_FILE, IndexConfig
 from stylespace.utils import StylespaceError, write_json
 
@@ -318,8 +318,6 @@ class MilvusBackend(BackendPosition):
                per_query: np.ndarray):
         """``where`` and the shared exclusions are Milvus filters; per-query exclusions are over-fetched (k
         plus as many as a query excludes) and dropped here."""
-        from stylespace.index.catalog_index import Neighbours
-
         width = per_query.shape[1]
         fetch = min(k + width, MAX_LIMIT // max(1, self.config.rerank if self.config.compressed else 1))
         sims, keys = self._shortlist(queries, fetch, where, per_query, banned)
