@@ -314,7 +314,7 @@ class LocalAccuracy(ConfidenceScore):
         return self.correct[rows].mean(axis=1)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """What it learnt, saved beside the index (see ``CatalogIndex.set_calibration``)."""
+        """What it learnt, saved beside the index (see ``stylespace.recommend.saved``)."""
         if self.vectors is None:
             raise StylespaceError(f"the {self.name} score is not fitted")
         return {"vectors": self.vectors, "correct": self.correct}
