@@ -75,6 +75,7 @@ def train_cmd(
 ) -> None:
     from stylespace.cli.data import parse_size
     from stylespace.training import preset, resume_configs, train_run
+    from stylespace.training.distributed import is_primary_process
     from stylespace.training.presets import override
 
     if resume:
@@ -97,6 +98,8 @@ def train_cmd(
                                 num_threads=threads, loss=loss).validate()
     model, result, record = train_run(catalog_path, split, model_config, train_config, out_dir, resume=resume,
                                       progress=not as_json, log=lambda line: console.print(line))
+    if not is_primary_process():
+        return  # under torchrun, rank 0 reports for the run
     summary = {"run": str(out_dir), **record, "history": result.history}
 
     def render(r: dict) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from stylespace.models import EmbeddingModel, ModelConfig, model_id
 from stylespace.training.config import TrainConfig
+from stylespace.training.distributed import SingleProcess, join_process_group
 from stylespace.training.objectives import parse_objective
 from stylespace.training.trainer import FitResult, fit
 from stylespace.utils import StylespaceError, write_json
@@ -56,12 +57,29 @@ def training_rows(manifest):
 def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.PathLike, model_config: ModelConfig,
               config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
               cache_dir: str | os.PathLike | None = None,
-              log: Callable[[str], None] = lambda message: None) -> tuple[EmbeddingModel, FitResult, dict]:
+              log: Callable[[str], None] = lambda message: None,
+              parallel: SingleProcess | None = None) -> tuple[EmbeddingModel, FitResult, dict]:
     """Train a model on a catalog's training split; returns (model, fit result, the run.json record).
 
     With ``resume`` the run continues from ``run_dir/checkpoint.pt``; the model and training settings
-    must be the ones the run started with (the checkpoint records both).
+    must be the ones the run started with (the checkpoint records both), the number of processes may differ.
+    Under torchrun every process calls this and they train one model together
+    (:mod:`stylespace.training.distributed`; ``parallel`` default: joined from torchrun's environment,
+    or this process alone); rank 0 writes the run folder, ``run.json`` records the world size.
     """
+    own_group = parallel is None
+    parallel = parallel or join_process_group(config.device)
+    try:
+        return _train_run(catalog_path, split_manifest_path, model_config, config, run_dir, resume,
+                          progress and parallel.is_primary, cache_dir, parallel.primary_only(log), parallel)
+    finally:
+        if own_group:
+            parallel.close()
+
+
+def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig, config: TrainConfig, run_dir,
+               resume: bool, progress: bool, cache_dir, log: Callable[[str], None],
+               parallel: SingleProcess) -> tuple[EmbeddingModel, FitResult, dict]:
     from stylespace.data import SplitManifest, load_catalog, load_image_array
 
     run_dir = Path(run_dir)
@@ -69,7 +87,9 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
     catalog = load_catalog(catalog_path)
     manifest = SplitManifest.load(split_manifest_path)
     rows = training_rows(manifest)
-    array = load_image_array(catalog, size=tuple(model_config.input_size), cache_dir=cache_dir, progress=progress)
+    # Each node's first process fills the image cache; the others then read it.
+    array = parallel.primary_first(lambda: load_image_array(catalog, size=tuple(model_config.input_size),
+                                                            cache_dir=cache_dir, progress=progress))
     ids, labels = rows.ids, rows.labels
     unknown = [i for i in ids if i not in catalog]
     if unknown:
@@ -92,7 +112,7 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
     torch.manual_seed(config.seed)
     model = EmbeddingModel(model_config)
     result = fit(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config, run_dir,
-                 resume=resume, progress=progress, log=log)
+                 resume=resume, progress=progress, log=log, parallel=parallel)
     record = {
         "catalog": str(catalog_path),
         "catalog_fingerprint": catalog.fingerprint(),
@@ -111,11 +131,15 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
         "train_seconds": result.seconds,
         "total_seconds": round(time.perf_counter() - started, 2),
         "device": result.device,
+        "world_size": parallel.world_size,
+        "backend": parallel.backend,
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "host": platform.node(),
     }
-    write_json(run_dir / RUN_FILE, record)
+    if parallel.is_primary:
+        write_json(run_dir / RUN_FILE, record)
+    parallel.barrier()
     return model, result, record
 
 
