@@ -153,13 +153,11 @@ def test_queries_from_another_model_are_refused(index, data):
     with pytest.raises(StylespaceError, match=f"made by model {MODEL}"):
         index.search(vectors[:1], k=3, model_id="model-b")
 
-    class Embedded:  # what stylespace.embeddings.Embeddings carries
-        def __init__(self, vectors, model_id):
-            self.vectors, self.model_id = vectors, model_id
+    from stylespace.embeddings import Embeddings
 
     with pytest.raises(StylespaceError, match="model-b"):
-        index.search(Embedded(vectors[:1], "model-b"), k=3)
-    assert len(index.search(Embedded(vectors[:1], MODEL), k=3)[0]) == 3
+        index.search(Embeddings(["q"], vectors[:1], None, "model-b"), k=3)
+    assert len(index.search(Embeddings(["q"], vectors[:1], None, MODEL), k=3)[0]) == 3
     with pytest.raises(StylespaceError, match=f"made by model {MODEL}"):
         index.add(["new"], vectors[:1], model_id="model-b")
     with pytest.raises(StylespaceError, match="model_id"):

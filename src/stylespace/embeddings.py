@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stylespace.models.inputs import as_model_input
 from stylespace.progress import steps
 from stylespace.utils import StylespaceError, atomic_write, pick_device, to_jsonable
 
@@ -115,6 +116,14 @@ class Embeddings:
                                   "expected a .npz written by `stylespace embed`") from None
 
 
+def vectors_and_model(vectors, model_id: str | None = None) -> tuple[np.ndarray, str | None]:
+    """(vectors, model id) of an :class:`Embeddings` (its own model id unless ``model_id`` is given) or of a
+    plain (N, D) array (``model_id`` as given): what every consumer that takes either one unwraps."""
+    if isinstance(vectors, Embeddings):
+        return vectors.vectors, model_id if model_id is not None else vectors.model_id
+    return vectors, model_id
+
+
 @torch.no_grad()
 def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str | torch.device = "auto",
                  progress: bool = False) -> np.ndarray:
@@ -146,10 +155,24 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
     with steps(progress, len(pixels), f"embedding {len(pixels):,} images") as advance:
         for start in starts:
             batch = torch.from_numpy(np.array(pixels[start:start + batch_size])).to(target)  # a copy: memmaps are read-only
-            x = batch.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            x = as_model_input(batch).contiguous(memory_format=torch.channels_last)
             out[start:start + len(batch)] = model.embed(x).float().cpu().numpy()
             advance(len(batch))
     return out
+
+
+@torch.no_grad()
+def predict_classes(model, pixels: np.ndarray, batch_size: int = 512,
+                    device: str | torch.device = "auto") -> np.ndarray:
+    """Class indices from the model's classifier head (task 1): (N, H, W, 3) uint8 -> (N,) int64."""
+    if model.classifier is None:
+        raise StylespaceError("this model has no classifier head (it was trained without class labels)")
+    target = device if isinstance(device, torch.device) else pick_device(device)
+    model = model.to(target).eval()
+    out = [model.predict(as_model_input(torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size]))
+                                        .to(target))).cpu().numpy()
+           for start in range(0, len(pixels), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, batch_size: int = 512,

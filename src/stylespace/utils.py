@@ -105,16 +105,21 @@ def save_dataclass(obj: Any, path: str | os.PathLike) -> None:
     write_json(path, dataclasses.asdict(obj))
 
 
-def load_dataclass(cls: type[T], path: str | os.PathLike) -> T:
-    """Load a dataclass saved by :func:`save_dataclass`; unknown keys are an error, missing ones default."""
+def read_json(path: str | os.PathLike, what: str = "JSON") -> Any:
+    """The JSON document in ``path``; a clear error naming the file and ``what`` it should hold when it is
+    missing or not JSON."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
-        raise StylespaceError(f"{path}: file not found (expected a {cls.__name__} JSON file)") from None
-    except json.JSONDecodeError as exc:
-        raise StylespaceError(f"{path}: not valid JSON ({exc}); expected a {cls.__name__} file") from None
-    return dataclass_from_dict(cls, data, source=str(path))
+        raise StylespaceError(f"{path}: file not found (expected a {what} file)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StylespaceError(f"{path}: not valid JSON ({exc}); expected a {what} file") from None
+
+
+def load_dataclass(cls: type[T], path: str | os.PathLike) -> T:
+    """Load a dataclass saved by :func:`save_dataclass`; unknown keys are an error, missing ones default."""
+    return dataclass_from_dict(cls, read_json(path, f"{cls.__name__} JSON"), source=str(path))
 
 
 def dataclass_from_dict(cls: type[T], data: dict, source: str = "config") -> T:

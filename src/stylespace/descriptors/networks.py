@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylespace.descriptors.base import batches, check_pixels
+from stylespace.models.inputs import as_model_input
 from stylespace.utils import StylespaceError, pick_device
 
 # Classifier attributes of torchvision's CNNs, in the order they are looked for.
@@ -209,7 +210,7 @@ def run_network(forward: Callable[[torch.Tensor], torch.Tensor], pixels: np.ndar
     with torch.inference_mode():
         for start, stop in batches(len(pixels), batch_size, progress, description):
             x = torch.from_numpy(np.ascontiguousarray(pixels[start:stop])).to(device)
-            x = x.permute(0, 3, 1, 2).float().div_(255.0)
+            x = as_model_input(x)
             if tuple(x.shape[2:]) != tuple(input_size):
                 x = F.interpolate(x, size=tuple(input_size), mode="bilinear", align_corners=False, antialias=True)
             outputs.append(F.normalize(forward(x).float(), dim=1).cpu())

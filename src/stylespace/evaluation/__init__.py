@@ -2,7 +2,9 @@
 set, bounded-memory retrieval, coarser labels, pair verification, and the report that holds them all.
 
 Nothing here needs a model: every function takes vectors and labels (numpy arrays), so embeddings from
-any extractor can be scored the same way. Search is exact, with FAISS.
+any extractor can be scored the same way. Search is exact, with FAISS. The one exception is
+:mod:`stylespace.evaluation.sources` (`SplitEvaluator`), which turns model folders and embeddings files
+into those vectors for `stylespace evaluate`.
 """
 from stylespace.evaluation.classification import (
     ClassificationMetrics,

@@ -32,10 +32,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
 from stylespace.index.config import CONFIG_FILE, IndexConfig
 from stylespace.index.items import ItemStore
-from stylespace.utils import StylespaceError, atomic_write, dataclass_from_dict, write_json
+from stylespace.utils import StylespaceError, atomic_write, load_dataclass, write_json
 
 _GENERATION_FILE = re.compile(r"^(items|vectors)-(\d{6,})\.(sqlite|faiss)(-journal)?$")
 
@@ -289,9 +290,7 @@ class CatalogIndex:
         Returns:
             :class:`Neighbours` (Q, k); rows are padded with key -1 when fewer than k items qualify.
         """
-        if hasattr(queries, "vectors") and hasattr(queries, "model_id"):
-            model_id = model_id if model_id is not None else queries.model_id
-            queries = queries.vectors
+        queries, model_id = vectors_and_model(queries, model_id)
         self.check_model(model_id)
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise StylespaceError(f"k must be an integer >= 1, got {k!r}")
@@ -444,9 +443,7 @@ class CatalogIndex:
             replace: items whose id is already in the index are replaced (new vector and key); without it
                 an existing id is an error.
         """
-        if hasattr(vectors, "vectors") and hasattr(vectors, "model_id"):
-            model_id = model_id if model_id is not None else vectors.model_id
-            vectors = vectors.vectors
+        vectors, model_id = vectors_and_model(vectors, model_id)
         if model_id is None:
             raise StylespaceError("adding items needs the model_id of the model that embedded them "
                                   f"(the index was made by {self.config.model_id})")
@@ -718,11 +715,7 @@ def read_config(folder: Path) -> IndexConfig:
     if not path.is_file():
         raise StylespaceError(f"{folder}: not an index folder (no {CONFIG_FILE}); build one with "
                               "`stylespace index MODEL CATALOG -o FOLDER`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StylespaceError(f"{path}: not valid JSON ({exc})") from None
-    return dataclass_from_dict(IndexConfig, data, source=str(path)).validate()
+    return load_dataclass(IndexConfig, path).validate()
 
 
 def _collect_garbage(folder: Path, keep: set[int]) -> None:

@@ -13,7 +13,7 @@ from safetensors.torch import save as save_safetensors
 
 from stylespace.models.config import ModelConfig
 from stylespace.models.embedding import EmbeddingModel
-from stylespace.utils import StylespaceError, atomic_write, dataclass_from_dict, write_json
+from stylespace.utils import StylespaceError, atomic_write, dataclass_from_dict, read_json, write_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -63,10 +63,7 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
     if not folder.is_dir() or not weights_file.is_file() or not config_file.is_file():
         raise StylespaceError(f"{folder}: not a model folder (expected {WEIGHTS_FILE} and {CONFIG_FILE}, "
                               "as written by `stylespace train`)")
-    try:
-        config_data = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise StylespaceError(f"{config_file}: not valid JSON ({exc})") from None
+    config_data = read_json(config_file, "ModelConfig JSON")
     config = dataclass_from_dict(ModelConfig, config_data, source=str(config_file))
     try:
         with safe_open(str(weights_file), framework="pt") as handle:

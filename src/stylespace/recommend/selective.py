@@ -14,10 +14,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
 from stylespace.index.catalog_index import CatalogIndex, Hit
 from stylespace.recommend.combined import CombinedScore, cross_fitted
 from stylespace.recommend.junk import JUNK_REASONS, UNSURE, JunkRule
+from stylespace.recommend.plot import plot_risk_coverage
 from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
 from stylespace.recommend.scores import (ConfidenceScore, LocalAccuracy, NeighbourContext, default_scores,
                                          score_by_name)
@@ -101,9 +103,7 @@ class SelectiveRecommender:
         """Search once for what ``scores`` (default: this recommender's) need, and at least ``k`` neighbours."""
         scores = list(scores or [self.score])
         k = max([k, self.n_items] + [s.neighbours_needed for s in scores])
-        if hasattr(queries, "vectors") and hasattr(queries, "model_id"):  # Embeddings
-            model_id = model_id if model_id is not None else queries.model_id
-            queries = queries.vectors
+        queries, model_id = vectors_and_model(queries, model_id)
         self.index.check_model(model_id)
         # prepared once: the search takes them as they are, and the scores that read the query keep them
         prepared = structures.prepare_vectors(queries, self.index.metric, self.index.config.dim, "query vectors")
@@ -219,9 +219,8 @@ class Calibration:
                                     self.point.threshold, self.n_items, JunkRule.from_index(index))
 
     def plot(self, path: str | Path, top: int = 4) -> Path:
-        from stylespace.recommend.plot import plot_risk_coverage
-
-        return plot_risk_coverage(self, path, top)
+        return plot_risk_coverage(self.curves, self.chosen, self.point, path,
+                                  f"Top-{self.n_items} recommendations on {self.n_queries:,} queries", top)
 
 
 def correct_recommendations(index: CatalogIndex, keys: np.ndarray, query_labels: Sequence[str]) -> np.ndarray:
@@ -312,18 +311,16 @@ def _local_parts(score: ConfidenceScore) -> list[LocalAccuracy]:
 
 
 def _with_local_fitted(score: ConfidenceScore, learnt: Mapping) -> ConfidenceScore:
-    """``score`` with its local parts (or itself, when local) fitted on ``learnt`` calibration queries
-    ({"vectors": (R, D), "correct": (R,)}); a combined score is changed in place."""
+    """``score``, with its local parts (or itself, when local) fitted in place on ``learnt`` calibration
+    queries ({"vectors": (R, D), "correct": (R,)})."""
     local = _local_parts(score)
     if not local:
         return score
     if not learnt or "vectors" not in learnt or "correct" not in learnt:
         raise StylespaceError(f"the {score.name} confidence score needs the calibration queries it learnt from, and "
                               "the index has none saved; run `stylespace calibrate-threshold` again")
-    fitted = {part.name: part.fit(learnt["vectors"], learnt["correct"]) for part in local}
-    if isinstance(score, LocalAccuracy):
-        return fitted[score.name]
-    score.parts = [fitted.get(part.name, part) for part in score.parts]
+    for part in local:
+        part.fit(learnt["vectors"], learnt["correct"])
     return score
 
 

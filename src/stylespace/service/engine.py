@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import io
-import mimetypes
 import os
 import logging
 import threading
@@ -312,12 +310,7 @@ class StyleEngine:
 
         item = Item(item_id, self._view.sources[self.item(item_id).id])
         try:
-            data = self.catalog.read_bytes(item)
-            media_type = mimetypes.guess_type(item.source)[0] or "application/octet-stream"
-        except AttributeError:  # an in-memory catalog (Fashion-MNIST IDX): no stored file, so encode one
-            buffer = io.BytesIO()
-            self.catalog.read_image(item).save(buffer, format="PNG")
-            data, media_type = buffer.getvalue(), "image/png"
+            data, media_type = self.catalog.read_bytes(item), self.catalog.media_type(item)
         except (OSError, KeyError) as exc:
             raise StylespaceError(f"item {item_id!r}: cannot read its image {item.source!r} from "
                                   f"{self.catalog.source_path} ({exc})") from None

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from stylespace.data.images import border_connected
+from stylespace.models.inputs import as_model_input
 from stylespace.utils import StylespaceError
 
 PADDINGS = ("border", "backdrop")
@@ -79,11 +80,6 @@ class AugmentConfig:
         return self
 
 
-def to_float(batch: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]."""
-    return batch.permute(0, 3, 1, 2).float().div_(255.0)
-
-
 def backdrop_mask(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> (B, 1, H, W) bool: the white pixels connected to the image border, the
     backdrop of a canonical view (one connected-component labelling of the whole batch, in-plane only)."""
@@ -108,7 +104,7 @@ class BatchAugment:
 
     def __call__(self, batch: torch.Tensor, strength: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        x = to_float(batch)
+        x = as_model_input(batch)
         n, device = x.shape[0], x.device
         if strength is None:
             strength = torch.ones(n, device=device)

@@ -145,7 +145,8 @@ def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig, con
 
 def resume_configs(run_dir: str | os.PathLike) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs an interrupted run in ``run_dir`` was started with."""
-    from stylespace.training.trainer import CHECKPOINT_FILE, TRAIN_CONFIG_FILE
+    from stylespace.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
+    from stylespace.training.trainer import TRAIN_CONFIG_FILE
     from stylespace.utils import dataclass_from_dict, load_dataclass
 
     run_dir = Path(run_dir)
@@ -153,10 +154,5 @@ def resume_configs(run_dir: str | os.PathLike) -> tuple[ModelConfig, TrainConfig
     if not checkpoint.is_file():
         raise StylespaceError(f"{run_dir}: no {CHECKPOINT_FILE} to resume from; start the run without --resume")
     train_config = load_dataclass(TrainConfig, run_dir / TRAIN_CONFIG_FILE)
-    try:
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or foreign file
-        raise StylespaceError(f"{checkpoint}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
-    if "model_config" not in payload:
-        raise StylespaceError(f"{checkpoint}: not a stylespace training checkpoint (no model_config)")
+    payload = read_checkpoint(checkpoint)
     return dataclass_from_dict(ModelConfig, payload["model_config"], source=str(checkpoint)), train_config

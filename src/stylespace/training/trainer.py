@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from stylespace.models import EmbeddingModel, save_model
-from stylespace.training.augment import BatchAugment, to_float
+from stylespace.models.inputs import as_model_input
+from stylespace.training.augment import BatchAugment
+from stylespace.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from stylespace.training.config import TrainConfig
 from stylespace.training.distributed import SingleProcess, TrainingForward
 from stylespace.training.history import plot_learning_curves, write_history_csv
@@ -27,7 +29,6 @@ from stylespace.training.samplers import build_sampler
 from stylespace.progress import ProgressBar
 from stylespace.utils import StylespaceError, atomic_write, save_dataclass
 
-CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "learning_curves.png"
 TRAIN_CONFIG_FILE = "train.json"
@@ -93,7 +94,7 @@ def evaluate(model: EmbeddingModel, objective: Objective, pixels: torch.Tensor, 
     model.eval()
     embeddings, logits, losses, weights = [], [], [], []
     for start in range(0, len(labels), batch_size):
-        x = to_float(pixels[start:start + batch_size].to(device, non_blocking=True))
+        x = as_model_input(pixels[start:start + batch_size].to(device, non_blocking=True))
         y = labels[start:start + batch_size].to(device)
         emb = model(x.contiguous(memory_format=torch.channels_last)).float()
         out = model.classify(emb) if model.classifier is not None else None
@@ -312,7 +313,7 @@ def train_epoch(model: EmbeddingModel, objective: Objective, optimizer, schedule
         if augment is not None:
             x = torch.cat([augment(batch, boost, generator) for _ in range(views)])
         else:
-            x = to_float(batch).repeat(views, 1, 1, 1)
+            x = as_model_input(batch).repeat(views, 1, 1, 1)
         instances = parallel.instance_ids(len(y), y.device).repeat(views) if views > 1 else None
         y = y.repeat(views)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -385,10 +386,7 @@ def _plain(obj):
 
 
 def _load_checkpoint(path: Path, config: TrainConfig, model, objective, optimizer, schedule) -> dict:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or foreign file
-        raise StylespaceError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+    payload = read_checkpoint(path)
     saved = _plain(payload.get("train_config", {}))
     current = _plain(dataclasses.asdict(config))
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])

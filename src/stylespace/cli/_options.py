@@ -1,0 +1,68 @@
+"""What the index, search and recommend commands share: their common options, `--where` parsing and the
+tables they print (argument handling and presentation only; the work is in the library)."""
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from stylespace.cli._output import out
+from stylespace.index.build import BLANK_REASON
+from stylespace.utils import StylespaceError
+
+SHOWN_COLUMNS = ("productDisplayName", "gender", "baseColour")
+
+# Options several commands share (Typer reads these as plain metadata, so one object serves them all).
+MODEL_OPTION = typer.Option(None, "--model", help="Model folder that embeds images (default: the index's own).")
+BATCH_OPTION = typer.Option(256, "--batch-size", help="Images per forward pass.")
+DEVICE_OPTION = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+INCLUDE_BLANK_OPTION = typer.Option(False, "--include-blank", help="Index catalog items whose image is blank or "
+                                                                   "nearly uniform too (default: left out, reported).")
+WHERE_OPTION_HELP = ("Keep items whose metadata COLUMN=VALUE (repeatable: values of one column OR, columns AND), "
+                     "e.g. gender=Men.")
+
+
+def parse_where(entries: list[str] | None) -> dict[str, list[str]] | None:
+    """``["gender=Men", "gender=Unisex", "season=Summer"]`` -> {"gender": ["Men", "Unisex"], "season": ["Summer"]}."""
+    if not entries:
+        return None
+    where: dict[str, list[str]] = {}
+    for entry in entries:
+        column, sep, value = entry.partition("=")
+        if not sep or not column.strip():
+            raise StylespaceError(f"--where {entry!r}: expected COLUMN=VALUE, e.g. --where gender=Men")
+        where.setdefault(column.strip(), []).append(value.strip())
+    return where
+
+
+def hit_record(rank: int, hit) -> dict:
+    return {"rank": rank, "id": hit.id, "score": hit.score, "label": hit.label, "meta": hit.meta}
+
+
+def hits_table(title: str, hits: list[dict], score_name: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("id")
+    table.add_column(score_name, justify="right")
+    table.add_column("label")
+    columns = [c for c in SHOWN_COLUMNS if any(c in h["meta"] for h in hits)]
+    for column in columns:
+        table.add_column(column)
+    for h in hits:
+        table.add_row(str(h["rank"]), h["id"], f"{h['score']:.4f}", h["label"] or "",
+                      *[h["meta"].get(c, "") for c in columns])
+    return table
+
+
+def blank_count(left_out: dict[str, str]) -> int:
+    return sum(1 for reason in left_out.values() if reason == BLANK_REASON)
+
+
+def print_left_out(left_out: dict[str, str]) -> None:
+    """One line per reason items were left out of an index (undecodable, blank), with a few ids."""
+    by_reason: dict[str, list[str]] = {}
+    for item_id, reason in left_out.items():
+        by_reason.setdefault(reason, []).append(item_id)
+    for reason, ids in by_reason.items():
+        hint = " (index them anyway with --include-blank)" if reason == BLANK_REASON else ""
+        out.print(f"{len(ids):,} item(s) left out: {reason}{hint}, e.g. {', '.join(ids[:5])}")
