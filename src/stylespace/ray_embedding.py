@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Sequence
 
 import numpy as np
@@ -34,13 +35,13 @@ class RayConfig:
     """Where and how wide to embed.
 
     Attributes:
-        address: the cluster to join (``auto``, ``HOST:6379`` or ``ray://HOST:10001``); None: start a local
-            Ray on this machine for the run (and stop it after).
+        address: the cluster to join (``auto``, ``HOST:6379`` or ``ray://HOST:10001``); None: the one
+            ``$RAY_ADDRESS`` names, else a local Ray started on this machine for the run (and stopped after).
         workers: embedding actors; 0 = as many as the cluster's CPUs (or GPUs, with ``gpus_per_worker``) allow.
         cpus_per_worker / gpus_per_worker: what each actor reserves (a GPU share puts the model on it).
         shard_rows: catalog rows decoded and embedded per ``map_batches`` call.
-        num_cpus / object_store_memory: the local Ray's size (0 = Ray's defaults: all cores, 30 % of memory);
-            ignored when joining a cluster.
+        num_cpus / object_store_memory: the local Ray's size (0 cores = all of them; the object store holds
+            only row numbers and vectors in passing: 1 GiB by default); ignored when joining a cluster.
     """
 
     address: str | None = None
@@ -49,7 +50,7 @@ class RayConfig:
     gpus_per_worker: float = 0.0
     shard_rows: int = 256
     num_cpus: int = 0
-    object_store_memory: int = 0
+    object_store_memory: int = 1 << 30
 
     def validate(self) -> "RayConfig":
         checks = [
@@ -88,14 +89,15 @@ class RaySession:
         if ray.is_initialized():
             return ray
         options = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="warning")
+        address = self.config.address or os.environ.get("RAY_ADDRESS")
         try:
-            if self.config.address:
-                ray.init(address=self.config.address, **options)
+            if address:
+                ray.init(address=address, **options)
             else:
                 ray.init(num_cpus=self.config.num_cpus or None,
                          object_store_memory=self.config.object_store_memory or None, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = self.config.address or "a local Ray"
+            where = address or "a local Ray"
             raise StylespaceError(f"could not start or join {where}: {str(exc).splitlines()[0]}; check the address "
                                   "(`ray status` on the head node) or leave --ray without one for a local Ray") from None
         self.started = True
@@ -186,9 +188,9 @@ def embed_items_ray(model, catalog, ids: Sequence[str] | None = None, config: Ra
         with RaySession(config) as ray, steps(progress, len(rows), f"embedding {len(rows):,} images with Ray") as advance:
             ray.data.DataContext.get_current().enable_progress_bars = False  # ours is the one progress bar
             workers = config.workers or _cluster_width(ray, config)
-            # Blocks of up to _BLOCK_ROWS rows, and enough of them to keep every worker busy.
-            n_blocks = max(math.ceil(len(rows) / _BLOCK_ROWS), min(4 * workers, math.ceil(len(rows) / config.shard_rows)))
-            blocks = np.array_split(rows, n_blocks)
+            # Blocks of up to _BLOCK_ROWS rows, and at least 4 per worker where there are rows enough.
+            block_rows = min(_BLOCK_ROWS, math.ceil(len(rows) / (4 * workers)))
+            blocks = np.array_split(rows, math.ceil(len(rows) / block_rows))
             # Row numbers put by the driver (no read tasks to schedule: every CPU can go to an actor).
             dataset = ray.data.from_numpy([block for block in blocks if len(block)]).rename_columns({"data": "row"})
             results = dataset.map_batches(
@@ -201,6 +203,7 @@ def embed_items_ray(model, catalog, ids: Sequence[str] | None = None, config: Ra
                 vectors[where], reasons[where], blank[where] = batch["vector"], batch["failed"], batch["blank"]
                 advance(len(where))
     failed.update({item_id: str(reason) for item_id, reason in zip(asked, reasons) if reason})
+    failed = {i: failed[i] for i in wanted if i in failed}  # in the order asked, as the image cache lists them
     keep = reasons == ""
     kept = [item_id for item_id, ok in zip(asked, keep) if ok]
     return ItemVectors(kept, vectors[keep], failed, [item_id for item_id, b in zip(asked, blank & keep) if b])

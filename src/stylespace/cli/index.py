@@ -9,7 +9,8 @@ import typer
 from typer.core import TyperGroup
 
 from stylespace.cli._options import (BATCH_OPTION, DEVICE_OPTION, INCLUDE_BLANK_OPTION, JSON_OPTION, MODEL_OPTION,
-                                     blank_count, print_left_out)
+                                     RAY_ADDRESS_OPTION, RAY_GPUS_OPTION, RAY_OPTION, RAY_WORKERS_OPTION,
+                                     blank_count, print_left_out, ray_config)
 from stylespace.cli._output import console, emit, out
 
 
@@ -59,6 +60,10 @@ def build_cmd(
     include_blank: bool = INCLUDE_BLANK_OPTION,
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
+    ray: bool = RAY_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
+    ray_gpus: float = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.data.selection import select_items
@@ -74,7 +79,7 @@ def build_cmd(
                                 model_path=model_path, kind=kind, metric=metric, overwrite=overwrite,
                                 batch_size=batch_size, device=device, progress=not as_json, whiten=whiten,
                                 nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
-                                include_blank=include_blank)
+                                include_blank=include_blank, ray=ray_config(ray, ray_address, ray_workers, ray_gpus))
     result = index_summary(index)
     result.update({"source": selection.description, "failed": failed, "blank_left_out": blank_count(failed),
                    "seconds": round(time.perf_counter() - started, 2)})
