@@ -1,7 +1,8 @@
 """Embedding a catalog on a Ray cluster: ``stylespace embed MODEL CATALOG -o FILE --ray [ADDRESS]``.
 
-The catalog's rows are cut into shards (a Ray Data dataset of row numbers); a pool of Ray actors, one per
-worker CPU or GPU the cluster has, each holding the model and the catalog, decodes every row of a shard
+The catalog's rows are cut into shards (a Ray Data dataset of row numbers and image sources); a pool of Ray
+actors, one per worker CPU or GPU the cluster has, each holding the model and the catalog's reader (not its
+items: a worker's memory does not grow with the catalog), decodes every row of a shard
 into its canonical view (the image cache's decoder, :func:`stylespace.data.cache.decode_item`) and embeds
 it with :func:`stylespace.embeddings.embed_images`, through ``map_batches``. The driver puts the vectors
 back in catalog order, so the result is what the single-process path gives: the same ids, the same
@@ -15,6 +16,7 @@ be readable on every node (a shared filesystem, or object storage mounted at the
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -99,7 +101,7 @@ class RaySession:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = address or "a local Ray"
             raise StylespaceError(f"could not start or join {where}: {str(exc).splitlines()[0]}; check the address "
-                                  "(`ray status` on the head node) or leave --ray without one for a local Ray") from None
+                                  "(`ray status` on the head node), or leave --ray-address out: a local Ray") from None
         self.started = True
         return ray
 
@@ -110,30 +112,32 @@ class RaySession:
 
 
 class EmbedShard:
-    """A Ray Data actor: decodes the rows of a shard (a batch ``{"row": (n,) int64}``) and embeds them.
+    """A Ray Data actor: decodes the rows of a shard (a batch ``{"row": (n,) int64, "source": (n,) str}``,
+    sources read by ``reader``, a catalog without items) and embeds them.
 
     Returns ``{"row", "vector" (n, D) float32, "failed" (n,) reason or "", "blank" (n,) bool}``; a failed
     row's vector is zeros (the driver leaves it out)."""
 
-    def __init__(self, model, catalog, batch_size: int, device: str):
+    def __init__(self, model, reader, batch_size: int, device: str):
         import torch
 
         from stylespace.utils import pick_device
 
-        self.catalog, self.batch_size = catalog, batch_size
+        self.reader, self.batch_size = reader, batch_size
         self.device = pick_device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.size = tuple(model.config.input_size)
 
     def __call__(self, batch: dict) -> dict:
+        from stylespace.data import Item
         from stylespace.data.cache import decode_item
 
         rows = np.asarray(batch["row"], dtype=np.int64)
         pixels = np.zeros((len(rows), *self.size, 3), np.uint8)
         failed = np.full(len(rows), "", dtype=object)
         blank = np.zeros(len(rows), dtype=bool)
-        for k, row in enumerate(rows):
-            view, reason = decode_item(self.catalog, self.catalog.items[int(row)], self.size)
+        for k, (row, source) in enumerate(zip(rows, batch["source"])):
+            view, reason = decode_item(self.reader, Item(str(row), str(source), None, {}), self.size)
             if view is None:
                 failed[k] = reason
             else:
@@ -184,18 +188,24 @@ def embed_items_ray(model, catalog, ids: Sequence[str] | None = None, config: Ra
     reasons = np.full(len(rows), "", dtype=object)
     blank = np.zeros(len(rows), dtype=bool)
     if len(rows):
+        import pandas
+
         slot = {int(row): k for k, row in enumerate(rows)}
-        with RaySession(config) as ray, steps(progress, len(rows), f"embedding {len(rows):,} images with Ray") as advance:
+        description = f"embedding {len(rows):,} images with Ray"
+        with RaySession(config) as ray, steps(progress, len(rows), description) as advance:
             ray.data.DataContext.get_current().enable_progress_bars = False  # ours is the one progress bar
             workers = config.workers or _cluster_width(ray, config)
             # Blocks of up to _BLOCK_ROWS rows, and at least 4 per worker where there are rows enough.
             block_rows = min(_BLOCK_ROWS, math.ceil(len(rows) / (4 * workers)))
-            blocks = np.array_split(rows, math.ceil(len(rows) / block_rows))
-            # Row numbers put by the driver (no read tasks to schedule: every CPU can go to an actor).
-            dataset = ray.data.from_numpy([block for block in blocks if len(block)]).rename_columns({"data": "row"})
+            # Rows put by the driver (no read tasks to schedule: every CPU can go to an actor).
+            sources = [catalog.items[int(r)].source for r in rows]
+            dataset = ray.data.from_pandas([
+                pandas.DataFrame({"row": rows[i:i + block_rows], "source": sources[i:i + block_rows]})
+                for i in range(0, len(rows), block_rows)])
+            reader = dataclasses.replace(catalog, items=[], pairs=[], skipped=[])  # the catalog's reader alone
             results = dataset.map_batches(
-                EmbedShard, fn_constructor_kwargs=dict(model=model.cpu().eval(), catalog=catalog, batch_size=batch_size,
-                                                       device=device),
+                EmbedShard, fn_constructor_kwargs=dict(model=copy.deepcopy(model).cpu().eval(), reader=reader,
+                                                       batch_size=batch_size, device=device),
                 batch_size=config.shard_rows, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                 num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker or None)
             for batch in results.iter_batches(batch_size=None, batch_format="numpy"):

@@ -309,8 +309,8 @@ def join_process_group(device: str = "auto", environ=os.environ) -> SingleProces
     if backend == "nccl":
         gpus = torch.cuda.device_count()
         if local_rank >= gpus:
-            raise StylespaceError(f"local rank {local_rank} has no GPU of its own: this node has {gpus}; start torchrun "
-                                  f"with --nproc-per-node {gpus} (or --device cpu to train on CPUs)")
+            raise StylespaceError(f"local rank {local_rank} has no GPU of its own: this node has {gpus}; start "
+                                  f"torchrun with --nproc-per-node {gpus} (or --device cpu to train on CPUs)")
         torch.cuda.set_device(local_rank)
     try:
         torch.distributed.init_process_group(backend, timeout=TIMEOUT)

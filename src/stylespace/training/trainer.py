@@ -191,8 +191,9 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
     if resume and not checkpoint_file.exists():
         raise StylespaceError(f"{run_dir}: no {CHECKPOINT_FILE} to resume from; start the run without --resume")
 
-    parallel.check(config, {"train": _plain(dataclasses.asdict(config)), "model": _plain(dataclasses.asdict(model.config)),
-                            "run_dir": str(run_dir), "resume": resume, "items": [len(train_labels), len(val_labels)]})
+    agreed = {"train": _plain(dataclasses.asdict(config)), "model": _plain(dataclasses.asdict(model.config)),
+              "run_dir": str(run_dir), "resume": resume, "items": [len(train_labels), len(val_labels)]}
+    parallel.check(config, agreed)  # every process: the same options and data, a batch that splits evenly
     device = parallel.device(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
