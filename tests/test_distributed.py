@@ -80,6 +80,7 @@ def test_an_epoch_over_two_processes_is_the_one_process_epoch(tmp_path):
         assert r["objective_diff"] <= 1e-4 * max(1.0, r["moved"]), (spec, r)
 
 
+@pytest.mark.slow  # a one-process run here and a torchrun of 2 (three Python processes starting on 2 cores)
 def test_torchrun_train_matches_one_process_and_writes_the_same_run_folder(tmp_path, catalog_and_split):
     catalog, split = catalog_and_split
     model_config, train_config = in_process_config()

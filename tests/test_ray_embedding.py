@@ -80,6 +80,7 @@ def test_ray_subset_in_the_order_asked(local_ray, catalog_with_bad_images, model
     assert float(np.abs(made.vectors - expected).max()) <= 1e-5
 
 
+@pytest.mark.slow  # four Ray runs, each starting its 2 workers (about 5 s each on an idle 2-core machine)
 def test_cli_embed_and_index_build_with_ray(local_ray, catalog_with_bad_images, model_folder, tmp_path):
     from typer.testing import CliRunner
 
@@ -106,6 +107,15 @@ def test_cli_embed_and_index_build_with_ray(local_ray, catalog_with_bad_images, 
     assert float(np.abs(one.vectors(one.ids) - two.vectors(two.ids)).max()) <= 1e-5
     assert json.loads(built.stdout)["failed"] == json.loads(runner.invoke(
         app, [*build, "-o", str(tmp_path / "i3")]).stdout)["failed"]
+
+    # New stock embedded on Ray goes into an index as it would from here.
+    gone = one.ids[:5]
+    assert runner.invoke(app, ["index", "remove", str(tmp_path / "i2"), *gone]).exit_code == 0
+    added = runner.invoke(app, ["index", "add", str(tmp_path / "i2"), str(catalog_with_bad_images), "--ray",
+                                "--ray-workers", "2", "--json"])
+    assert added.exit_code == 0 and json.loads(added.stdout)["added"] == 5, added.output
+    again = CatalogIndex.open(tmp_path / "i2")
+    assert float(np.abs(again.vectors(gone) - one.vectors(gone)).max()) <= 1e-5
 
 
 def test_without_ray_the_message_names_the_extra(monkeypatch):

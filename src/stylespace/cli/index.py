@@ -108,6 +108,10 @@ def add_cmd(
     model: Optional[Path] = MODEL_OPTION,
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
+    ray: bool = RAY_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
+    ray_gpus: float = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.data import load_catalog
@@ -119,7 +123,8 @@ def add_cmd(
     embedding_model = open_query_model(index, model, device)
     before = len(index)
     added, failed = add_items(index, embedding_model, load_catalog(catalog_path), ids, replace=replace,
-                              batch_size=batch_size, device=device, progress=not as_json, include_blank=include_blank)
+                              batch_size=batch_size, device=device, progress=not as_json, include_blank=include_blank,
+                              ray=ray_config(ray, ray_address, ray_workers, ray_gpus))
     result = {"folder": str(index_dir), "added": added, "before": before, "count": len(index), "failed": failed,
               "blank_left_out": blank_count(failed), "generation": index.config.generation}
 

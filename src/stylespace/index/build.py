@@ -118,10 +118,10 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
 def add_items(index: CatalogIndex, model, catalog, ids: Sequence[str] | None = None, *, replace: bool = False,
               labels: Mapping[str, str] | None = None, cache_dir: str | os.PathLike | None = None,
               batch_size: int = 256, device: str = "auto", progress: bool = True,
-              include_blank: bool = False) -> tuple[int, dict[str, str]]:
+              include_blank: bool = False, ray=None) -> tuple[int, dict[str, str]]:
     """Embed catalog items (all, or ``ids``) and add them to ``index``; items already in it are skipped
     unless ``replace``, blank ones unless ``include_blank`` (as in :func:`build_index`). Returns (how many
-    were added, {id: reason} of those left out: undecodable or blank)."""
+    were added, {id: reason} of those left out: undecodable or blank). ``ray``: embed on a Ray cluster."""
     wanted = catalog.ids if ids is None else [str(i) for i in ids]
     if not replace:
         present = index.items.find(wanted)
@@ -129,7 +129,7 @@ def add_items(index: CatalogIndex, model, catalog, ids: Sequence[str] | None = N
     if not wanted:
         return 0, {}
     embeddings, failed = embed_items(model, catalog, wanted, cache_dir=cache_dir, batch_size=batch_size,
-                                     device=device, progress=progress, include_blank=include_blank)
+                                     device=device, progress=progress, include_blank=include_blank, ray=ray)
     if not len(embeddings):
         return 0, failed
     items = [catalog[i] for i in embeddings.ids]
