@@ -118,15 +118,17 @@ class EmbedShard:
     Returns ``{"row", "vector" (n, D) float32, "failed" (n,) reason or "", "blank" (n,) bool}``; a failed
     row's vector is zeros (the driver leaves it out)."""
 
-    def __init__(self, model, reader, batch_size: int, device: str):
+    def __init__(self, model, reader, batch_size: int, device: str, engine: str):
         import torch
 
+        from stylespace.inference import make_embedder
         from stylespace.utils import pick_device
 
         self.reader, self.batch_size = reader, batch_size
         self.device = pick_device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
-        self.model = model.to(self.device).eval()
         self.size = tuple(model.config.input_size)
+        self.output_dim = model.output_dim
+        self.embedder = make_embedder(model.to(self.device).eval(), engine, self.device, batch_size=batch_size)
 
     def __call__(self, batch: dict) -> dict:
         from stylespace.data import Item
@@ -142,10 +144,10 @@ class EmbedShard:
                 failed[k] = reason
             else:
                 pixels[k], blank[k] = view.pixels, view.blank
-        vectors = np.zeros((len(rows), self.model.output_dim), dtype=np.float32)
+        vectors = np.zeros((len(rows), self.output_dim), dtype=np.float32)
         ok = failed == ""
         if ok.any():
-            vectors[ok] = embed_images(self.model, pixels[ok], batch_size=self.batch_size, device=self.device)
+            vectors[ok] = embed_images(self.embedder, pixels[ok], batch_size=self.batch_size)
         return {"row": rows, "vector": vectors, "failed": failed.astype(str), "blank": blank}
 
 
@@ -205,7 +207,8 @@ def embed_items_ray(model, catalog, ids: Sequence[str] | None = None, config: Ra
             reader = dataclasses.replace(catalog, items=[], pairs=[], skipped=[])  # the catalog's reader alone
             results = dataset.map_batches(
                 EmbedShard, fn_constructor_kwargs=dict(model=copy.deepcopy(model).cpu().eval(), reader=reader,
-                                                       batch_size=batch_size, device=device),
+                                                       batch_size=batch_size, device=device,
+                                                       engine=_engine(model, config, device, len(rows))),
                 batch_size=config.shard_rows, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                 num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker or None)
             for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
@@ -225,6 +228,17 @@ def embed_catalog_ray(model, catalog, config: RayConfig | None = None, batch_siz
     decoded and embedded on a Ray cluster."""
     made = embed_items_ray(model, catalog, None, config, batch_size=batch_size, device=device, progress=progress)
     return catalog_embeddings(model, catalog, made.ids, made.vectors, made.failed, made.blank)
+
+
+def _engine(model, config: RayConfig, device: str, images: int) -> str:
+    """The engine every worker runs the model on, chosen once for the whole job as the single-process path
+    chooses it for these images (``--engine``; ``auto``: ONNX Runtime on CPUs for many images), so that
+    both give the same vectors; PyTorch for workers on GPUs."""
+    from stylespace.inference import chosen_engine, resolve_engine
+
+    if config.gpus_per_worker and device != "cpu":
+        return "torch"
+    return resolve_engine(chosen_engine(), "cpu", model, images=images)
 
 
 def _cluster_width(ray, config: RayConfig) -> int:

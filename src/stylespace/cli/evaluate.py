@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from stylespace.cli._options import with_engine
 from stylespace.cli._output import console, emit, out
 from stylespace.utils import StylespaceError, write_json
 
@@ -18,6 +19,7 @@ def register(app: typer.Typer) -> None:
                 "verification (ROC, AUC, cutoffs); --compare puts several side by side.")(evaluate_cmd)
 
 
+@with_engine
 def evaluate_cmd(
     source: Path = typer.Argument(..., metavar="MODEL_OR_EMBEDDINGS",
                                   help="A model folder (model.safetensors + model.json) or an embeddings .npz."),

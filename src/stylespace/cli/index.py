@@ -10,7 +10,7 @@ from typer.core import TyperGroup
 
 from stylespace.cli._options import (BATCH_OPTION, DEVICE_OPTION, INCLUDE_BLANK_OPTION, JSON_OPTION, MODEL_OPTION,
                                      RAY_ADDRESS_OPTION, RAY_GPUS_OPTION, RAY_OPTION, RAY_WORKERS_OPTION,
-                                     blank_count, print_left_out, ray_config)
+                                     blank_count, print_left_out, ray_config, with_engine)
 from stylespace.cli._output import console, emit, out
 
 
@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
 
 @index_app.command("build", help="Embed a catalog with a model and write an index folder (the default subcommand: "
                                  "`stylespace index MODEL CATALOG -o DIR`).")
+@with_engine
 def build_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model folder (model.safetensors + model.json)."),
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="Catalog (Kaggle zip/folder, image tree, manifest) "
@@ -98,6 +99,7 @@ def build_cmd(
 
 
 @index_app.command("add", help="Embed catalog items and add them without rebuilding (new stock).")
+@with_engine
 def add_cmd(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index folder."),
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="Catalog holding the new items."),

@@ -21,7 +21,7 @@ from stylespace.data.catalog import ArrayReader, Catalog
 from stylespace.data import images
 from stylespace.data.images import VIEW_VERSION, ImageDecodeError, View, canonical_view, fit_to_size, open_image
 from stylespace.progress import steps
-from stylespace.utils import StylespaceError, atomic_dir, cache_root
+from stylespace.utils import StylespaceError, atomic_dir, cache_root, each, validate
 
 CACHE_VERSION = 1  # bump when the cache's layout changes; the canonical view has its own VIEW_VERSION
 
@@ -94,8 +94,7 @@ def load_image_array(catalog: Catalog, size: tuple[int, int] = (80, 60), cache_d
         rebuild: ignore an existing cache and build again.
     """
     size = (int(size[0]), int(size[1]))
-    if size[0] < 8 or size[1] < 8:
-        raise StylespaceError(f"image size must be at least 8x8 (H, W), got {size}")
+    validate([each("image size", size, 8, count=2, note="H, W")])
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     folder = root / "images" / cache_key(catalog, size)
     if not rebuild:

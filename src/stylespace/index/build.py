@@ -14,6 +14,7 @@ import numpy as np
 
 from stylespace.data.images import VIEW_VERSION
 from stylespace.index.catalog_index import CatalogIndex
+from stylespace.models.shipped import resolve_model_dir
 from stylespace.progress import steps
 from stylespace.utils import StylespaceError
 
@@ -108,7 +109,7 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
     index = CatalogIndex.create(
         folder, embeddings.ids, embeddings.vectors, model_id=embeddings.model_id, metric=metric, kind=kind,
         labels=item_labels, metas=[i.meta for i in items], sources=[i.source for i in items], whiten=whiten,
-        overwrite=overwrite, model_path=str(Path(model_path).resolve()) if model_path else "",
+        overwrite=overwrite, model_path=str(resolve_model_dir(model_path).resolve()) if model_path else "",
         input_size=tuple(model.config.input_size), catalog=str(Path(catalog.source_path).resolve()),
         catalog_fingerprint=catalog.fingerprint(), metadata_columns=list(catalog.metadata_columns),
         view_version=VIEW_VERSION, **settings)

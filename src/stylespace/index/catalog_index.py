@@ -34,6 +34,7 @@ import numpy as np
 
 from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
+from stylespace.index.neighbour_memo import NeighbourMemo
 from stylespace.index.config import CONFIG_FILE, IndexConfig
 from stylespace.index.items import ItemStore
 from stylespace.utils import StylespaceError, atomic_write, load_dataclass, write_json
@@ -104,6 +105,7 @@ class CatalogIndex:
         self.structure = structure
         self._stale = items.stale_keys()
         self._where_cache: dict[str, np.ndarray] = {}
+        self._neighbour_memo = NeighbourMemo()  # items' own neighbours, searched once per generation
 
     # --- opening and making ------------------------------------------------------------------------
 
@@ -322,6 +324,9 @@ class CatalogIndex:
     def neighbours_of_keys(self, keys: np.ndarray, k: int, exclude_keys: np.ndarray | None = None) -> Neighbours:
         """The ``k`` nearest other items of catalog items given by key (M,), each never returning itself
         nor the keys in its row of ``exclude_keys`` (M, E) (-1 = nothing)."""
+        remembered = self._neighbour_memo.neighbours_of_keys(self, keys, k, exclude_keys)
+        if remembered is not None:
+            return Neighbours(*remembered, self.config.metric)
         keys = np.asarray(keys, dtype=np.int64).ravel()
         per_query = keys[:, None] if exclude_keys is None else np.concatenate(
             [keys[:, None], np.asarray(exclude_keys, dtype=np.int64).reshape(len(keys), -1)], axis=1)

@@ -29,8 +29,9 @@ class ModelConfig:
         dropout: dropout probability before the embedding layer (training only).
         width: base channel count of the ``compact`` and ``lenet`` backbones (stage widths are width x 1, 2, 4, 8).
         depth: residual blocks per stage of the ``compact`` backbone (4 stages).
-        stem_stride: downsampling of the ``compact`` stem: 2 (3x3 conv, stride 2) or 4 (then a 2x2 max-pool,
-            as ResNet does; about 3x cheaper, for CPU training).
+        stem_stride: downsampling of the ``compact`` stem: 1 (3x3 conv, stride 1: small images such as
+            Fashion-MNIST's 28 x 28), 2 (stride 2) or 4 (then a 2x2 max-pool, as ResNet does; about 3x cheaper,
+            for CPU training on 80 x 60 photos).
         classifier: ``linear`` (logits = W e + b) or ``cosine`` (logits = scale * cos(e, w_c), a normalised
             classifier whose class directions live in the embedding space).
         cosine_scale: the temperature of the cosine classifier.
@@ -77,8 +78,8 @@ class ModelConfig:
         if len(depth) != 4 or any(not isinstance(d, int) or d < 1 for d in depth):
             raise StylespaceError(f"depth must be 4 integers >= 1 (blocks per stage), got {self.depth!r}")
         self.depth = depth
-        if self.stem_stride not in (2, 4):
-            raise StylespaceError(f"stem_stride must be 2 or 4, got {self.stem_stride!r}")
+        if self.stem_stride not in (1, 2, 4):
+            raise StylespaceError(f"stem_stride must be 1, 2 or 4, got {self.stem_stride!r}")
         if self.classifier not in CLASSIFIERS:
             raise StylespaceError(f"classifier {self.classifier!r} is unknown; expected one of {', '.join(CLASSIFIERS)}")
         if self.embed_layer not in EMBED_LAYERS:

@@ -11,11 +11,13 @@ import os
 import logging
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import Future
 
 import numpy as np
 
 from stylespace.service.batching import QueryBatcher
+from stylespace.service.headers import short
 from stylespace.utils import StylespaceError
 
 NAME_COLUMNS = ("productDisplayName", "name", "title")
@@ -116,14 +118,19 @@ class StyleEngine:
         judge: a :class:`stylespace.compat.judge.CompatibilityJudge`, or None (no /compare).
         device: the torch device queries are embedded on.
         max_batch: the most concurrent searches answered by one forward pass and one index search.
+        inference: what embeds queries: ``auto`` (ONNX Runtime on a CPU when installed, else PyTorch), ``onnx``
+            or ``torch`` (:func:`stylespace.inference.make_embedder`; the ONNX file is made at start-up).
     """
 
-    def __init__(self, index, model, recommender, catalog, judge=None, device="cpu", max_batch: int = 32):
+    def __init__(self, index, model, recommender, catalog, judge=None, device="cpu", max_batch: int = 32,
+                 inference: str = "auto"):
+        from stylespace.inference import make_embedder
         from stylespace.models import model_id
 
         index.check_model(model_id(model), "queries embedded by the given model")
         self.index = index
         self.model = model.eval()
+        self.embedder = make_embedder(self.model, inference, device, images=None, batch_size=max(max_batch, 1))
         self.recommender = recommender
         self.catalog = catalog
         self.judge = judge
@@ -140,7 +147,7 @@ class StyleEngine:
     @classmethod
     def load(cls, index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
              compat_dir: str | os.PathLike | None = None, device: str = "auto",
-             max_batch: int = 32) -> "StyleEngine":
+             max_batch: int = 32, inference: str = "auto") -> "StyleEngine":
         """Load everything the service needs from disk (once, at start-up)."""
         from stylespace.data import load_catalog
         from stylespace.index import CatalogIndex
@@ -165,7 +172,7 @@ class StyleEngine:
             from stylespace.compat.judge import CompatibilityJudge
 
             judge = CompatibilityJudge.load(compat_dir, device=str(target))
-        return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target, max_batch)
+        return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target, max_batch, inference)
 
     # --- what is loaded -----------------------------------------------------------------------------
     @property
@@ -198,7 +205,8 @@ class StyleEngine:
                 "embedding_dim": self.model.output_dim, "metric": self.index.metric,
                 "threshold": self.recommender.threshold, "confidence_score": self.recommender.score_name,
                 "junk": self.recommender.junk.to_dict(),
-                "compatibility": compat, "catalog": str(self.catalog.source_path),
+                "compatibility": compat, "catalog": Path(str(self.catalog.source_path)).name,
+                "engine": self.embedder.engine,
                 "searches": self._batcher.queries, "search_batches": self._batcher.batches}
 
     # --- search -------------------------------------------------------------------------------------
@@ -233,11 +241,7 @@ class StyleEngine:
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 at the model's input size -> (N, D) unit vectors."""
-        from stylespace.embeddings import embed_images
-
-        # A copy: decoded images are read-only views of PIL's buffer, which torch will not wrap.
-        batch = np.array(pixels, dtype=np.uint8)
-        return embed_images(self.model, batch, batch_size=max(len(batch), 1), device=self.device)
+        return self.embedder(np.asarray(pixels, dtype=np.uint8))
 
     def refresh(self) -> bool:
         """Pick up what another process wrote to the index (items added or removed, a rebuild, a new
@@ -302,7 +306,7 @@ class StyleEngine:
         try:
             return self._view.records[item_id]
         except KeyError:
-            raise UnknownItem(f"no item with id {item_id!r} in this catalog") from None
+            raise UnknownItem(f"no item with id {short(item_id)!r} in this catalog") from None
 
     def image(self, item_id: str) -> tuple[bytes, str]:
         """The item's image bytes as stored in the catalog (folder or zip) and their media type."""
@@ -312,8 +316,8 @@ class StyleEngine:
         try:
             data, media_type = self.catalog.read_bytes(item), self.catalog.media_type(item)
         except (OSError, KeyError) as exc:
-            raise StylespaceError(f"item {item_id!r}: cannot read its image {item.source!r} from "
-                                  f"{self.catalog.source_path} ({exc})") from None
+            raise StylespaceError(f"item {item_id!r}: cannot read its image {Path(item.source).name!r} from "
+                                  f"the catalog {Path(str(self.catalog.source_path)).name} ({exc})") from None
         return data, media_type
 
     def item_pixels(self, item_id: str, size: tuple[int, int]) -> np.ndarray:
@@ -334,7 +338,7 @@ class StyleEngine:
         elif label in view.by_label:
             ids = view.by_label[label]
         else:
-            raise UnknownItem(f"no items with label {label!r}; GET /classes lists the labels")
+            raise UnknownItem(f"no items with label {short(label)!r}; GET /classes lists the labels")
         return len(ids), [view.records[i] for i in ids[offset:offset + limit]]
 
     # --- compatibility ------------------------------------------------------------------------------

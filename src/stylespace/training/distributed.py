@@ -75,7 +75,7 @@ class SingleProcess:
     def check(self, config, agreed: dict) -> None:
         pass
 
-    def prepare(self, model: nn.Module, objective: Objective) -> nn.Module:
+    def prepare(self, model: nn.Module, objective: Objective, changing_trainables: bool = False) -> nn.Module:
         return TrainingForward(model)
 
     def shard(self, sampler):
@@ -145,12 +145,14 @@ class DataParallel(SingleProcess):
                                   f"({', '.join(sorted(agreed))} must agree); start every node's torchrun with the "
                                   "same command and catalog")
 
-    def prepare(self, model: nn.Module, objective: Objective) -> nn.Module:
+    def prepare(self, model: nn.Module, objective: Objective, changing_trainables: bool = False) -> nn.Module:
         """Wrap the model's forward pass in ``DistributedDataParallel`` and the objective's pair/triplet
-        terms in PML's distributed wrappers (in place: the objective's saved state does not change)."""
+        terms in PML's distributed wrappers (in place: the objective's saved state does not change).
+        ``changing_trainables``: some parameters are frozen for a while (fine-tuning's frozen backbone), so
+        DDP must look for parameters without gradients at every step."""
         gather_across_ranks(objective, self.world_size)
         forward = TrainingForward(model)
-        unused = (model.classifier is not None and not objective.needs_classifier) or all(
+        unused = changing_trainables or (model.classifier is not None and not objective.needs_classifier) or all(
             isinstance(term, InstanceTerm) for term in objective.terms.values())
         return nn.parallel.DistributedDataParallel(
             forward, device_ids=[self.local_rank] if self.backend == "nccl" else None,

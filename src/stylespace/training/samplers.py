@@ -16,7 +16,7 @@ import numpy as np
 from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions as pml_common
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, in_range, validate
 
 Batch = tuple[np.ndarray, np.ndarray | None]  # (item indices, per-item augmentation strength or None)
 
@@ -58,8 +58,7 @@ class MPerClassBatches:
 
     def __init__(self, labels: np.ndarray, batch_size: int, m: int, seed: int = 0):
         n_classes = len(np.unique(labels))
-        if m < 2:
-            raise StylespaceError(f"m_per_class must be >= 2 so that every batch holds positives, got {m}")
+        validate([at_least("m_per_class", m, 2, note="so that every batch holds positives")])
         if batch_size % m:
             raise StylespaceError(f"batch_size ({batch_size}) must be a multiple of m_per_class ({m})")
         if m * n_classes < batch_size:
@@ -90,8 +89,7 @@ class RareClassAugmentSampler:
 
     def __init__(self, labels: np.ndarray, batch_size: int, power: float = 0.5, max_strength: float = 2.5,
                  seed: int = 0):
-        if not 0.0 <= power <= 1.0:
-            raise StylespaceError(f"balance_power must be in [0, 1], got {power}")
+        validate([in_range("balance_power", power, 0, 1)])
         counts = np.bincount(labels)
         weights = counts[labels].astype(np.float64) ** -power
         self.p = weights / weights.sum()

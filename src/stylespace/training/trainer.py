@@ -114,12 +114,18 @@ def evaluate(model: EmbeddingModel, objective: Objective, pixels: torch.Tensor, 
     return loss, accuracy
 
 
-def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig,
+                   backbone: list[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
     """Weight decay on weight matrices and convolution kernels only: decaying biases, batch-norm scales
-    or GeM exponents only hurts."""
-    decay = [p for p in params if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in params if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    or GeM exponents only hurts. The ``backbone`` parameters learn at ``config.backbone_lr_factor`` x lr."""
+    slow = {id(p) for p in backbone} if config.backbone_lr_factor != 1.0 else set()
+    groups = []
+    for factor, members in ((1.0, [p for p in params if id(p) not in slow]),
+                            (config.backbone_lr_factor, [p for p in params if id(p) in slow])):
+        decay = [p for p in members if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in members if p.requires_grad and p.ndim < 2]
+        groups += [{"params": group, "weight_decay": wd, "lr": config.lr * factor}
+                   for group, wd in ((decay, config.weight_decay), (no_decay, 0.0)) if group or factor == 1.0]
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
     if config.optimizer == "adamw":
@@ -134,8 +140,9 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
     total = max(1, config.epochs * steps_per_epoch)
     warmup = min(total - 1, int(config.warmup_epochs * steps_per_epoch))
     if config.schedule == "onecycle" and total >= 4:  # torch's one-cycle needs a few steps per phase
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
-                                                   pct_start=min(0.5, max(warmup, 1) / total))
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=total,
+                                                   pct_start=min(0.5, max(warmup, 2) / total))  # a 1-step warm phase divides by 0
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -209,7 +216,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
                               "classifier; build it with the class names (ModelConfig.classes)")
     model.to(device).to(memory_format=torch.channels_last)
     objective.to(device)
-    forward = parallel.prepare(model, objective)
+    forward = parallel.prepare(model, objective, changing_trainables=config.freeze_backbone_epochs > 0)
     # Pixels stay uint8 until a batch is drawn; on a GPU the whole training set lives in its memory.
     store = device if device.type == "cuda" else torch.device("cpu")
     train_x = torch.from_numpy(np.ascontiguousarray(train_pixels)).to(store)
@@ -223,7 +230,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
                                            config.m_per_class, config.balance_power))
     augment = BatchAugment(config.augmentation) if config.augment else None
     params = list(model.parameters()) + list(objective.parameters())
-    optimizer = make_optimizer(params, config)
+    optimizer = make_optimizer(params, config, list(model.backbone.parameters()))
     schedule = make_schedule(optimizer, config, len(sampler))
     metric_name = ("val_accuracy" if model.classifier is not None else "val_1nn_accuracy") if has_val else "none"
 
@@ -242,6 +249,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
             while state["epoch"] < config.epochs and not state["stopped_early"]:
                 epoch = state["epoch"] + 1
                 started = time.perf_counter()
+                model.backbone.requires_grad_(epoch > config.freeze_backbone_epochs)  # fine-tuning's warm-up
                 generator = parallel.generator(config.seed * 100_003 + epoch)
                 task = bar.start(f"epoch {epoch}/{config.epochs}", len(sampler))
                 last = state["history"][-1]["val_metric"] if state["history"] and has_val else None
