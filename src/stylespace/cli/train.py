@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from stylespace.cli._options import with_engine
+from stylespace.cli._options import (RAY_ADDRESS_OPTION, RAY_GPUS_OPTION, RAY_OPTION, RAY_WORKERS_OPTION, ray_config,
+                                     with_engine)
 from stylespace.cli._output import console, emit, out
 from stylespace.utils import StylespaceError
 
@@ -85,6 +86,7 @@ def train_cmd(
 ) -> None:
     from stylespace.cli.data import parse_size
     from stylespace.training import preset, resume_configs, train_run
+    from stylespace.training.distributed import is_primary_process
     from stylespace.training.presets import default_preset, override
 
     if resume:
@@ -116,6 +118,8 @@ def train_cmd(
                                 backbone_lr_factor=backbone_lr_factor).validate()
     model, result, record = train_run(catalog_path, split, model_config, train_config, out_dir, resume=resume,
                                       progress=not as_json, log=lambda line: console.print(line))
+    if not is_primary_process():
+        return  # under torchrun, rank 0 reports for the run
     summary = {"run": str(out_dir), **record, "history": result.history}
 
     def render(r: dict) -> None:
@@ -144,16 +148,26 @@ def embed_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Embeddings file to write (.npz)."),
     batch_size: int = typer.Option(512, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    ray: bool = RAY_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
+    ray_gpus: float = RAY_GPUS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     from stylespace.data import load_catalog
     from stylespace.embeddings import embed_catalog
     from stylespace.models import load_model
+    from stylespace.ray_embedding import embed_catalog_ray
 
     started = time.perf_counter()
+    on_ray = ray_config(ray, ray_address, ray_workers, ray_gpus)
     model = load_model(model_dir)
     catalog = load_catalog(catalog_path)
-    embeddings = embed_catalog(model, catalog, batch_size=batch_size, device=device, progress=not as_json)
+    if on_ray is not None:
+        embeddings = embed_catalog_ray(model, catalog, on_ray, batch_size=batch_size, device=device,
+                                       progress=not as_json)
+    else:
+        embeddings = embed_catalog(model, catalog, batch_size=batch_size, device=device, progress=not as_json)
     embeddings.save(output)
     result = {"output": str(output), "items": len(embeddings), "dim": embeddings.dim, "model_id": embeddings.model_id,
               "labelled": embeddings.labels is not None, "failed": len(embeddings.meta["failed"]),

@@ -190,19 +190,27 @@ def _decode_chunk(task) -> tuple[dict[int, str], list[int]]:
     out = np.memmap(pixel_file, dtype=np.uint8, mode="r+", shape=(n, size[0], size[1], 3))
     failed, blank = {}, []
     for i in chunk:
-        item = catalog.items[i]
-        try:
-            view = item_view(catalog, item, size)
-            out[i] = view.pixels
-            if view.blank:
-                blank.append(i)
-        except ImageDecodeError as exc:
-            failed[i] = "image that fails to decode" if "zero" not in str(exc) else "zero-byte image"
-        except Exception as exc:  # any reader problem is this item's problem, not the run's
-            failed[i] = f"image that cannot be read ({type(exc).__name__})"
+        view, reason = decode_item(catalog, catalog.items[i], size)
+        if view is None:
+            failed[i] = reason
+            continue
+        out[i] = view.pixels
+        if view.blank:
+            blank.append(i)
     out.flush()
     del out
     return failed, blank
+
+
+def decode_item(catalog: Catalog, item, size: tuple[int, int]) -> tuple[View | None, str]:
+    """(the item's canonical :class:`View`, "") or (None, why it has none): the cache's one rule for
+    undecodable items, also used where images are decoded elsewhere (on Ray workers)."""
+    try:
+        return item_view(catalog, item, size), ""
+    except ImageDecodeError as exc:
+        return None, "image that fails to decode" if "zero" not in str(exc) else "zero-byte image"
+    except Exception as exc:  # any reader problem is this item's problem, not the run's
+        return None, f"image that cannot be read ({type(exc).__name__})"
 
 
 def item_view(catalog: Catalog, item, size: tuple[int, int]) -> View:
@@ -231,4 +239,4 @@ def decode_one(catalog: Catalog, item, size: tuple[int, int]) -> np.ndarray:
     return item_view(catalog, item, size).pixels
 
 
-__all__ = ["ImageArray", "load_image_array", "decode_one", "cache_key", "item_view", "open_image"]
+__all__ = ["ImageArray", "load_image_array", "decode_item", "decode_one", "cache_key", "item_view", "open_image"]

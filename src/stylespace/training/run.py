@@ -22,6 +22,7 @@ import torch
 
 from stylespace.models import EmbeddingModel, ModelConfig, model_id
 from stylespace.training.config import TrainConfig
+from stylespace.training.distributed import SingleProcess, join_process_group
 from stylespace.training.objectives import parse_objective
 from stylespace.training.trainer import FitResult, fit
 from stylespace.utils import StylespaceError, write_json
@@ -119,14 +120,31 @@ def validation_rows(manifest, rows):
 def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.PathLike,
               model_config: ModelConfig | None, config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
               progress: bool = True, cache_dir: str | os.PathLike | None = None,
-              log: Callable[[str], None] = lambda message: None) -> tuple[EmbeddingModel, FitResult, dict]:
+              log: Callable[[str], None] = lambda message: None,
+              parallel: SingleProcess | None = None) -> tuple[EmbeddingModel, FitResult, dict]:
     """Train a model on a catalog's training split; returns (model, fit result, the run.json record).
 
     With ``config.init`` the run fine-tunes that trained model (see :class:`ParentModel`) and
     ``model_config`` must be None (the architecture is the parent's); else ``model_config`` says what to build.
     With ``resume`` the run continues from ``run_dir/checkpoint.pt``; the model and training settings
-    must be the ones the run started with (the checkpoint records both).
+    must be the ones the run started with (the checkpoint records both), the number of processes may differ.
+    Under torchrun every process calls this and they train one model together
+    (:mod:`stylespace.training.distributed`; ``parallel`` default: joined from torchrun's environment,
+    or this process alone); rank 0 writes the run folder, ``run.json`` records the world size.
     """
+    own_group = parallel is None
+    parallel = parallel or join_process_group(config.device)
+    try:
+        return _train_run(catalog_path, split_manifest_path, model_config, config, run_dir, resume,
+                          progress and parallel.is_primary, cache_dir, parallel.primary_only(log), parallel)
+    finally:
+        if own_group:
+            parallel.close()
+
+
+def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | None, config: TrainConfig, run_dir,
+               resume: bool, progress: bool, cache_dir, log: Callable[[str], None],
+               parallel: SingleProcess) -> tuple[EmbeddingModel, FitResult, dict]:
     from stylespace.data import SplitManifest, load_catalog, load_image_array
 
     run_dir = Path(run_dir)
@@ -145,7 +163,9 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
     manifest = SplitManifest.load(split_manifest_path)
     rows = training_rows(manifest)
     val_rows = validation_rows(manifest, rows)
-    array = load_image_array(catalog, size=tuple(model_config.input_size), cache_dir=cache_dir, progress=progress)
+    # Each node's first process fills the image cache; the others then read it.
+    array = parallel.primary_first(lambda: load_image_array(catalog, size=tuple(model_config.input_size),
+                                                            cache_dir=cache_dir, progress=progress))
     ids, labels = rows.ids + val_rows.ids, rows.labels + val_rows.labels
     is_val = np.array([False] * len(rows) + [True] * len(val_rows))
     unknown = [i for i in ids if i not in catalog]
@@ -179,7 +199,7 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
     if parent is not None:
         parent.imprint(model, pixels[train_idx], y[train_idx])
     result = fit(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config, run_dir,
-                 resume=resume, progress=progress, log=log)
+                 resume=resume, progress=progress, log=log, parallel=parallel)
     record = {
         "catalog": str(catalog_path),
         "catalog_fingerprint": catalog.fingerprint(),
@@ -200,11 +220,15 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
         "train_seconds": result.seconds,
         "total_seconds": round(time.perf_counter() - started, 2),
         "device": result.device,
+        "world_size": parallel.world_size,
+        "backend": parallel.backend,
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "host": platform.node(),
     }
-    write_json(run_dir / RUN_FILE, record)
+    if parallel.is_primary:
+        write_json(run_dir / RUN_FILE, record)
+    parallel.barrier()
     return model, result, record
 
 

@@ -108,6 +108,31 @@ class RareClassAugmentSampler:
             yield chunk, self.strength[chunk]
 
 
+class RankShard:
+    """One process's part of another sampler's batches in data-parallel training (``training.distributed``):
+    items ``rank``, ``rank + N``, ``rank + 2N`` ... of every batch, with their augmentation strengths.
+
+    Every rank draws the same batches (same seed and epoch), so the N parts together are the one-process
+    batch: m-per-class and rare-class batches keep their make-up over the global batch, and an m-per-class
+    batch gives each rank about m / N items of every class in it (batch-norm statistics over all of its
+    classes). A batch too small to give every rank 2 items (a shuffled epoch's last) is skipped.
+    """
+
+    def __init__(self, sampler, rank: int, world_size: int):
+        self.sampler, self.rank, self.world_size = sampler, rank, world_size
+        # Batch sizes do not depend on the epoch: count the usable batches once.
+        self.n_batches = sum(len(indices) >= 2 * world_size for indices, _ in sampler.batches(0))
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        for indices, strength in self.sampler.batches(epoch):
+            if len(indices) >= 2 * self.world_size:
+                part = slice(self.rank, None, self.world_size)
+                yield indices[part], None if strength is None else strength[part]
+
+
 SAMPLERS = ("shuffle", "m_per_class", "rare_augment")
 
 
