@@ -180,18 +180,26 @@ def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, ba
     input size); items whose image fails to decode are listed in ``meta["failed"]``, and those whose image is
     blank or nearly uniform (embedded all the same) in ``meta["blank"]``."""
     from stylespace.data import load_image_array
-    from stylespace.models import model_id
 
     array = load_image_array(catalog, size=tuple(model.config.input_size), cache_dir=cache_dir, progress=progress)
     vectors = embed_images(model, array.pixels, batch_size=batch_size, device=device, progress=progress)
-    labels = [catalog[i].label for i in array.ids]
+    return catalog_embeddings(model, catalog, array.ids, vectors, array.failed, array.blank)
+
+
+def catalog_embeddings(model, catalog, ids: list[str], vectors: np.ndarray, failed: dict[str, str],
+                       blank: list[str]) -> Embeddings:
+    """The :class:`Embeddings` of a catalog's decodable items ``ids`` (catalog order), however they were made
+    (here, or on a Ray cluster by :mod:`stylespace.ray_embedding`): labels and provenance as ``embed_catalog`` writes."""
+    from stylespace.models import model_id
+
+    labels = [catalog[i].label for i in ids]
     meta = {
         "catalog": str(catalog.source_path),
         "catalog_fingerprint": catalog.fingerprint(),
         "input_size": list(model.config.input_size),
         "backbone": model.config.backbone,
-        "failed": dict(array.failed),
-        "blank": list(array.blank),
+        "failed": dict(failed),
+        "blank": list(blank),
     }
-    return Embeddings(array.ids, vectors, labels if any(label is not None for label in labels) else None,
+    return Embeddings(ids, vectors, labels if any(label is not None for label in labels) else None,
                       model_id(model), meta)

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from scipy import ndimage
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, each, in_range, validate
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -109,13 +109,10 @@ class PixelBudget:
     working: int = WORK_PIXELS
 
     def __post_init__(self) -> None:
-        for name in ("decoded", "working"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise StylespaceError(f"pixel budget {name} must be a positive number of pixels, got {value!r}")
-        if self.decoded > MAX_PIXELS:
-            raise StylespaceError(f"pixel budget decoded is at most {MAX_PIXELS:,} (the decompression-bomb limit), "
-                                  f"got {self.decoded:,}")
+        validate([
+            in_range("decoded", self.decoded, 1, MAX_PIXELS, integer=True, note="pixels; the decompression-bomb limit"),
+            at_least("working", self.working, 1, note="pixels"),
+        ], "pixel budget")
 
 
 DEFAULT_BUDGET = PixelBudget()
@@ -247,9 +244,8 @@ def fit_to_size(image: Image.Image, size: tuple[int, int], working: int = WORK_P
     When the padded canvas would be over ``working`` pixels (an extreme aspect ratio), the image is first
     resized to twice the target scale, so the canvas stays small; ordinary shapes are padded as they are.
     """
+    validate([each("image size", size, 1, count=2, note="H, W")])
     height, width = size
-    if height < 1 or width < 1:
-        raise StylespaceError(f"image size must be positive (H, W), got {size}")
     target_ratio = width / height
     ratio = image.width / image.height
     canvas = max(image.width, round(image.height * target_ratio)) * max(image.height, round(image.width / target_ratio))

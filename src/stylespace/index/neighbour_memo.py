@@ -3,8 +3,8 @@
 A recommendation's confidence reads the neighbours of its top items (are they a tight cluster?), which
 costs one more index search per recommended item, several times the search for the query itself. A
 catalog item's neighbours depend only on the index generation, and shoppers' queries land on the same
-popular items again and again, so they are searched once and remembered (per generation; a write to the
-index forgets them all). Each row keeps ``extra`` neighbours more than asked for, so that a query can
+popular items again and again, so they are searched once and remembered (per index state: any add, remove or
+rebuild forgets them all). Each row keeps ``extra`` neighbours more than asked for, so that a query can
 leave out a few items of its own (the query item itself) and still get exactly what a fresh search gives.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ class NeighbourMemo:
                    else np.asarray(exclude_keys, dtype=np.int64).reshape(len(keys), -1))
         if exclude.shape[1] > self.extra:
             return None
-        state = (index.config.generation, index.config.updated, len(index._stale), int(index.structure.ntotal))
+        state = index.marker  # any add, remove or rebuild moves it
         if state != self._state or k + self.extra > self._width or len(self._rows) > self.max_items:
             self._rows.clear()
             self._state, self._width = state, max(self._width, k + self.extra)

@@ -139,7 +139,8 @@ class StyleEngine:
         self._view = _CatalogView.of(index)
         self.refresh_seconds = REFRESH_SECONDS
         self._checked = time.monotonic()
-        self._refused = None  # the index.json of a generation made by another model, not adopted
+        self._refused = None  # the stamp of an index made by another model, not adopted
+        self._stamp = self._current_stamp()
         self._batcher = QueryBatcher(self._answer, max_batch=max_batch, name="stylespace-search")
         # One compatibility forward pass at a time: concurrent passes on a small CPU fight over its cores.
         self._judge_lock = threading.Lock()
@@ -249,11 +250,10 @@ class StyleEngine:
         ``refresh_seconds``, from the one thread that searches, so no search sees half of a change.
         An index rebuilt by another model is not adopted: the service keeps answering from the one it has."""
         from stylespace.index import CatalogIndex
-        from stylespace.index.catalog_index import read_config
         from stylespace.recommend import SelectiveRecommender
 
-        current = read_config(self.index.folder)
-        if current == self.index.config or current == self._refused:
+        current = self._current_stamp()
+        if current == self._stamp or current == self._refused:
             return False
         fresh = CatalogIndex.open(self.index.folder)
         if fresh.model_id != self.index.model_id:
@@ -266,10 +266,17 @@ class StyleEngine:
         recommender = SelectiveRecommender.from_index(fresh)
         view = _CatalogView.of(fresh)
         old, self.index = self.index, fresh
-        self.recommender, self._view = recommender, view
+        self.recommender, self._view, self._stamp = recommender, view, current
         old.close()
         log.info("index %s reloaded: generation %d, %d items", fresh.folder, fresh.config.generation, view.size)
         return True
+
+    def _current_stamp(self) -> tuple:
+        """What changes when another process changes the index (its marker) or its calibration."""
+        from stylespace.index import CatalogIndex
+        from stylespace.recommend import calibration_stamp
+
+        return CatalogIndex.current_marker(self.index.folder), calibration_stamp(self.index.folder)
 
     def _answer(self, queries: list["_Query"]) -> list[Ranking]:
         """One batch: embed the images together, then one recommendation call for every query."""
