@@ -11,7 +11,7 @@ child process (so the clients never share a GIL with the server), waits for /hea
    search (decode, embed, index search, confidence, JSON) with no queueing;
 2. ``honest``: ``--clients`` asyncio clients, each posting catalog images to /search back to back for
    ``--seconds``;
-3. ``with_heavy``: the same honest clients while ``--heavy-clients`` more post a heavy upload back to back
+3. ``with_heavy``: the same honest clients (``--client-processes`` processes) while ``--heavy-clients`` more post a heavy upload back to back
    (``--heavy``: ``blank6000``, the issue's 6000 x 6000 blank PNG, refused from its header; or ``png2000``, a
    2000 x 2000 product-like PNG of a few KB inside the pixel budget, decoded whole on the low-priority
    heavy lane).
@@ -129,34 +129,43 @@ async def _clients(url: str, uploads, clients: int, seconds: float, k: int, seed
         return tally, time.perf_counter() - started
 
 
-def _heavy_process(url: str, heavy, clients: int, seconds: float, k: int, seed: int, out) -> None:
-    tally, wall = asyncio.run(_clients(url, [heavy], clients, seconds, k, seed, honest=False))
-    out.put((tally.latencies, dict(tally.statuses), wall))
+def _client_process(url: str, uploads, clients: int, seconds: float, k: int, seed: int, honest: bool, out) -> None:
+    tally, wall = asyncio.run(_clients(url, uploads, clients, seconds, k, seed, honest=honest))
+    out.put((honest, tally.latencies, dict(tally.statuses), wall))
 
 
 def run_load(url: str, images, clients: int, seconds: float, k: int, seed: int,
-             heavy: tuple[str, bytes] | None = None, heavy_clients: int = 0) -> dict:
-    """``clients`` honest clients for ``seconds``; the heavy clients run in a process of their own, so
-    their requests do not take the honest clients' share of this process's CPU (the clients' cost is
-    about the server's per request)."""
+             heavy: tuple[str, bytes] | None = None, heavy_clients: int = 0, processes: int = 1) -> dict:
+    """``clients`` honest clients for ``seconds``, spread over ``processes`` processes; the heavy clients run
+    in a process of their own, so their requests never take the honest clients' share of a process's CPU
+    (an httpx client costs about as much per request as the server)."""
     import multiprocessing
 
-    process = queue = None
-    if heavy_clients:
-        queue = multiprocessing.get_context("fork").Queue()
-        process = multiprocessing.get_context("fork").Process(
-            target=_heavy_process, args=(url, heavy, heavy_clients, seconds, k, seed + 1000, queue))
-        process.start()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
     uploads = [(f"{item_id}.jpg", data) for item_id, data in images]
-    honest, wall = asyncio.run(_clients(url, uploads, clients, seconds, k, seed, honest=True))
-    result = {"clients": clients, "seconds": round(wall, 2), "k": k, **honest.summary(wall)}
-    if process is not None:
-        latencies, statuses, heavy_wall = queue.get(timeout=seconds + 120)
-        process.join(timeout=30)
-        hostile = Tally()
-        hostile.latencies, hostile.statuses = latencies, collections.Counter(statuses)
+    shares = [clients // processes + (1 if n < clients % processes else 0) for n in range(processes)]
+    jobs = [(uploads, share, seed + 100 * n, True) for n, share in enumerate(shares) if share]
+    if heavy_clients:
+        jobs.append(([heavy], heavy_clients, seed + 1000, False))
+    workers = [context.Process(target=_client_process, args=(url, group, count, seconds, k, group_seed, honest, queue))
+               for group, count, group_seed, honest in jobs]
+    for worker in workers:
+        worker.start()
+    honest_tally, hostile, walls = Tally(), Tally(), {True: 0.0, False: 0.0}
+    for _ in workers:
+        is_honest, latencies, statuses, wall = queue.get(timeout=seconds + 120)
+        tally = honest_tally if is_honest else hostile
+        tally.latencies += latencies
+        tally.statuses.update(statuses)
+        walls[is_honest] = max(walls[is_honest], wall)
+    for worker in workers:
+        worker.join(timeout=30)
+    result = {"clients": clients, "client_processes": processes, "seconds": round(walls[True], 2), "k": k,
+              **honest_tally.summary(walls[True])}
+    if heavy_clients:
         result["heavy"] = {"clients": heavy_clients, "upload": heavy[0], "bytes": len(heavy[1]),
-                           **hostile.summary(heavy_wall)}
+                           **hostile.summary(walls[False])}
     return result
 
 
@@ -263,7 +272,7 @@ def serve_and_measure(index_dir: Path, engine: str, images, args, heavy) -> dict
                 before, cpu_before, load_before = (httpx.get(f"{url}/stats").json(), cpu_seconds(server.pid),
                                                    os.getloadavg()[0])
                 run = run_load(url, images, args.clients, args.seconds, args.k, args.seed + round_number,
-                               heavy, heavy_clients)
+                               heavy, heavy_clients, args.client_processes)
                 cpu_after, after = cpu_seconds(server.pid), httpx.get(f"{url}/stats").json()
                 run["server_cpu_ms_per_search"] = (None if cpu_before is None or cpu_after is None or not run["ok"]
                                                    else round(1000 * (cpu_after - cpu_before) / run["ok"], 2))
@@ -321,6 +330,8 @@ def main() -> None:
     parser.add_argument("--engines", default="torch,onnx", help="Engines to serve with, one after the other.")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--heavy-clients", type=int, default=4)
+    parser.add_argument("--client-processes", type=int, default=1, help="Processes the honest clients are "
+                                                                        "spread over (the heavy ones get their own).")
     parser.add_argument("--heavy", default="blank6000", help="blank6000 or png2000 (see above).")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=1, help="Alternate honest / with-heavy phases this many "
