@@ -8,6 +8,7 @@ pixel vectors without one); nothing here writes to the catalog.
 """
 from stylespace.audit.calibrate import COPY_DISTORTIONS, CopyMeasurement, measure_copy_distances
 from stylespace.audit.config import NEAR_DISTANCE, NEAR_PIXELS, NEAR_SHIFT, AuditConfig
+from stylespace.audit.evaluation_copies import EvaluationCopies
 from stylespace.audit.copies import CopyClusters, cluster_copies, pixel_difference, pixel_hashes, pooled_views
 from stylespace.audit.quality import Blank, Outlier, OutlierRule, Tiny, blank_items, outliers, tiny_items
 from stylespace.audit.run import (
@@ -25,7 +26,7 @@ from stylespace.audit.run import (
 from stylespace.audit.vectors import Embedder, pixel_vectors
 
 __all__ = [
-    "COPY_DISTORTIONS", "CopyMeasurement", "measure_copy_distances",
+    "COPY_DISTORTIONS", "CopyMeasurement", "EvaluationCopies", "measure_copy_distances",
     "NEAR_DISTANCE", "NEAR_PIXELS", "NEAR_SHIFT", "AuditConfig",
     "CopyClusters", "cluster_copies", "pixel_difference", "pixel_hashes", "pooled_views",
     "Blank", "Outlier", "OutlierRule", "Tiny", "blank_items", "outliers", "tiny_items",

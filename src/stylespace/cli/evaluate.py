@@ -1,15 +1,14 @@
 """`stylespace evaluate`: every figure of seeds 003 and 004 for a model or an embeddings file on a split."""
 from __future__ import annotations
 
-import dataclasses
 import resource
 import time
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 
+from stylespace.cli._options import with_engine
 from stylespace.cli._output import console, emit, out
 from stylespace.utils import StylespaceError, write_json
 
@@ -20,6 +19,7 @@ def register(app: typer.Typer) -> None:
                 "verification (ROC, AUC, cutoffs); --compare puts several side by side.")(evaluate_cmd)
 
 
+@with_engine
 def evaluate_cmd(
     source: Path = typer.Argument(..., metavar="MODEL_OR_EMBEDDINGS",
                                   help="A model folder (model.safetensors + model.json) or an embeddings .npz."),
@@ -49,17 +49,20 @@ def evaluate_cmd(
                                          "(or its audit.json) instead of finding them; implies --dedupe."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
+    from stylespace.audit import EvaluationCopies
     from stylespace.data import SplitManifest
     from stylespace.evaluation import EvaluationConfig
+    from stylespace.evaluation.sources import SplitEvaluator
 
     started = time.perf_counter()
     manifest = SplitManifest.load(split)
     config = EvaluationConfig(metric=metric, knn_k=_ints(knn, "--knn"), prototypes=prototypes,
                               retrieval_sets=tuple(p.strip() for p in retrieval.split(",") if p.strip()),
                               max_r=max_r, open_set_coverage=open_set_coverage, max_pairs=max_pairs)
-    context = _Context(manifest, split, catalog_path, pairs_path, config, batch_size, device, progress=not as_json,
-                       dedupe=dedupe or audit is not None, audit_path=audit)
-    reports = [context.evaluate(source)]
+    copies = EvaluationCopies(audit, progress=not as_json) if dedupe or audit is not None else None
+    evaluator = SplitEvaluator(manifest, split, config, catalog_path=catalog_path, pairs_path=pairs_path, copies=copies,
+                               batch_size=batch_size, device=device, progress=not as_json)
+    reports = [evaluator.evaluate(source)]
     compared = [(reports[0].name, reports[0].headline())]
     for other in compare or []:
         if other.suffix == ".json":
@@ -67,7 +70,7 @@ def evaluate_cmd(
 
             compared.extend(load_headlines(other))
         else:
-            reports.append(context.evaluate(other))
+            reports.append(evaluator.evaluate(other))
             compared.append((reports[-1].name, reports[-1].headline()))
     for report in reports:
         report.seconds["total"] = round(time.perf_counter() - started, 3)
@@ -104,134 +107,4 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise StylespaceError(f"{option} expects comma-separated integers such as 1,5; got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise StylespaceError(f"{option}: every k must be >= 1, got {text!r}")
-    return values
-
-
-@dataclasses.dataclass
-class _Context:
-    """What every evaluated source shares: the split, the catalog (read once), the pair set, the config."""
-
-    manifest: object
-    split_path: Path
-    catalog_path: Path | None
-    pairs_path: Path | None
-    config: object
-    batch_size: int
-    device: str
-    progress: bool
-    dedupe: bool = False
-    audit_path: Path | None = None
-
-    def __post_init__(self) -> None:
-        self._catalog = None
-        self._pairs = None
-        self._copies = None
-        if self.pairs_path is not None:
-            from stylespace.data import load_catalog
-
-            pairs = load_catalog(self.pairs_path, kind="pairs", base=self.catalog()).pairs
-            if not pairs:
-                raise StylespaceError(f"{self.pairs_path}: no usable pairs (are its ids from {self.catalog().source_path}?)")
-            ids_a, ids_b, labels = zip(*pairs)
-            self._pairs = (list(ids_a), list(ids_b), list(labels))
-
-    def catalog(self):
-        """The split's catalog, read once: --catalog, else the path recorded in the split's config."""
-        if self._catalog is None:
-            from stylespace.data import load_catalog
-
-            path = self.catalog_path or (Path(self.manifest.config.catalog) if self.manifest.config.catalog else None)
-            if path is None or not path.exists():
-                raise StylespaceError(f"{self.split_path}: the catalog it was made from is not known or not found "
-                                      f"({path}); pass --catalog PATH")
-            self._catalog = load_catalog(path, label_column=self.manifest.config.label_column or None)
-        return self._catalog
-
-    def evaluate(self, source: Path):
-        from stylespace.evaluation import VectorTable, evaluate
-
-        began = time.perf_counter()
-        embeddings, head, head_ids = self._vectors(source)
-        embed_seconds = round(time.perf_counter() - began, 3)
-        copies, copies_source, copies_seconds = None, "", None
-        if self.dedupe:
-            began = time.perf_counter()
-            copies, copies_source = self.copies(source, embeddings)
-            copies_seconds = round(time.perf_counter() - began, 3)
-        log = (lambda message: console.print(f"[dim]{source.name}: {message}[/dim]")) if self.progress else None
-        report = evaluate(
-            VectorTable(embeddings.ids, embeddings.vectors), self.manifest, self.config, name=source.name or str(source),
-            source=str(source), model_id=embeddings.model_id, split_path=str(self.split_path), pairs=self._pairs,
-            pairs_source=str(self.pairs_path) if self.pairs_path else "", head=head, head_ids=head_ids,
-            copies=copies, copies_source=copies_source, log=log)
-        report.seconds = {"load or embed": embed_seconds, **({"copies": copies_seconds} if copies_seconds is not None
-                                                             else {}), **report.seconds}
-        failed = embeddings.meta.get("failed") or {}
-        if failed:
-            report.notes.append(f"{len(failed)} images failed to decode and have no vector")
-        return report
-
-    def copies(self, source: Path, embeddings) -> tuple[list[list[str]], str]:
-        """The copy groups every source is measured without (found once, with the first source's vectors)."""
-        if self._copies is None:
-            if self.audit_path is not None:
-                from stylespace.audit import load_clusters
-
-                self._copies = load_clusters(self.audit_path)
-            else:
-                from stylespace.audit import NEAR_DISTANCE, NEAR_PIXELS, NEAR_SHIFT, find_copies
-
-                size = tuple(int(v) for v in (embeddings.meta.get("input_size") or (80, 60)))
-                groups = find_copies(self.catalog(), size, embeddings.ids, embeddings.vectors, progress=self.progress)
-                self._copies = (groups, f"found by --dedupe: pixel-identical {size[0]}x{size[1]} views, near copies by "
-                                        f"{source.name}'s embeddings (distance under {NEAR_DISTANCE['model']}, pixels "
-                                        f"under {NEAR_PIXELS:g}, colour shift under {NEAR_SHIFT:g})")
-        return self._copies
-
-    def _vectors(self, source: Path):
-        """(Embeddings, head (true, predicted) on main test or None, the head's ids or None) of a model folder
-        or an embeddings file."""
-        from stylespace.embeddings import Embeddings
-
-        if source.is_dir():
-            return self._embed_with_model(source)
-        if source.suffix == ".npz":
-            return Embeddings.load(source), None, None
-        raise StylespaceError(f"{source}: expected a model folder (model.safetensors + model.json) or an embeddings "
-                              ".npz written by `stylespace embed`")
-
-    def _embed_with_model(self, folder: Path):
-        from stylespace.data import load_image_array
-        from stylespace.embeddings import embed_catalog
-        from stylespace.models import load_model
-
-        model = load_model(folder)
-        catalog = self.catalog()
-        embeddings = embed_catalog(model, catalog, batch_size=self.batch_size, device=self.device,
-                                   progress=self.progress)
-        if model.classifier is None:
-            return embeddings, None, None
-        main_test = self.manifest.select(group="main", split="test")
-        array = load_image_array(catalog, size=tuple(model.config.input_size), progress=self.progress)
-        ids = [i for i in main_test.ids if i not in array.failed]
-        truth = dict(zip(main_test.ids, main_test.labels))
-        predicted = _predict(model, array.take(ids), self.batch_size, self.device)
-        return embeddings, ([truth[i] for i in ids], [model.classes[p] for p in predicted]), ids
-
-
-def _predict(model, pixels: np.ndarray, batch_size: int, device: str) -> np.ndarray:
-    """Class indices from the model's classifier head (task 1): (N, H, W, 3) uint8 -> (N,) int64."""
-    import torch
-
-    from stylespace.utils import pick_device
-
-    target = pick_device(device)
-    model = model.to(target).eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(pixels), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size])).to(target)
-            out.append(model.predict(batch.permute(0, 3, 1, 2).float().div_(255.0)).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    return values  # EvaluationConfig checks each k

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.data.catalog import Catalog
-from stylespace.utils import StylespaceError, atomic_write, dataclass_from_dict, write_json
+from stylespace.utils import StylespaceError, atomic_write, load_dataclass, write_json
 
 COLUMNS = ["id", "label", "group", "split", "subCategory", "masterCategory"]
 SCENARIOS = {
@@ -144,9 +144,7 @@ class SplitManifest:
         cfg_file = config_path(path)
         config = SplitConfig()
         if cfg_file.is_file():
-            import json
-
-            config = dataclass_from_dict(SplitConfig, json.loads(cfg_file.read_text()), source=str(cfg_file))
+            config = load_dataclass(SplitConfig, cfg_file)
         return cls(rows, config)
 
 

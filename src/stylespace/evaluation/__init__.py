@@ -2,7 +2,9 @@
 set, bounded-memory retrieval, coarser labels, pair verification, and the report that holds them all.
 
 Nothing here needs a model: every function takes vectors and labels (numpy arrays), so embeddings from
-any extractor can be scored the same way. Search is exact, with FAISS.
+any extractor can be scored the same way. Search is exact, with FAISS. The one exception is
+:mod:`stylespace.evaluation.sources` (`SplitEvaluator`), which turns model folders and embeddings files
+into those vectors for `stylespace evaluate`.
 """
 from stylespace.evaluation.classification import (
     ClassificationMetrics,
@@ -14,6 +16,7 @@ from stylespace.evaluation.classification import (
 from stylespace.evaluation.dedupe import WithoutCopies, scenario_leaks
 from stylespace.evaluation.hierarchy import HierarchyResult, coarsen, evaluate_hierarchy
 from stylespace.evaluation.pairs import CutoffRow, PairVerification, label_pairs, verify_pairs
+from stylespace.evaluation.plan import EvaluationPlan, Scenario, plan_for, scenario_split
 from stylespace.evaluation.protocol import evaluate, make_classifiers
 from stylespace.evaluation.report import (
     DedupeSummary,
@@ -37,6 +40,7 @@ __all__ = [
     "ClassificationMetrics", "OpenSetMetrics", "balanced_accuracy", "classification_metrics", "open_set_metrics",
     "HierarchyResult", "coarsen", "evaluate_hierarchy",
     "CutoffRow", "PairVerification", "label_pairs", "verify_pairs",
+    "EvaluationPlan", "Scenario", "plan_for", "scenario_split",
     "evaluate", "make_classifiers",
     "DedupeSummary", "EvaluationConfig", "EvaluationReport", "compare_markdown", "load_headlines",
     "WithoutCopies", "scenario_leaks",

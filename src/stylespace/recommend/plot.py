@@ -2,31 +2,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Mapping
 
+from stylespace.recommend.risk import OperatingPoint, RiskCoverage
 from stylespace.utils import atomic_write
 
-if TYPE_CHECKING:
-    from stylespace.recommend.selective import Calibration
 
-
-def plot_risk_coverage(calibration: "Calibration", path: str | Path, top: int = 4) -> Path:
-    """Draw the ``top`` scores with the lowest AURC (the chosen one bold, its operating point marked)
-    and write a PNG (or any format matplotlib knows from the suffix) to ``path``, atomically."""
+def plot_risk_coverage(curves: Mapping[str, RiskCoverage], chosen: str, point: OperatingPoint, path: str | Path,
+                       title: str, top: int = 4) -> Path:
+    """Draw the ``top`` scores of ``curves`` with the lowest AURC (``chosen`` bold, its operating ``point``
+    marked) and write a PNG (or any format matplotlib knows from the suffix) to ``path``, atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    rows = calibration.table()[:top]
+    best = sorted(curves.items(), key=lambda kv: kv[1].aurc)[:top]
     figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    for row in rows:
-        curve = calibration.curves[row["score"]]
-        chosen = row["score"] == calibration.chosen
-        axes.plot(100 * curve.error, 100 * curve.coverage, linewidth=2.2 if chosen else 1.1,
-                  label=f"{row['score']} (AURC {curve.aurc:.4f})", zorder=3 if chosen else 2)
-    point = calibration.point
+    for name, curve in best:
+        bold = name == chosen
+        axes.plot(100 * curve.error, 100 * curve.coverage, linewidth=2.2 if bold else 1.1,
+                  label=f"{name} (AURC {curve.aurc:.4f})", zorder=3 if bold else 2)
     if point.threshold is not None:
         axes.scatter([100 * point.error], [100 * point.coverage], color="black", zorder=4,
                      label=f"threshold {point.threshold:.4g}: {100 * point.coverage:.1f} % shown, "
@@ -39,7 +36,7 @@ def plot_risk_coverage(calibration: "Calibration", path: str | Path, top: int = 
     axes.set_ylabel("coverage (%)")
     axes.set_ylim(0, 100)
     axes.set_xlim(left=0)
-    axes.set_title(f"Top-{calibration.n_items} recommendations on {calibration.n_queries:,} queries")
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()

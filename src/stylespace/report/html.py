@@ -54,6 +54,8 @@ class Section:
     findings: list[str] = dataclasses.field(default_factory=list)
     missing: list[str] = dataclasses.field(default_factory=list)
     galleries: list[Gallery] = dataclasses.field(default_factory=list)
+    # the figures behind the section, for report.json (name -> JSON-ready values)
+    numbers: dict = dataclasses.field(default_factory=dict)
 
 
 _STYLE = """
