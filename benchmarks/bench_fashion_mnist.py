@@ -200,7 +200,7 @@ def main() -> None:
         started = time.perf_counter()
         record("1-NN on pixels (euclidean)", None, nn1_accuracy(p_train, y_train, p_test, y_test, metric="euclidean"),
                time.perf_counter() - started,
-               f"public table, KNeighborsClassifier best: {100 * PUBLIC['KNeighborsClassifier (pixels)']:.1f} %")
+               f"public table, KNeighborsClassifier best: about {100 * PUBLIC['KNeighborsClassifier (pixels)']:.0f} %")
 
     if "tsne" not in skip and ce_vectors is not None:
         from stylespace.report.analysis import sample_indices
