@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 from stylespace.data.images import DEFAULT_BUDGET, WORK_PIXELS, PixelBudget
-from stylespace.utils import StylespaceError
+from stylespace.utils import above, at_least, validate
 
 _STOP = object()
 
@@ -59,14 +59,12 @@ class DecodeLimits:
     heavy_per_second: float = 4.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.heavy_per_second, (int, float)) or not self.heavy_per_second > 0:
-            raise StylespaceError(f"decode limit heavy_per_second must be > 0, got {self.heavy_per_second!r}")
-        for name in ("decoded_pixels", "working_pixels", "heavy_pixels", "heavy_workers"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise StylespaceError(f"decode limit {name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("workers", "max_waiting", "max_heavy_waiting"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise StylespaceError(f"decode limit {name} must be an integer >= 0, got {getattr(self, name)!r}")
+        validate([
+            above("heavy_per_second", self.heavy_per_second, 0),
+            *(at_least(name, getattr(self, name), 1)
+              for name in ("decoded_pixels", "working_pixels", "heavy_pixels", "heavy_workers")),
+            *(at_least(name, getattr(self, name), 0) for name in ("workers", "max_waiting", "max_heavy_waiting")),
+        ], owner="decode limit")
         self.budget  # validates the pixel budget too
 
     @property
