@@ -236,7 +236,8 @@ def test_cli_json_is_one_document_and_errors_are_one_line(report_inputs, tmp_pat
 
 
 def test_report_on_a_split_without_support_sets(report_inputs, small_catalog, tmp_path):
-    """A stratified train/test split has no scenarios: those parts say so, the rest is drawn."""
+    """A stratified train/test split has no support sets: the sections that read them use train -> test (its
+    scenario 1, stylespace.evaluation.plan), so everything is drawn."""
     from stylespace.data import load_catalog, stratified_split
     from stylespace.report.build import ReportConfig, write_report
     from stylespace.report.inputs import load_report_inputs
@@ -246,8 +247,8 @@ def test_report_on_a_split_without_support_sets(report_inputs, small_catalog, tm
     inputs = load_report_inputs(model_dir, split_path, progress=False, batch_size=32)
     result = write_report(inputs, tmp_path / "report", ReportConfig(**FAST))
     missing = " ".join(result.missing)
-    assert "scenario 2" in missing and "scenario 4" in missing
+    assert "scenario 2" not in missing and "scenario 4" not in missing, missing
     names = " ".join(p.name for p in result.figures)
-    for drawn in ("map_tsne_test", "thumbnail_map_tsne", "centroid_interpolation", "roc_pairs", "distance_histograms"):
+    for drawn in ("map_tsne_test", "thumbnail_map_tsne", "centroid_interpolation", "roc_pairs", "distance_histograms",
+                  "confusion_scenario2", "risk_coverage"):
         assert drawn in names
-    assert "confusion_scenario2" not in names and "risk_coverage" not in names
