@@ -364,8 +364,11 @@ def open_index(path: Path, model, model_path: Path):
         raise SystemExit(f"error: the index at {path} was built by model {config.model_id}"
                          f"{f' ({config.model_path})' if config.model_path else ''}, not by this --model "
                          f"({model_id(model)}); build one with this model: {build}")
-    if config.threshold is None:
-        raise SystemExit(f"error: the index at {path} is not calibrated (no threshold in its index.json), so "
+    from stylespace.recommend import load_calibration
+
+    saved = load_calibration(index)
+    if saved is None or saved.threshold is None:
+        raise SystemExit(f"error: the index at {path} is not calibrated (no threshold saved with it), so "
                          f"the \"no test\" column would show everything; calibrate it first: `stylespace "
                          f"calibrate-threshold {path} --queries runs/split.csv --catalog CATALOG`")
     if not config.whitened_items:

@@ -82,6 +82,25 @@ def small_catalog(tmp_path, cache_dir) -> Path:
     return write_kaggle_catalog(tmp_path / "catalog")
 
 
+@pytest.fixture
+def cli_json():
+    """``cli_json(*args)``: run a stylespace command with --json, assert it succeeded, return its JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from stylespace.cli import app
+
+    runner = CliRunner()
+
+    def run(*args) -> dict:
+        result = runner.invoke(app, [*map(str, args), "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def shared_zip() -> Path:
     """The real Fashion Product Images zip; integration tests skip (with the reason) when it is absent."""

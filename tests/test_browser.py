@@ -31,14 +31,18 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(served):
+def app(served):
+    from stylespace.service import create_app
+
+    return create_app(served.index, compat_dir=served.compat)
+
+
+@pytest.fixture(scope="module")
+def server(app):
     """uvicorn on a free loopback port, in a thread of this process; yields its URL."""
     import uvicorn
 
-    from stylespace.service import create_app
-
     port = free_port()
-    app = create_app(served.index, compat_dir=served.compat)
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -77,9 +81,23 @@ def wait_for(driver, condition, what: str, timeout: float = 20):
 
 
 def card_ids(driver, grid: str = "#results") -> list[str]:
-    from selenium.webdriver.common.by import By
+    """The ids of the item cards in ``grid`` (not the skeletons shown while waiting), read in one script call
+    so that a grid being replaced cannot leave a stale element behind."""
+    return driver.execute_script("return Array.from(document.querySelectorAll(arguments[0] + ' .card:not(.skeleton)'),"
+                                 " (card) => card.dataset.id);", grid)
 
-    return [card.get_attribute("data-id") for card in driver.find_elements(By.CSS_SELECTOR, f"{grid} .card")]
+
+def confident_upload(server: str, served, candidates=range(1042, 1072)) -> str:
+    """A catalog image the API finds confidently, itself first (trimmed to the product, the generated shapes
+    of one class differ only by a shade, so under the untrained model about half fall below the threshold)."""
+    with httpx.Client(base_url=server) as api:
+        for item_id in map(str, candidates):
+            data = (served.catalog / "images" / f"{item_id}.png").read_bytes()
+            found = api.post("/search", files={"image": (f"{item_id}.png", data, "image/png")},
+                             data={"k": 18}).json()
+            if found["confident"] and found["results"][0]["id"] == item_id:
+                return item_id
+    raise AssertionError("no confidently found upload among the candidates")
 
 
 def test_upload_then_click_through_similar_items(browser, server, served, tmp_path):
@@ -88,17 +106,9 @@ def test_upload_then_click_through_similar_items(browser, server, served, tmp_pa
     browser.get(server + "/")
     wait_for(browser, lambda d: "72 items" in d.find_element(By.ID, "stats").text, "the catalog stats")
 
-    # 1. upload a catalog image: the grid shows that very item first. Trimmed to the product (the canonical
-    # view), the generated shapes of one class differ only by a shade, so under the untrained model about
-    # half of them fall below the 50 %-coverage threshold: upload one the API finds confidently.
+    # 1. upload a catalog image the API finds confidently: the grid shows that very item first
     api = httpx.Client(base_url=server)
-
-    def confident_upload(item_id: str) -> bool:
-        data = (served.catalog / "images" / f"{item_id}.png").read_bytes()
-        found = api.post("/search", files={"image": (f"{item_id}.png", data, "image/png")}, data={"k": 18}).json()
-        return found["confident"] and found["results"][0]["id"] == item_id
-
-    query_id = next(i for i in map(str, range(1042, 1072)) if confident_upload(i))
+    query_id = confident_upload(server, served)
     browser.find_element(By.ID, "file-input").send_keys(str(served.catalog / "images" / f"{query_id}.png"))
     wait_for(browser, lambda d: card_ids(d), "the result grid")
     results = card_ids(browser)
@@ -165,3 +175,108 @@ def test_browse_and_compare(browser, server, tmp_path):
     verdict = browser.find_element(By.ID, "verdict").text
     assert "Nice, this looks good together!" in verdict or "Sorry, these styles do not match." in verdict
     browser.save_screenshot(str(tmp_path / "5-compare.png"))
+
+
+def test_waiting_shows_a_skeleton_and_disables_the_dropzone_then_the_count_applies_to_the_upload(
+        browser, server, served, app, tmp_path):
+    """Every decoding thread is held busy, so the upload waits: the page shows it is waiting and takes no
+    second photo; released, the results come; a new result count re-runs the same upload."""
+    import threading
+
+    from selenium.webdriver.common.by import By
+
+    browser.get(server + "/")
+    wait_for(browser, lambda d: "72 items" in d.find_element(By.ID, "stats").text, "the catalog stats")
+    query_id = confident_upload(server, served)
+    lane = app.state.decoder.ordinary
+    release = threading.Event()
+    held = [lane.submit(release.wait, 30) for _ in range(lane.workers)]
+    try:
+        browser.find_element(By.ID, "file-input").send_keys(str(served.catalog / "images" / f"{query_id}.png"))
+        wait_for(browser, lambda d: "busy" in d.find_element(By.ID, "dropzone").get_attribute("class"),
+                 "the busy dropzone")
+        assert browser.find_element(By.ID, "file-input").get_attribute("disabled") is not None
+        assert "Searching" in browser.find_element(By.ID, "search-status").text
+        assert browser.find_element(By.ID, "search-status").get_attribute("aria-live") == "polite"
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#results .skeleton")) > 0
+        assert browser.find_element(By.ID, "results").get_attribute("aria-busy") == "true"
+        browser.save_screenshot(str(tmp_path / "6-waiting.png"))
+    finally:
+        release.set()
+    for future in held:
+        future.result(10)
+    wait_for(browser, lambda d: card_ids(d) and "busy" not in d.find_element(By.ID, "dropzone").get_attribute("class"),
+             "the results after waiting")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#results .skeleton")
+    first = browser.find_element(By.CSS_SELECTOR, "#results .card")
+    assert first.find_element(By.CSS_SELECTOR, ".rank").text == "#1"
+    assert first.find_element(By.CSS_SELECTOR, ".score-text").text.startswith(("similarity", "distance"))
+
+    # the result count applies to the upload: 6 asked, 6 shown, without choosing the photo again
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "k")).select_by_visible_text("6")
+    wait_for(browser, lambda d: len(card_ids(d)) == 6 and not d.find_elements(By.CSS_SELECTOR, "#results .skeleton"),
+             "six results for the same upload")
+
+
+def test_an_error_is_friendly_with_the_technical_detail_behind_a_toggle(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    not_a_photo = tmp_path / "notes.png"
+    not_a_photo.write_text("these are my shopping notes, not a picture\n" * 10)
+    browser.get(server + "/")
+    wait_for(browser, lambda d: "72 items" in d.find_element(By.ID, "stats").text, "the catalog stats")
+    browser.find_element(By.ID, "file-input").send_keys(str(not_a_photo))
+    wait_for(browser, lambda d: "error" in d.find_element(By.ID, "search-status").get_attribute("class"),
+             "the error")
+    status = browser.find_element(By.ID, "search-status")
+    assert "doesn't look like a photo" in status.text
+    toggle = status.find_element(By.CSS_SELECTOR, "details.technical")
+    assert not toggle.find_element(By.TAG_NAME, "code").is_displayed()  # hidden until asked for
+    assert "Error" not in status.text and "415" not in status.text
+    toggle.find_element(By.TAG_NAME, "summary").click()
+    assert "HTTP 415" in toggle.find_element(By.TAG_NAME, "code").text
+    browser.save_screenshot(str(tmp_path / "7-error.png"))
+    assert browser.find_element(By.ID, "file-input").is_enabled()  # ready for the next photo
+
+
+def test_the_shopper_sees_no_model_id_or_threshold_and_the_about_view_has_them(browser, server, served, tmp_path):
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    config = json.loads((served.index / "index.json").read_text())
+    browser.get(server + "/#item/1042")
+    wait_for(browser, lambda d: "Searching" not in d.find_element(By.ID, "search-status").text
+             and d.find_element(By.ID, "search-status").text, "the item's similar items")
+    shopper = browser.find_element(By.TAG_NAME, "body").text
+    assert config["model_id"] not in shopper and "threshold" not in shopper.lower()
+    assert all(img.get_attribute("alt") for img in browser.find_elements(By.CSS_SELECTOR, "img:not([hidden])"))
+    assert browser.find_elements(By.CSS_SELECTOR, "h1") and browser.find_element(By.ID, "search-heading")
+    browser.get(server + "/#about")
+    wait_for(browser, lambda d: config["model_id"] in d.find_element(By.ID, "about-list").text, "the about view")
+    assert "threshold" in browser.find_element(By.ID, "about-list").text.lower()
+    browser.save_screenshot(str(tmp_path / "8-about.png"))
+
+
+def test_on_a_narrow_screen_browse_folds_its_class_list_away(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(400, 900)
+    try:
+        browser.get(server + "/#browse/Watches")
+        wait_for(browser, lambda d: len(card_ids(d, "#browse-grid")) == 12, "the Watches items")
+        box = browser.find_element(By.ID, "classes-box")
+        assert box.get_attribute("open") is None and "Watches" in box.text
+        grid_top = browser.find_element(By.ID, "browse-grid").rect["y"]
+        assert grid_top < 400, f"the grid starts {grid_top:.0f} px down"
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 400  # no sideways scroll
+        browser.save_screenshot(str(tmp_path / "9-narrow-browse.png"))
+        box.find_element(By.TAG_NAME, "summary").click()
+        wait_for(browser, lambda d: d.find_element(By.ID, "class-filter").is_displayed(), "the opened class list")
+        label = browser.find_element(By.CSS_SELECTOR, "label[for=class-filter]")
+        assert label.text == "Filter article types"
+        browser.save_screenshot(str(tmp_path / "10-narrow-classes-open.png"))
+    finally:
+        browser.set_window_size(1280, 900)

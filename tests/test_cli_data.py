@@ -43,3 +43,20 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and "notes.txt" in result.stderr and "expected" in result.stderr
+
+
+def test_split_by_a_column(small_catalog, tmp_path):
+    out = tmp_path / "split.csv"
+    result = run("split", small_catalog, "-o", out, "--by", "gender", "--map", "Women=test,*=train",
+                 "--val-fraction", "0.25", "--no-verify", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["totals"] == {"all/train": 24, "all/val": 12, "all/test": 36}
+    config = json.loads(Path(str(out) + ".json").read_text())
+    assert (config["method"], config["column"], config["val_fraction"]) == ("column", "gender", 0.25)
+    # values that name no part: one line saying what was found and what is expected, exit 2
+    result = run("split", small_catalog, "-o", out, "--by", "year", "--no-verify")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'2012': 72" in result.stderr and "expected train / test" in result.stderr
+    result = run("split", small_catalog, "--by", "nope", "--no-verify")
+    assert result.returncode == 2 and "no column 'nope'" in result.stderr

@@ -19,9 +19,11 @@ from stylespace.data import (
     CatalogError,
     ImageDecodeError,
     SplitManifest,
+    column_split,
     load_catalog,
     load_image_array,
     load_rgb,
+    parse_column_map,
     parse_merge,
     protocol_split,
     stratified_split,
@@ -300,3 +302,62 @@ def test_fashion_mnist_debian_files(fashion_mnist, tmp_path):
     assert len(catalog.class_counts()) == 10
     assert sum(1 for i in catalog.items if i.meta["subset"] == "test") == 10000
     assert catalog.read_image("test-00000").size == (28, 28)
+
+
+def _idx_catalog(folder: Path, train_labels: np.ndarray, test_labels: np.ndarray) -> Path:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, labels in (("train", train_labels), ("t10k", test_labels)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (len(labels), 28, 28)), True)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.asarray(labels), True)
+    return folder
+
+
+def test_column_split_keeps_the_official_subsets(tmp_path):
+    catalog = load_catalog(_idx_catalog(tmp_path / "fm", np.arange(40) % 10, np.arange(20) % 10))
+    manifest = column_split(catalog, "subset", val_fraction=0.25, seed=1)
+    assert manifest.totals() == {"all/train": 30, "all/val": 10, "all/test": 20}
+    assert all(c == {"all/train": 3, "all/val": 1, "all/test": 2} for c in manifest.counts().values())
+    # the official test items stay test, validation comes out of the official train items only
+    assert {r["id"] for r in manifest.rows if r["split"] == "test"} == {f"test-{i:05d}" for i in range(20)}
+    assert all(r["id"].startswith("train-") for r in manifest.rows if r["split"] == "val")
+    assert column_split(catalog, "subset", val_fraction=0.25, seed=1).sha256 == manifest.sha256
+    assert column_split(catalog, "subset", val_fraction=0.25, seed=2).sha256 != manifest.sha256
+    loaded = SplitManifest.load(manifest.save(tmp_path / "split.csv"))
+    assert loaded.sha256 == manifest.sha256
+    assert (loaded.config.method, loaded.config.column, loaded.config.val_fraction) == ("column", "subset", 0.25)
+    assert len(loaded.config.main_classes) == 10
+    assert column_split(catalog, "subset", val_fraction=0).totals() == {"all/train": 40, "all/test": 20}
+
+
+def test_column_split_errors(tmp_path, small_catalog):
+    catalog = load_catalog(small_catalog)
+    with pytest.raises(StylespaceError, match="no column 'colour'.*gender"):
+        column_split(catalog, "colour")
+    # a store's year: the values are not train / test; the message says what it found and what it expects
+    with pytest.raises(StylespaceError, match=r"'2012': 72\).*expected train / test.*--map 2012=test"):
+        column_split(catalog, "year")
+    with pytest.raises(StylespaceError, match="no item .* falls in test"):
+        column_split(catalog, "year", mapping={"2012": "train"})
+    with pytest.raises(StylespaceError, match="must map to one of train, val, test, skip"):
+        column_split(catalog, "year", mapping={"2012": "holdout"})
+    # a class present on one side only
+    fm = load_catalog(_idx_catalog(tmp_path / "fm", np.arange(40) % 10, np.arange(18) % 9))
+    with pytest.raises(StylespaceError, match=r"1 class\(es\) are on one side.*Ankle boot \(train only: 4\).*--drop-unshared"):
+        column_split(fm, "subset")
+    kept = column_split(fm, "subset", drop_unshared=True, val_fraction=0)
+    assert "Ankle boot" not in kept.counts() and kept.totals() == {"all/train": 36, "all/test": 18}
+
+
+def test_column_split_maps_values(small_catalog):
+    catalog = load_catalog(small_catalog)
+    mapping = parse_column_map("Women=test, *=train")
+    assert mapping == {"Women": "test", "*": "train"}
+    manifest = column_split(catalog, "gender", val_fraction=0.0, mapping=mapping)
+    women = {item.id for item in catalog.items if item.meta["gender"] == "Women"}
+    assert {r["id"] for r in manifest.rows if r["split"] == "test"} == women
+    assert manifest.config.column_map == mapping
+    with pytest.raises(StylespaceError, match="no item .* falls in train"):
+        column_split(catalog, "gender", mapping={"Women": "test", "Men": "skip"})
+    with pytest.raises(StylespaceError, match="VALUE=PART"):
+        parse_column_map("Women")

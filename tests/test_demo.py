@@ -33,7 +33,9 @@ def test_demo_runs_every_step_then_reuses_them(tmp_path, cache_dir):
     assert "retrieval test / MAP@R" in evaluation["headline"] and evaluation["pairs"]["auc"] > 0
     index = CatalogIndex.open(workdir / "index")
     assert len(index) == 96
-    assert index.config.calibration, "calibrate-threshold did not save a threshold with the index"
+    from stylespace.recommend import load_calibration
+
+    assert load_calibration(index), "calibrate-threshold did not save a threshold with the index"
     assert (workdir / "risk_coverage.png").stat().st_size > 0
     assert (workdir / "report" / "report.html").stat().st_size > 0
     assert "demo ready" in first.stderr

@@ -153,13 +153,11 @@ def test_queries_from_another_model_are_refused(index, data):
     with pytest.raises(StylespaceError, match=f"made by model {MODEL}"):
         index.search(vectors[:1], k=3, model_id="model-b")
 
-    class Embedded:  # what stylespace.embeddings.Embeddings carries
-        def __init__(self, vectors, model_id):
-            self.vectors, self.model_id = vectors, model_id
+    from stylespace.embeddings import Embeddings
 
     with pytest.raises(StylespaceError, match="model-b"):
-        index.search(Embedded(vectors[:1], "model-b"), k=3)
-    assert len(index.search(Embedded(vectors[:1], MODEL), k=3)[0]) == 3
+        index.search(Embeddings(["q"], vectors[:1], None, "model-b"), k=3)
+    assert len(index.search(Embeddings(["q"], vectors[:1], None, MODEL), k=3)[0]) == 3
     with pytest.raises(StylespaceError, match=f"made by model {MODEL}"):
         index.add(["new"], vectors[:1], model_id="model-b")
     with pytest.raises(StylespaceError, match="model_id"):
@@ -238,63 +236,177 @@ def test_existing_index_is_not_overwritten_by_accident(index, data):
     assert len(CatalogIndex.open(index.folder)) == 5 and replaced.model_id == "model-b"
 
 
-# --- atomic writes -------------------------------------------------------------------------------------------
+# --- crash safety ---------------------------------------------------------------------------------------------
 
 
-def _generation_files(folder: Path) -> list[str]:
+def _folder_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != "index.json")
 
 
-@pytest.mark.parametrize("where", ["faiss", "config"])
-def test_a_failure_mid_write_leaves_the_previous_index_usable(index, data, monkeypatch, where):
-    ids, vectors, _, _ = data
+def _check_consistent(folder: Path, ids: list[str], vectors: np.ndarray, expected: set[str]) -> CatalogIndex:
+    """The index in ``folder`` opens, holds exactly ``expected``, each with its own vector, and finds them."""
+    reopened = CatalogIndex.open(folder)
+    assert set(reopened.ids) == expected and len(reopened) == len(expected)
+    assert len(reopened.ids) == len(set(reopened.ids))
+    sample = sorted(expected)[:5]
+    rows = [ids.index(i) for i in sample]
+    np.testing.assert_allclose(reopened.vectors(sample), vectors[rows] / np.linalg.norm(vectors[rows], axis=1,
+                                                                                          keepdims=True), atol=1e-6)
+    assert [hits[0].id for hits in reopened.search(vectors[rows], k=1)] == sample
+    return reopened
+
+
+@pytest.mark.parametrize("where", ["vectors", "store", "structure"])
+def test_a_failure_mid_write_leaves_the_previous_index_usable(tmp_path, data, monkeypatch, where):
+    from stylespace.index import embedded, items
+
+    ids, vectors, labels, metas = data
+    index = CatalogIndex.create(tmp_path / "idx", ids[:500], vectors[:500], model_id=MODEL, metas=metas[:500])
     before = [h.id for h in index.search(vectors[:1], k=5)[0]]
     config_before = (index.folder / "index.json").read_text()
 
     def crash(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    target = (structures, "to_bytes") if where == "faiss" else (catalog_index_module, "write_json")
+    def half_then_crash(self, start, keys, new_vectors):
+        with open(self.vectors_path, "ab") as handle:
+            handle.write(b"\0" * 100)  # a torn write past the committed rows
+        crash()
+
     with monkeypatch.context() as patch:
-        patch.setattr(*target, crash)
-        with pytest.raises(OSError, match="simulated"):
-            index.remove(ids[:3])
-        with pytest.raises(OSError, match="simulated"):
-            index.add(["fresh"], vectors[:1] * 2, model_id=MODEL)
+        if where == "vectors":
+            patch.setattr(embedded.VectorFile, "append", half_then_crash)
+        elif where == "store":
+            patch.setattr(items.ItemStore, "mark_removed", crash)
+            patch.setattr(items.ItemStore, "insert", crash)
+        else:
+            patch.setattr(structures, "write_file", crash)
+        if where != "structure":
+            with pytest.raises(OSError, match="simulated"):
+                index.add(["fresh"], vectors[500:501], model_id=MODEL)
+        if where != "vectors":
+            with pytest.raises(OSError, match="simulated"):
+                index.remove(ids[:3]) if where == "store" else index.rebuild(kind="hnsw")
 
     assert (index.folder / "index.json").read_text() == config_before
-    assert len(index) == 600 and [h.id for h in index.search(vectors[:1], k=5)[0]] == before
-    reopened = CatalogIndex.open(index.folder)
-    assert len(reopened) == 600 and [h.id for h in reopened.search(vectors[:1], k=5)[0]] == before
-    assert "fresh" not in reopened
-    assert _generation_files(index.folder) == ["items-000001.sqlite", "vectors-000001.faiss"]
-    index.remove(ids[:3])  # and the next write works
-    assert len(CatalogIndex.open(index.folder)) == 597
+    expected = set(ids[:500])
+    assert set(index.ids) == expected and [h.id for h in index.search(vectors[:1], k=5)[0]] == before
+    reopened = _check_consistent(index.folder, ids + ["fresh"], np.concatenate([vectors, vectors[500:501]]), expected)
+    reopened.remove(ids[:3])  # and the next writes work
+    reopened.add(["fresh2"], vectors[501:502], model_id=MODEL)
+    reopened.rebuild()
+    _check_consistent(index.folder, ids + ["fresh2"], np.concatenate([vectors, vectors[501:502]]),
+                      expected - set(ids[:3]) | {"fresh2"})
+    assert not [f for f in os.listdir(index.folder) if f.endswith(".tmp")]
 
 
-def test_a_process_killed_mid_write_leaves_the_previous_index_usable(index, data):
-    """A real crash (no exception handler runs): the child dies just before index.json is replaced."""
-    ids, vectors, _, _ = data
-    before = [h.id for h in index.search(vectors[:1], k=5)[0]]
+# Where a child process dies (os._exit: no handler, no cleanup runs), what it was doing, and which state the
+# index must open to afterwards: the one before the change ("old") or the one after ("new").
+CRASH_POINTS = {
+    "add: vectors written, not committed": ("items.ItemStore.set_state", "add", "old"),
+    "add: committed, FAISS not updated": ("embedded.EmbeddedBackend._after_change", "add", "new"),
+    "remove: marked, not committed": ("items.ItemStore.mark_removed", "remove", "old"),
+    "remove: committed, FAISS not updated": ("embedded.EmbeddedBackend._after_change", "remove", "new"),
+    "rebuild: new generation written, not committed": ("embedded.write_json", "rebuild", "old"),
+    "rebuild: committed, old rows not purged": ("items.ItemStore.purge", "rebuild", "new"),
+    "hnsw checkpoint: structure being written": ("structures.write_file", "add", "new"),
+}
+
+
+@pytest.mark.parametrize("point", list(CRASH_POINTS))
+def test_a_process_killed_mid_change_leaves_the_old_or_the_new_state(tmp_path, data, point):
+    target, operation, state = CRASH_POINTS[point]
+    ids, vectors, labels, metas = data
+    kind = "hnsw" if point.startswith("hnsw") else "exact"
+    index = CatalogIndex.create(tmp_path / "idx", ids[:500], vectors[:500], model_id=MODEL, kind=kind, metas=metas[:500])
+    index.remove(ids[:5])  # something for the rebuild to purge
+    old = set(ids[5:500])
+    change = {"add": (f"index.add({ids[500:520]!r}, np.load({str(tmp_path / 'v.npy')!r}), model_id={MODEL!r})",
+                      old | set(ids[500:520])),
+              "remove": (f"index.remove({ids[5:15]!r})", old - set(ids[5:15])),
+              "rebuild": ("index.rebuild(kind='hnsw')", old)}[operation]
+    np.save(tmp_path / "v.npy", vectors[500:520])
+    module, _, name = target.rpartition(".")
+    owner = module.replace("items.", "items_module.").replace("embedded.", "embedded_module.")
+    owner = {"items": "items_module", "embedded": "embedded_module"}.get(owner, owner)
     script = textwrap.dedent(f"""
         import os, numpy as np
-        from stylespace.index import CatalogIndex
-        from stylespace.index import catalog_index
+        from stylespace.index import CatalogIndex, structures
+        from stylespace.index import embedded as embedded_module, items as items_module
+        embedded_module.CHECKPOINT_MIN_CHANGES = 0  # every change checkpoints an approximate index
+        original = getattr({owner}, {name!r})
+        def die(*args, **kwargs):
+            if {name!r} == "mark_removed":
+                original(*args, **kwargs)  # the rows are marked inside the transaction, then the process dies
+            if {name!r} != "set_state" or args[1].startswith("rows-"):
+                os._exit(9)
+            return original(*args, **kwargs)
+        setattr({owner}, {name!r}, die)
         index = CatalogIndex.open({str(index.folder)!r})
-        catalog_index.write_json = lambda *a, **k: os._exit(9)
-        index.remove({ids[:50]!r})
+        {change[0]}
     """)
     child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert child.returncode == 9, child.stderr
-    leftovers = _generation_files(index.folder)
-    assert "items-000002.sqlite" in leftovers and "vectors-000002.faiss" in leftovers  # written, never committed
-    reopened = CatalogIndex.open(index.folder)
-    assert len(reopened) == 600 and reopened.config.generation == 1
-    assert [h.id for h in reopened.search(vectors[:1], k=5)[0]] == before
-    reopened.remove(ids[:1])  # the next write commits and sweeps the orphans
-    assert _generation_files(index.folder) == ["items-000001.sqlite", "items-000002.sqlite",
-                                               "vectors-000001.faiss", "vectors-000002.faiss"]
-    assert len(CatalogIndex.open(index.folder)) == 599
+    expected = change[1] if state == "new" else old
+    reopened = _check_consistent(index.folder, ids, vectors, expected)
+    assert reopened.config.kind == ("hnsw" if operation == "rebuild" and state == "new" else kind)
+    index.refresh()  # a reader that was open all along sees the same state
+    assert set(index.ids) == expected
+    reopened.add(["after"], vectors[599:600], model_id=MODEL)  # and the next write works
+    reopened.rebuild()
+    assert set(CatalogIndex.open(index.folder).ids) == expected | {"after"}
+    assert not [f for f in os.listdir(index.folder) if f.endswith(".tmp")]
+
+
+def test_a_process_killed_at_random_moments_never_leaves_a_half_applied_change(tmp_path):
+    """A child adds, replaces, removes and rebuilds in a loop and is SIGKILLed at random moments; every time
+    the index opens, each item it holds has its own vector, and changes are whole (ten ids at a time)."""
+    import signal
+    import time
+
+    dim = 16
+    folder = tmp_path / "idx"
+
+    def vector_of(item_id: str) -> np.ndarray:
+        return np.random.default_rng(int(item_id.split("-")[1])).normal(size=dim).astype(np.float32)
+
+    first = [f"b-{i}" for i in range(200)]
+    CatalogIndex.create(folder, first, np.stack([vector_of(i) for i in first]), model_id=MODEL, kind="ivf", nlist=4)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from stylespace.index import CatalogIndex
+        from stylespace.index import embedded
+        embedded.CHECKPOINT_MIN_CHANGES = 50
+        index = CatalogIndex.open({str(folder)!r})
+        print("started", flush=True)
+        def vector_of(item_id):
+            return np.random.default_rng(int(item_id.split("-")[1])).normal(size={dim}).astype(np.float32)
+        step = max(int(i.split("-")[1]) for i in index.ids) + 1
+        while True:
+            batch = [f"b-{{step + i}}" for i in range(10)]
+            index.add(batch, np.stack([vector_of(i) for i in batch]), model_id={MODEL!r})
+            index.remove(sorted(index.ids)[:10])
+            if step % 70 == 0:
+                index.rebuild()
+            step += 10
+    """)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert child.stdout.readline() == b"started\n", child.stderr.read().decode()  # imports take a while
+        time.sleep(float(rng.uniform(0.5, 2.0)))
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()
+        index = CatalogIndex.open(folder)
+        held = index.ids
+        assert len(held) == len(set(held)) == len(index) and len(held) % 10 == 0 and len(held) >= 190
+        np.testing.assert_allclose(index.vectors(held), structures.prepare_vectors(
+            np.stack([vector_of(i) for i in held]), "cosine"), atol=1e-6)
+        sample = held[::max(1, len(held) // 5)]
+        assert [hits[0].id for hits in index.search(index.vectors(sample), k=1)] == sample
+        index.close()
+    assert set(held) != set(first)  # the child got to work before it was killed
 
 
 def test_a_reader_sees_writes_of_another_handle_after_refresh(index, data):
@@ -513,13 +625,54 @@ def test_cli_rebuild_of_a_calibrated_whitened_index_says_the_threshold_is_outdat
     ids, vectors, labels, _ = data
     index = CatalogIndex.create(tmp_path / "w", ids, vectors, model_id=MODEL, labels=labels, whiten=True)
     plain = CatalogIndex.create(tmp_path / "p", ids, vectors, model_id=MODEL, labels=labels)
+    from stylespace.recommend import load_calibration, save_calibration
+
     for folder in (index.folder, plain.folder):
-        CatalogIndex.open(folder).set_calibration("top1", 0.5, {"note": "test"})
+        save_calibration(CatalogIndex.open(folder), "top1", 0.5, {"note": "test"})
     runner = CliRunner()
     whitened = json.loads(runner.invoke(app, ["index", "rebuild", str(index.folder), "--json"]).stdout)
     assert whitened["calibration_outdated"] is True and whitened["whitened_items"] == 600
-    assert CatalogIndex.open(index.folder).config.calibration["outdated"] is True  # the Python API records it too
+    reopened = CatalogIndex.open(index.folder)
+    assert load_calibration(reopened).outdated(reopened)  # the Python API says so too
     unchanged = json.loads(runner.invoke(app, ["index", "rebuild", str(plain.folder), "--json"]).stdout)
     assert unchanged["calibration_outdated"] is False
     switched = runner.invoke(app, ["index", "rebuild", str(plain.folder), "--whiten"])
     assert switched.exit_code == 0 and "calibrate-threshold" in switched.output
+
+
+def test_an_index_of_the_format_before_is_converted_once_keeping_keys_and_calibration(tmp_path, data):
+    """Format 1 kept every vector in SQLite (one copied file per change) and the calibration in index.json."""
+    import sqlite3
+
+    import faiss
+
+    from stylespace.recommend import load_calibration
+
+    ids, vectors, labels, metas = data
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    db = sqlite3.connect(folder / "items-000003.sqlite")
+    db.executescript("CREATE TABLE items (key INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, source TEXT "
+                     "NOT NULL DEFAULT '', label TEXT, meta TEXT NOT NULL DEFAULT '{}', vector BLOB NOT NULL);"
+                     "CREATE TABLE stale (key INTEGER PRIMARY KEY);")
+    keys = np.arange(1, 601) * 2  # keys with gaps, as removes leave them
+    db.executemany("INSERT INTO items (key, id, source, label, meta, vector) VALUES (?, ?, '', ?, ?, ?)",
+                   [(int(k), i, label, json.dumps(meta), v.tobytes()) for k, i, label, meta, v in
+                    zip(keys, ids, labels, metas, vectors)])
+    db.commit()
+    db.close()
+    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(16))
+    flat.add_with_ids(structures.prepare_vectors(vectors, "cosine"), keys)
+    faiss.write_index(flat, str(folder / "vectors-000003.faiss"))
+    (folder / "index.json").write_text(json.dumps({
+        "model_id": MODEL, "dim": 16, "metadata_columns": ["gender", "season"], "count": 600, "confidence": "top1",
+        "threshold": 0.7, "calibration": {"n_queries": 10}, "generation": 3, "items_file": "items-000003.sqlite",
+        "faiss_file": "vectors-000003.faiss", "version": 1}))
+    index = CatalogIndex.open(folder)
+    assert index.config.version == 2 and len(index) == 600
+    np.testing.assert_array_equal(index.keys_of(ids), keys)
+    assert index.search(vectors[7:8], k=1)[0][0].id == ids[7]
+    saved = load_calibration(index)
+    assert saved.confidence == "top1" and saved.threshold == 0.7 and not saved.outdated(index)
+    assert "vectors-000003.faiss" not in os.listdir(folder) and "items-000003.sqlite" not in os.listdir(folder)
+    assert index.add(["new"], vectors[:1], model_id=MODEL)[0] == keys[-1] + 1

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +61,25 @@ def test_compact_stem_stride_and_pooling_options():
     avgmax = build_model(ModelConfig(width=8, pooling="avgmax")).eval()
     assert avgmax.feature_dim == 2 * gem.feature_dim == 2 * 64
     assert gem(x).shape == avgmax(x).shape == (3, 128)
+
+
+def test_stride_1_stem_keeps_a_small_image_whole():
+    model = build_model(ModelConfig(stem_stride=1, width=8, input_size=(28, 28))).eval()
+    maps = model.backbone(torch.rand(2, 3, 28, 28))
+    assert [m.shape[-1] for m in maps] == [28, 14, 7, 4]
+    # the stride-1 and stride-2 stems have the same parameters: the stride is the only change
+    assert model.state_dict().keys() == build_model(ModelConfig(stem_stride=2, width=8)).state_dict().keys()
+
+
+@pytest.mark.parametrize("name", ["default", "packshot"])
+def test_shipped_models_load_unchanged(name):
+    folder = Path(__file__).resolve().parents[1] / "models" / name
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{folder} not present")
+    model = load_model(folder)
+    # the id its model card gives (weights + model.json): a changed backbone or config would change it
+    card = re.search(r"\| model id \| `([0-9a-f]{12})`", (folder / "MODEL_CARD.md").read_text()).group(1)
+    assert model_id(model) == card
 
 
 def test_uint8_input_matches_float_input():

@@ -26,6 +26,7 @@ from stylespace.recommend import (
     saved_score,
     score_by_name,
 )
+from stylespace.recommend.saved import load_calibration
 from stylespace.recommend.combined import CombinedScore, cross_fitted
 from stylespace.recommend.scores import NeighbourContext
 from stylespace.utils import StylespaceError
@@ -232,9 +233,11 @@ def test_saved_calibration_drives_the_recommender(catalog, tmp_path):
     calibration = calibrate(index, queries, query_labels, model_id=MODEL, target_error=0.1)
     calibration.save(index)
     reopened = CatalogIndex.open(index.folder)
-    assert reopened.config.confidence == calibration.chosen
-    assert reopened.config.threshold == pytest.approx(calibration.point.threshold)
-    assert reopened.config.calibration["n_queries"] == len(queries)
+    saved = load_calibration(reopened)
+    assert saved.confidence == calibration.chosen
+    assert saved.threshold == pytest.approx(calibration.point.threshold)
+    assert saved.calibration["n_queries"] == len(queries)
+    assert not saved.outdated(reopened) and not saved.changed_items(reopened)
     recommender = SelectiveRecommender.from_index(reopened)
     assert recommender.calibrated and recommender.score_name == calibration.chosen
     recommendations = recommender.recommend(queries, model_id=MODEL)
@@ -310,17 +313,17 @@ def test_a_local_score_is_saved_beside_the_index_and_replaced_atomically(catalog
     first = calibrate(index, queries, query_labels, scores=["local10"], target_coverage=0.5)
     first.save(index)
     saved = sorted(p.name for p in index.folder.glob("calibration-*.npz"))
-    assert saved == [index.config.calibration_file]
+    assert saved == [load_calibration(index).arrays_file]
     recommender = SelectiveRecommender.from_index(CatalogIndex.open(index.folder))
     assert isinstance(recommender.score, LocalAccuracy) and len(recommender.score.vectors) == len(queries)
     second = calibrate(index, queries[:50], query_labels[:50], scores=["local10"], target_coverage=0.5)
     second.save(index)
-    assert sorted(p.name for p in index.folder.glob("calibration-*.npz")) == [index.config.calibration_file] != saved
+    assert sorted(p.name for p in index.folder.glob("calibration-*.npz")) == [load_calibration(index).arrays_file] != saved
     assert len(SelectiveRecommender.from_index(CatalogIndex.open(index.folder)).score.vectors) == 50
     calibrate(index, queries, query_labels, scores=["top1"], target_coverage=0.5).save(index)
-    assert not list(index.folder.glob("calibration-*.npz")) and index.config.calibration_file == ""
+    assert not list(index.folder.glob("calibration-*.npz")) and load_calibration(index).arrays_file == ""
     second.save(index)
-    (index.folder / index.config.calibration_file).unlink()
+    (index.folder / load_calibration(index).arrays_file).unlink()
     with pytest.raises(StylespaceError, match="calibration's file is missing"):
         SelectiveRecommender.from_index(CatalogIndex.open(index.folder))
     with pytest.raises(StylespaceError, match="calibration queries it learnt from"):

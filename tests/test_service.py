@@ -69,7 +69,8 @@ def test_health_and_stats_describe_the_loaded_index(client, served):
     stats = client.get("/stats").json()
     assert stats["items"] == 72 and stats["classes"] == 6
     assert stats["model_id"] == config["model_id"] and stats["embedding_dim"] == 32
-    assert stats["threshold"] == pytest.approx(config["threshold"]) and stats["confidence_score"] == config["confidence"]
+    saved = json.loads((served.index / "recommendation.json").read_text())  # the calibration, beside the index
+    assert stats["threshold"] == pytest.approx(saved["threshold"]) and stats["confidence_score"] == saved["confidence"]
     assert stats["compatibility"]["cutoff"] > 0 and stats["max_upload_bytes"] == 10_000_000
     assert stats["junk"]["top1_floor"] == pytest.approx(config["typicality"]["top1"]["0.5"])
 
@@ -472,7 +473,9 @@ def test_the_service_picks_up_new_stock_and_a_new_calibration_without_a_restart(
         client.post("/search", files={"image": ("q.png", image_bytes(served, first_id), "image/png")}, data={"k": "3"})
         assert client.get("/items/new-stock").status_code == 404
 
-        writer.set_calibration("top1", 0.123, {"note": "recalibrated"})
+        from stylespace.recommend import save_calibration
+
+        save_calibration(writer, "top1", 0.123, {"note": "recalibrated"})
         client.post("/search", files={"image": ("q.png", image_bytes(served, first_id), "image/png")}, data={"k": "3"})
         assert engine.recommender.threshold == pytest.approx(0.123) and engine.recommender.score_name == "top1"
 

@@ -215,6 +215,7 @@ def test_augmentation():
 FAMILIES = [
     dict(aspect=0.35), dict(rotate=10.0), dict(scale=0.18), dict(colour=0.3),
     dict(padding="backdrop", background=1.0), dict(greyscale=1.0), dict(blur=1.0), dict(jpeg=1.0),
+    dict(erase=1.0),
 ]
 
 
@@ -228,6 +229,20 @@ def test_each_augmentation_family_keeps_shape_and_range_and_changes_the_image(fa
     assert out.min() >= 0 and out.max() <= 1
     plain = batch.permute(0, 3, 1, 2).float() / 255
     assert (out - plain).abs().mean() > 0.002, family
+
+
+def test_random_erasing_replaces_one_rectangle_and_spares_the_rest():
+    x, _ = shapes(2)
+    batch = torch.from_numpy(x)
+    off = dict(scale=0.0, translate=0.0, flip=0.0, colour=0.0)
+    out = BatchAugment(AugmentConfig(**off, erase=1.0))(batch, None, torch.Generator().manual_seed(0))
+    changed = (out - batch.permute(0, 3, 1, 2).float() / 255).abs().amax(dim=1) > 1e-6  # (B, H, W)
+    for mask in changed:
+        rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        # one rectangle (changed pixels fill their bounding box, up to noise equal to the pixel), 2-25 % of the area
+        assert mask.sum() >= 0.9 * box and 0.015 * mask.numel() <= box <= 0.26 * mask.numel()
+    assert not BatchAugment(AugmentConfig(**off, erase=0.0))(batch).sub(batch.permute(0, 3, 1, 2) / 255).abs().max() > 1e-6
 
 
 def test_greyscale_and_backdrop_do_what_they_say():
@@ -415,11 +430,21 @@ def test_train_config_round_trips_through_json(tmp_path):
 
 
 def test_presets_are_valid():
-    for name in ("cpu", "default", "gpu"):
+    for name in ("cpu", "default", "gpu", "packshot", "small"):
         model_config, train_config = preset(name)
         assert model_config.backbone and train_config.epochs >= 1
     with pytest.raises(StylespaceError, match="preset"):
         preset("tpu")
+
+
+def test_small_images_get_the_small_preset():
+    from stylespace.training.presets import default_preset
+
+    assert default_preset((28, 28)) == default_preset((32, 24)) == "small"
+    assert default_preset(None) == default_preset((80, 60)) == "cpu"
+    model_config, _ = preset("small")
+    # the stride-4 stem of the photo presets would leave 7 x 7 of a 28 x 28 image
+    assert model_config.input_size == (28, 28) and model_config.stem_stride < preset("cpu")[0].stem_stride
 
 
 def test_carve_validation_is_stratified_and_deterministic():
@@ -453,6 +478,19 @@ def test_train_run_records_the_split(tmp_path, catalog_and_split):
     assert saved["classes"] == sorted(set(manifest.select(group="main").labels)) == model.classes
     assert saved["train_items"] + saved["val_items"] == len(manifest.select(group="main", split="train"))
     assert saved["model_id"] == model_id(load_model(tmp_path / "run"))
+
+
+def test_train_run_validates_on_the_splits_own_val_part(tmp_path, small_catalog):
+    from stylespace.data import column_split, load_catalog
+
+    manifest = column_split(load_catalog(small_catalog), "gender", val_fraction=0.25, mapping={"Women": "test", "*": "train"})
+    manifest.save(tmp_path / "split.csv")
+    model_config = ModelConfig(width=8, embedding_dim=16, stem_stride=4)
+    _, _, record = train_run(small_catalog, tmp_path / "split.csv", model_config, tiny_config(epochs=1, val_fraction=0.4),
+                             tmp_path / "run", progress=False)
+    # the manifest's val rows, not a val_fraction of its train rows
+    assert record["val_items"] == len(manifest.select(split="val")) == 6 * 2
+    assert record["train_items"] == len(manifest.select(split="train")) == 6 * 4
 
 
 def test_cli_train_resume_and_embed(tmp_path, catalog_and_split):

@@ -116,39 +116,46 @@ class Embeddings:
                                   "expected a .npz written by `stylespace embed`") from None
 
 
-@torch.no_grad()
+def vectors_and_model(vectors, model_id: str | None = None) -> tuple[np.ndarray, str | None]:
+    """(vectors, model id) of an :class:`Embeddings` (its own model id unless ``model_id`` is given) or of a
+    plain (N, D) array (``model_id`` as given): what every consumer that takes either one unwraps."""
+    if isinstance(vectors, Embeddings):
+        return vectors.vectors, model_id if model_id is not None else vectors.model_id
+    return vectors, model_id
+
+
 def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str | torch.device = "auto",
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False, engine: str | None = None) -> np.ndarray:
     """L2-normalised embeddings of images.
 
     Args:
-        model: an :class:`~stylespace.models.EmbeddingModel` (moved to ``device`` and put in eval mode).
+        model: an :class:`~stylespace.models.EmbeddingModel` (moved to ``device`` and put in eval mode), or
+            an :class:`~stylespace.inference.Embedder` made once by the caller.
         pixels: (N, H, W, 3) uint8 at the model's ``input_size`` (a memory map is read batch by batch).
         batch_size: images per forward pass.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or a torch.device.
         progress: show a progress bar on stderr.
+        engine: ``auto`` (ONNX Runtime on a CPU when installed and worth its export, else PyTorch),
+            ``torch`` or ``onnx``; None: the one the command chose (:func:`stylespace.inference.engine_choice`).
 
     Returns:
         (N, D) float32, unit-length rows.
     """
+    from stylespace.inference import check_pixels, make_embedder
+
     if batch_size < 1:
         raise StylespaceError(f"batch_size must be >= 1, got {batch_size}")
-    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
-        raise StylespaceError(f"expected uint8 images (N, H, W, 3), got {pixels.dtype} {tuple(pixels.shape)}")
-    size = tuple(getattr(getattr(model, "config", None), "input_size", pixels.shape[1:3]))
-    if tuple(pixels.shape[1:3]) != size:
-        raise StylespaceError(f"images are {pixels.shape[1]}x{pixels.shape[2]} but the model takes "
-                              f"{size[0]}x{size[1]} (H x W); load them at the model's input size")
-    target = device if isinstance(device, torch.device) else pick_device(device)
-    model = model.to(target).eval()
-    dim = model.output_dim
-    out = np.empty((len(pixels), dim), dtype=np.float32)
-    starts = range(0, len(pixels), batch_size)
+    embedder = model if callable(model) and hasattr(model, "engine") else None
+    size = tuple(getattr(embedder, "input_size", None) or
+                 getattr(getattr(model, "config", None), "input_size", pixels.shape[1:3]))
+    check_pixels(pixels, size)
+    if embedder is None:
+        embedder = make_embedder(model, engine, device, images=len(pixels), batch_size=batch_size)
+    out = np.empty((len(pixels), embedder.output_dim), dtype=np.float32)
     with steps(progress, len(pixels), f"embedding {len(pixels):,} images") as advance:
-        for start in starts:
-            batch = torch.from_numpy(np.array(pixels[start:start + batch_size])).to(target)  # a copy: memmaps are read-only
-            x = as_model_input(batch).contiguous(memory_format=torch.channels_last)
-            out[start:start + len(batch)] = model.embed(x).float().cpu().numpy()
+        for start in range(0, len(pixels), batch_size):
+            batch = pixels[start:start + batch_size]
+            out[start:start + len(batch)] = embedder(batch)
             advance(len(batch))
     return out
 
@@ -173,18 +180,26 @@ def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, ba
     input size); items whose image fails to decode are listed in ``meta["failed"]``, and those whose image is
     blank or nearly uniform (embedded all the same) in ``meta["blank"]``."""
     from stylespace.data import load_image_array
-    from stylespace.models import model_id
 
     array = load_image_array(catalog, size=tuple(model.config.input_size), cache_dir=cache_dir, progress=progress)
     vectors = embed_images(model, array.pixels, batch_size=batch_size, device=device, progress=progress)
-    labels = [catalog[i].label for i in array.ids]
+    return catalog_embeddings(model, catalog, array.ids, vectors, array.failed, array.blank)
+
+
+def catalog_embeddings(model, catalog, ids: list[str], vectors: np.ndarray, failed: dict[str, str],
+                       blank: list[str]) -> Embeddings:
+    """The :class:`Embeddings` of a catalog's decodable items ``ids`` (catalog order), however they were made
+    (here, or on a Ray cluster by :mod:`stylespace.ray_embedding`): labels and provenance as ``embed_catalog`` writes."""
+    from stylespace.models import model_id
+
+    labels = [catalog[i].label for i in ids]
     meta = {
         "catalog": str(catalog.source_path),
         "catalog_fingerprint": catalog.fingerprint(),
         "input_size": list(model.config.input_size),
         "backbone": model.config.backbone,
-        "failed": dict(array.failed),
-        "blank": list(array.blank),
+        "failed": dict(failed),
+        "blank": list(blank),
     }
-    return Embeddings(array.ids, vectors, labels if any(label is not None for label in labels) else None,
+    return Embeddings(ids, vectors, labels if any(label is not None for label in labels) else None,
                       model_id(model), meta)

@@ -2,6 +2,9 @@
 tables they print (argument handling and presentation only; the work is in the library)."""
 from __future__ import annotations
 
+import functools
+import inspect
+
 import typer
 from rich.table import Table
 
@@ -16,10 +19,40 @@ MODEL_OPTION = typer.Option(None, "--model", help="Model folder that embeds imag
 BATCH_OPTION = typer.Option(256, "--batch-size", help="Images per forward pass.")
 DEVICE_OPTION = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+ENGINE_OPTION = typer.Option("auto", "--engine", help="What runs the model: auto (ONNX Runtime on a CPU when it is "
+                                                      "installed and worth exporting the model, PyTorch on CUDA), "
+                                                      "torch or onnx.")
 INCLUDE_BLANK_OPTION = typer.Option(False, "--include-blank", help="Index catalog items whose image is blank or "
                                                                    "nearly uniform too (default: left out, reported).")
+RAY_OPTION = typer.Option(False, "--ray", help="Decode and embed on a Ray cluster with Ray Data (a local Ray on "
+                                                "this machine unless --ray-address); needs stylespace[distributed].")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", metavar="ADDRESS",
+                                  help="The Ray cluster to join (auto, HOST:6379 or ray://HOST:10001); implies --ray.")
+RAY_WORKERS_OPTION = typer.Option(0, "--ray-workers", help="Ray embedding workers (0 = one per CPU of the cluster).")
+RAY_GPUS_OPTION = typer.Option(0.0, "--ray-gpus-per-worker", help="GPU share each Ray worker embeds on (0 = CPUs).")
 WHERE_OPTION_HELP = ("Keep items whose metadata COLUMN=VALUE (repeatable: values of one column OR, columns AND), "
                      "e.g. gender=Men.")
+
+
+def with_engine(command):
+    """Give ``command`` an ``--engine`` option: everything it embeds runs on that engine
+    (:func:`stylespace.inference.engine_choice`), with no engine argument threaded through the library."""
+    signature = inspect.signature(command)
+    if "engine" in signature.parameters:
+        raise TypeError(f"{command.__name__} already takes an engine argument")
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        from stylespace.inference import engine_choice
+
+        with engine_choice(kwargs.pop("engine", "auto")):
+            return command(*args, **kwargs)
+
+    parameters = list(signature.parameters.values())
+    option = inspect.Parameter("engine", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=ENGINE_OPTION, annotation=str)
+    last = len(parameters) - (parameters[-1].name == "as_json")  # before --json, as the other options are
+    run.__signature__ = signature.replace(parameters=[*parameters[:last], option, *parameters[last:]])
+    return run
 
 
 def parse_where(entries: list[str] | None) -> dict[str, list[str]] | None:
@@ -66,3 +99,12 @@ def print_left_out(left_out: dict[str, str]) -> None:
     for reason, ids in by_reason.items():
         hint = " (index them anyway with --include-blank)" if reason == BLANK_REASON else ""
         out.print(f"{len(ids):,} item(s) left out: {reason}{hint}, e.g. {', '.join(ids[:5])}")
+
+
+def ray_config(ray: bool, address: str | None, workers: int, gpus_per_worker: float = 0.0):
+    """The RayConfig that --ray / --ray-address / --ray-workers / --ray-gpus-per-worker ask for, or None."""
+    if not ray and not address:
+        return None
+    from stylespace.ray_embedding import RayConfig
+
+    return RayConfig(address=address, workers=workers, gpus_per_worker=gpus_per_worker).validate()

@@ -9,13 +9,15 @@ import typer
 from rich.table import Table
 
 from stylespace.cli._output import console, emit, out
-from stylespace.data import load_catalog, load_image_array, parse_merge, protocol_split, stratified_split
+from stylespace.data import (column_split, load_catalog, load_image_array, parse_column_map, parse_merge, protocol_split,
+                             stratified_split)
 from stylespace.utils import StylespaceError
 
 
 def register(app: typer.Typer) -> None:
     app.command("catalog", help="Load any catalog and summarise it: items, classes, skipped rows and files.")(catalog_cmd)
-    app.command("split", help="Write a split manifest: 004's 39 main / 30 new protocol, or a stratified split.")(split_cmd)
+    app.command("split", help="Write a split manifest: 004's 39 main / 30 new protocol, a stratified split, "
+                                    "or train / test by a catalog column (--by).")(split_cmd)
 
 
 def catalog_cmd(
@@ -75,6 +77,13 @@ def split_cmd(
     output: Path = typer.Option(Path("split.csv"), "-o", "--output", help="Manifest CSV to write (+ .json config)."),
     stratified: Optional[str] = typer.Option(
         None, help="A plain stratified split instead of the protocol, e.g. train=0.8,val=0.1,test=0.1."),
+    by: Optional[str] = typer.Option(
+        None, "--by", help="Train / test from a column the catalog has (e.g. subset: Fashion-MNIST's official split, "
+                           "or year with --map), a stratified val part carved from train."),
+    column_map: Optional[str] = typer.Option(
+        None, "--map", help="--by: column value -> train, val, test or skip, e.g. 2017=test,*=train (* = the rest)."),
+    val_fraction: float = typer.Option(0.1, help="--by: share of each class's train items kept for validation."),
+    drop_unshared: bool = typer.Option(False, "--drop-unshared", help="--by: leave out classes found on one side only."),
     hold_out: Optional[int] = typer.Option(None, "--hold-out", help="Hold this many classes out of training as "
                                            "'new' (support / test halves); the others split by --stratified "
                                            "(default train=0.7,val=0.1,test=0.2). For catalogs with fewer classes "
@@ -94,7 +103,13 @@ def split_cmd(
     if verify:
         catalog = catalog.without(load_image_array(catalog, progress=not as_json).failed)
     merge_map = parse_merge(merge)
-    if hold_out is not None:
+    if sum([bool(by), bool(stratified) and hold_out is None, hold_out is not None]) > 1:
+        raise StylespaceError("--by, --stratified and --hold-out are different ways to split: choose one "
+                              "(--stratified may give the fractions of --hold-out's known classes)")
+    if by:
+        manifest = column_split(catalog, by, val_fraction=val_fraction, seed=seed, mapping=parse_column_map(column_map),
+                                merge=merge_map, drop_unshared=drop_unshared)
+    elif hold_out is not None:
         from stylespace.data import held_out_split
 
         manifest = held_out_split(catalog, hold_out, _fractions(stratified) if stratified else None, seed=seed,

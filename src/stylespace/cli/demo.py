@@ -234,7 +234,9 @@ def _index_stale(index_dir: Path, model_dir: Path) -> bool:
 def _calibrated(index_dir: Path) -> bool:
     from stylespace.index import CatalogIndex
 
-    return (index_dir / "index.json").exists() and CatalogIndex.open(index_dir).config.calibration is not None
+    from stylespace.recommend import load_calibration
+
+    return (index_dir / "index.json").exists() and load_calibration(CatalogIndex.open(index_dir)) is not None
 
 
 def _fresh(output: Path, model_dir: Path) -> bool:

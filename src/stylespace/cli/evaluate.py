@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from stylespace.cli._options import with_engine
 from stylespace.cli._output import console, emit, out
 from stylespace.utils import StylespaceError, write_json
 
@@ -18,6 +19,7 @@ def register(app: typer.Typer) -> None:
                 "verification (ROC, AUC, cutoffs); --compare puts several side by side.")(evaluate_cmd)
 
 
+@with_engine
 def evaluate_cmd(
     source: Path = typer.Argument(..., metavar="MODEL_OR_EMBEDDINGS",
                                   help="A model folder (model.safetensors + model.json) or an embeddings .npz."),
@@ -105,6 +107,4 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise StylespaceError(f"{option} expects comma-separated integers such as 1,5; got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise StylespaceError(f"{option}: every k must be >= 1, got {text!r}")
-    return values
+    return values  # EvaluationConfig checks each k

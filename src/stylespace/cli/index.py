@@ -9,7 +9,8 @@ import typer
 from typer.core import TyperGroup
 
 from stylespace.cli._options import (BATCH_OPTION, DEVICE_OPTION, INCLUDE_BLANK_OPTION, JSON_OPTION, MODEL_OPTION,
-                                     blank_count, print_left_out)
+                                     RAY_ADDRESS_OPTION, RAY_GPUS_OPTION, RAY_OPTION, RAY_WORKERS_OPTION,
+                                     blank_count, print_left_out, ray_config, with_engine)
 from stylespace.cli._output import console, emit, out
 
 
@@ -36,12 +37,19 @@ def register(app: typer.Typer) -> None:
 
 @index_app.command("build", help="Embed a catalog with a model and write an index folder (the default subcommand: "
                                  "`stylespace index MODEL CATALOG -o DIR`).")
+@with_engine
 def build_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model folder (model.safetensors + model.json)."),
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="Catalog (Kaggle zip/folder, image tree, manifest) "
                                                                      "or a split manifest CSV."),
     output: Path = typer.Option(..., "-o", "--output", help="Index folder to write."),
-    kind: str = typer.Option("exact", help="exact (default), ivf or hnsw (approximate, for millions of items)."),
+    kind: str = typer.Option("exact", help="exact (default), ivf or hnsw (approximate, for millions of items), or "
+                                           "ivf-pq / hnsw-sq8 (compressed, re-ranked exactly: tens of millions)."),
+    backend: str = typer.Option("faiss", help="faiss (embedded in the index folder, the default) or milvus (a "
+                                              "Milvus Lite file or a Milvus server / cluster at --uri)."),
+    uri: str = typer.Option("", help="With --backend milvus: a Milvus Lite file (./catalog.db) or a server "
+                                     "(http://host:19530)."),
+    collection: str = typer.Option("", help="With --backend milvus: the collection (default: from the folder name)."),
     metric: str = typer.Option("cosine", help="cosine or euclidean."),
     scenario: Optional[int] = typer.Option(None, help="With a split manifest: index the support set of scenario N "
                                                       "(default 4: main + new support)."),
@@ -53,12 +61,18 @@ def build_cmd(
     nprobe: int = typer.Option(16, help="IVF cells visited per query."),
     hnsw_m: int = typer.Option(32, help="HNSW graph degree."),
     ef_search: int = typer.Option(64, help="HNSW search beam width."),
+    pq_m: int = typer.Option(0, help="ivf-pq: bytes per vector (sub-quantisers; 0 = D / 8)."),
+    rerank: int = typer.Option(10, help="ivf-pq / hnsw-sq8: candidates per result re-ranked with exact vectors."),
     whiten: bool = typer.Option(True, help="Whiten the vectors with a PCA fitted on this catalog (no labels "
                                            "needed; needs 4 items per dimension): better neighbours and confidence."),
     overwrite: bool = typer.Option(False, help="Replace an index already in the output folder."),
     include_blank: bool = INCLUDE_BLANK_OPTION,
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
+    ray: bool = RAY_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
+    ray_gpus: float = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.data.selection import select_items
@@ -74,14 +88,15 @@ def build_cmd(
                                 model_path=model_path, kind=kind, metric=metric, overwrite=overwrite,
                                 batch_size=batch_size, device=device, progress=not as_json, whiten=whiten,
                                 nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
-                                include_blank=include_blank)
+                                include_blank=include_blank, backend=backend, uri=uri, collection=collection,
+                                pq_m=pq_m, rerank=rerank, ray=ray_config(ray, ray_address, ray_workers, ray_gpus))
     result = index_summary(index)
     result.update({"source": selection.description, "failed": failed, "blank_left_out": blank_count(failed),
                    "seconds": round(time.perf_counter() - started, 2)})
 
     def render(r: dict) -> None:
         out.print(f"indexed {r['count']:,} items of {r['source']} into [bold]{r['folder']}[/bold] "
-                  f"({r['kind']}, {r['metric']}, model {r['model_id']}) in {r['seconds']:.1f} s")
+                  f"({r['backend']}, {r['kind']}, {r['metric']}, model {r['model_id']}) in {r['seconds']:.1f} s")
         if r["recall_at_10"] is not None:
             out.print(f"recall@10 against exact search: {r['recall_at_10']:.4f}")
         if whiten and not r["whitened_items"]:
@@ -93,6 +108,7 @@ def build_cmd(
 
 
 @index_app.command("add", help="Embed catalog items and add them without rebuilding (new stock).")
+@with_engine
 def add_cmd(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index folder."),
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="Catalog holding the new items."),
@@ -103,6 +119,10 @@ def add_cmd(
     model: Optional[Path] = MODEL_OPTION,
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
+    ray: bool = RAY_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
+    ray_gpus: float = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.data import load_catalog
@@ -114,9 +134,11 @@ def add_cmd(
     embedding_model = open_query_model(index, model, device)
     before = len(index)
     added, failed = add_items(index, embedding_model, load_catalog(catalog_path), ids, replace=replace,
-                              batch_size=batch_size, device=device, progress=not as_json, include_blank=include_blank)
+                              batch_size=batch_size, device=device, progress=not as_json, include_blank=include_blank,
+                              ray=ray_config(ray, ray_address, ray_workers, ray_gpus))
     result = {"folder": str(index_dir), "added": added, "before": before, "count": len(index), "failed": failed,
-              "blank_left_out": blank_count(failed), "generation": index.config.generation}
+              "blank_left_out": blank_count(failed), "generation": index.marker.generation,
+              "revision": index.marker.revision}
 
     def render(r: dict) -> None:
         out.print(f"added {added:,} item(s): {before:,} -> {r['count']:,} in {index_dir}")
@@ -137,7 +159,7 @@ def remove_cmd(
     index = CatalogIndex.open(index_dir)
     removed = index.remove(ids, missing_ok=missing_ok)
     result = {"folder": str(index_dir), "removed": removed, "count": len(index), "stale": index.config.stale,
-              "generation": index.config.generation}
+              "generation": index.marker.generation, "revision": index.marker.revision}
     emit(result, as_json, lambda r: out.print(f"removed {removed:,} item(s); {r['count']:,} left in {index_dir}"
                                               + (f" ({r['stale']} stale HNSW vectors: run `stylespace index rebuild`)"
                                                  if r["stale"] else "")))
@@ -147,30 +169,34 @@ def remove_cmd(
                                    "another kind or metric; ids are kept.")
 def rebuild_cmd(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index folder."),
-    kind: Optional[str] = typer.Option(None, help="exact, ivf or hnsw (default: unchanged)."),
+    kind: Optional[str] = typer.Option(None, help="exact, ivf, hnsw, ivf-pq or hnsw-sq8 (default: unchanged)."),
     metric: Optional[str] = typer.Option(None, help="cosine or euclidean (default: unchanged)."),
     nlist: Optional[int] = typer.Option(None, help="IVF cells (0 = automatic)."),
     nprobe: Optional[int] = typer.Option(None, help="IVF cells visited per query."),
     hnsw_m: Optional[int] = typer.Option(None, help="HNSW graph degree."),
     ef_search: Optional[int] = typer.Option(None, help="HNSW search beam width."),
+    pq_m: Optional[int] = typer.Option(None, help="ivf-pq: bytes per vector (0 = D / 8)."),
+    rerank: Optional[int] = typer.Option(None, help="ivf-pq / hnsw-sq8: candidates per result re-ranked exactly."),
     whiten: Optional[bool] = typer.Option(None, help="Whiten (fitted again on the items held now) or not "
                                                      "(default: unchanged)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.index import CatalogIndex
     from stylespace.index.queries import index_summary
+    from stylespace.recommend import calibration_summary
 
     started = time.perf_counter()
     index = CatalogIndex.open(index_dir)
     settings = {k: v for k, v in {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_search": ef_search,
-                                  "whiten": whiten}.items() if v is not None}
+                                  "pq_m": pq_m, "rerank": rerank, "whiten": whiten}.items() if v is not None}
     index.rebuild(kind=kind, metric=metric, **settings)
     result = index_summary(index)
     result["seconds"] = round(time.perf_counter() - started, 2)
-    result["calibration_outdated"] = bool(index.config.calibration.get("outdated"))
+    result.update(calibration_summary(index))
     if result["calibration_outdated"] and not as_json:
-        console.print("[yellow]note:[/yellow] the whitening was fitted again or switched, so similarities changed; the saved "
-                      "recommendation threshold was calibrated before: run `stylespace calibrate-threshold` again")
+        console.print("[yellow]note:[/yellow] the rebuild moved similarities (the whitening was fitted again or switched, "
+                      "or the metric changed); the saved recommendation threshold was calibrated before: run "
+                      "`stylespace calibrate-threshold` again")
     emit(result, as_json, lambda r: out.print(
         f"rebuilt {index_dir}: {r['count']:,} items, {r['kind']}, {r['metric']}"
         + (f", whitened on {r['whitened_items']:,} items" if r["whitened_items"] else "")
@@ -185,8 +211,10 @@ def info_cmd(
 ) -> None:
     from stylespace.index import CatalogIndex
     from stylespace.index.queries import index_summary
+    from stylespace.recommend import calibration_summary
 
-    result = index_summary(CatalogIndex.open(index_dir))
+    index = CatalogIndex.open(index_dir)
+    result = index_summary(index) | calibration_summary(index)
 
     def render(r: dict) -> None:
         for key, value in r.items():

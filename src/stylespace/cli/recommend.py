@@ -10,6 +10,7 @@ from rich.table import Table
 
 from stylespace.cli._options import (BATCH_OPTION, DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, WHERE_OPTION_HELP,
                                      hit_record, hits_table, parse_where)
+from stylespace.cli._options import with_engine
 from stylespace.cli._output import console, emit, out
 
 
@@ -20,6 +21,7 @@ def register(app: typer.Typer) -> None:
                                             "AURC), choose a threshold and save it with the index.")(calibrate_cmd)
 
 
+@with_engine
 def recommend_cmd(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index folder (calibrated with calibrate-threshold)."),
     queries: list[str] = typer.Argument(..., metavar="QUERY...", help="Image files or folders, or ids with --id."),
@@ -64,6 +66,7 @@ def recommend_cmd(
     emit(result, as_json, render)
 
 
+@with_engine
 def calibrate_cmd(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index folder (its items need labels)."),
     queries: Path = typer.Option(..., help="Labelled queries: a catalog, or a split manifest (default rows: the "

@@ -9,6 +9,7 @@ import typer
 
 from stylespace.cli._options import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, WHERE_OPTION_HELP, hit_record,
                                      hits_table, parse_where)
+from stylespace.cli._options import with_engine
 from stylespace.cli._output import emit, out
 
 
@@ -16,6 +17,7 @@ def register(app: typer.Typer) -> None:
     app.command("search", help="Top-k catalog items for query images (files, folders) or catalog ids.")(search_cmd)
 
 
+@with_engine
 def search_cmd(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index folder."),
     queries: list[str] = typer.Argument(..., metavar="QUERY...", help="Image files or folders of images (any size), "

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from stylespace.cli._options import ENGINE_OPTION
 from stylespace.cli._output import console
 from stylespace.utils import StylespaceError
 
@@ -26,10 +27,14 @@ def serve_cmd(
                                                      "the compare view; without it /compare answers 503."),
     max_upload_mb: float = typer.Option(10.0, help="Largest image upload accepted, in MB (10^6 bytes)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    engine: str = ENGINE_OPTION,
+    max_decode_mpx: float = typer.Option(4.0, help="Largest image accepted, in megapixels as decoded (a JPEG "
+                                                   "decodes at up to 1/8 scale); checked from the header."),
 ) -> None:
     import uvicorn
 
     from stylespace.service import create_app
+    from stylespace.service.decoding import DecodeLimits
 
     if not 0 < port < 65536:
         raise StylespaceError(f"--port must be 1..65535, got {port}")
@@ -38,9 +43,12 @@ def serve_cmd(
     if not index_dir.is_dir():
         hint = " (run `make demo` to build it)" if index_dir == DEFAULT_INDEX else ""
         raise StylespaceError(f"{index_dir}: index folder not found{hint}; build one with `stylespace index`")
+    if not 0 < max_decode_mpx <= 40:
+        raise StylespaceError(f"--max-decode-mpx must be in (0, 40], got {max_decode_mpx}")
     console.print(f"loading {index_dir} ...")
     application = create_app(index_dir, model_dir=model, compat_dir=compat,
-                             max_upload_bytes=int(max_upload_mb * 1_000_000), device=device)
+                             max_upload_bytes=int(max_upload_mb * 1_000_000), device=device, inference=engine,
+                             decode_limits=DecodeLimits(decoded_pixels=int(max_decode_mpx * 1_000_000)))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}"
     # The URL goes to stdout (it is this command's result); uvicorn's log goes to stderr.

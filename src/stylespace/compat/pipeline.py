@@ -88,7 +88,6 @@ def train_from_catalog(catalog_path: str | os.PathLike, pairs_csv: str | os.Path
                        log: Callable[[str], None] = lambda s: None) -> tuple[CompatTrainResult, dict]:
     """Load, split, precompute features, sweep, save. Returns the result and the saved evaluation report."""
     config = config or CompatibilityConfig()
-    config.validate()
     target = pick_device(device)
     started = time.perf_counter()
     catalog = load_catalog(catalog_path)

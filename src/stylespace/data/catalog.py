@@ -4,10 +4,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import io
+import mimetypes
 import os
 import zipfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
@@ -41,6 +43,24 @@ class Skipped:
 # --- where image bytes come from -------------------------------------------------------------
 
 
+class ImageReader(Protocol):
+    """Where a catalog's images come from; every reader gives each item's image as an encoded file.
+
+    ``read(source)``: the image file's bytes (an in-memory array is encoded as PNG); ``media_type(source)``:
+    their media type (``image/jpeg``); ``describe()``: where the images are, for messages.
+    """
+
+    def read(self, source: str) -> bytes: ...
+
+    def media_type(self, source: str) -> str: ...
+
+    def describe(self) -> str: ...
+
+
+def _guessed_media_type(source: str) -> str:
+    return mimetypes.guess_type(source)[0] or "application/octet-stream"
+
+
 class FileReader:
     """Images on disk; sources are paths relative to ``root`` (or absolute)."""
 
@@ -49,6 +69,9 @@ class FileReader:
 
     def read(self, source: str) -> bytes:
         return (self.root / source).read_bytes()
+
+    def media_type(self, source: str) -> str:
+        return _guessed_media_type(source)
 
     def describe(self) -> str:
         return str(self.root)
@@ -74,6 +97,9 @@ class ZipReader:
     def __setstate__(self, state):
         self.__init__(state["path"])
 
+    def media_type(self, source: str) -> str:
+        return _guessed_media_type(source)
+
     def describe(self) -> str:
         return str(self.path)
 
@@ -87,6 +113,15 @@ class ArrayReader:
 
     def read_array(self, source: str) -> np.ndarray:
         return self.images[int(source)]
+
+    def read(self, source: str) -> bytes:
+        """The row as a PNG file (there is no stored file to return)."""
+        buffer = io.BytesIO()
+        Image.fromarray(self.read_array(source)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def media_type(self, source: str) -> str:
+        return "image/png"
 
     def describe(self) -> str:
         return self.name
@@ -113,7 +148,7 @@ class Catalog:
     items: list[Item]
     kind: str
     source_path: Path
-    reader: object
+    reader: ImageReader
     label_column: str | None = None
     metadata_columns: list[str] = dataclasses.field(default_factory=list)
     skipped: list[Skipped] = dataclasses.field(default_factory=list)
@@ -152,9 +187,14 @@ class Catalog:
         return collections.Counter(item.label for item in self.items if item.label is not None)
 
     def read_bytes(self, item: Item | str) -> bytes:
-        """The raw bytes of an item's image (not for in-memory catalogs such as Fashion-MNIST)."""
+        """The bytes of an item's image file (for an in-memory catalog such as Fashion-MNIST, a PNG of it)."""
         item = self[item] if isinstance(item, str) else item
         return self.reader.read(item.source)
+
+    def media_type(self, item: Item | str) -> str:
+        """The media type of :meth:`read_bytes` (``image/jpeg``, ``image/png``...)."""
+        item = self[item] if isinstance(item, str) else item
+        return self.reader.media_type(item.source)
 
     def read_image(self, item: Item | str) -> Image.Image:
         """An item's image as an RGB ``PIL.Image``; raises ImageDecodeError naming the item when broken."""

@@ -15,6 +15,13 @@ see identical preprocessing. The canonical view of an image is, in order:
    uniform frame (a scene, a close-up) is kept whole;
 4. padded on white to the model's aspect ratio (never stretched) and resized.
 
+What one image may cost is bounded by a :class:`PixelBudget`, checked from the header before a pixel
+is allocated: ``decoded`` caps the pixels the decoder makes (after a JPEG's reduced-scale decode, so a
+24 Mpx phone photo decoded at 1/8 passes where a 36 Mpx PNG of one colour is refused with
+:class:`ImageTooLarge`, which names the limit), and ``working`` caps every array the steps after it
+make: a working copy still over it is reduced further, and an image whose white padding would pass it
+(a 20000 x 1 line padded to 3:4 is 400 Mpx) is resized before it is padded rather than after.
+
 A stretched image (a 60 x 80 packshot resized to 224 x 224) cannot be told from a wide product, so it
 is not undone here; the training recipe's aspect-ratio augmentation (+-35 %) makes the model
 indifferent to it instead (docs/benchmarks.md, robustness).
@@ -29,10 +36,10 @@ from pathlib import Path
 import dataclasses
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from scipy import ndimage
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, each, in_range, validate
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -40,6 +47,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 # so anything above this is treated as a decompression bomb and refused.
 MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# The most pixels any step after decoding works on (the working copy, the padded canvas): far above
+# what an image of ordinary shape needs at twice the model's input size, far below what a hostile
+# aspect ratio would make.
+WORK_PIXELS = 1_000_000
+# A PNG may carry compressed text chunks that Pillow inflates while reading the header (1 MB each,
+# 64 MB in all by default); a product photo needs none of that.
+PngImagePlugin.MAX_TEXT_CHUNK = 256 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 1024 * 1024
 
 # Bumped whenever the canonical view changes: image caches and indexes record it, so pixels made
 # the old way are rebuilt rather than compared with pixels made the new way.
@@ -62,12 +77,98 @@ class ImageDecodeError(StylespaceError):
     """The bytes are not a usable image (empty, truncated, unknown format, too large)."""
 
 
-def open_image(source: bytes | str | os.PathLike | Image.Image, draft: tuple[int, int] = (512, 512)) -> Image.Image:
+class UnknownImageFormat(ImageDecodeError):
+    """The bytes are in no image format Pillow reads (text, HTML, ...), as opposed to a broken image."""
+
+
+class ImageTooLarge(ImageDecodeError):
+    """An image whose decoded size is over the :class:`PixelBudget` (refused before it is decoded).
+
+    Attributes:
+        width, height: the size it would decode at (after a JPEG's reduced-scale decode).
+        limit: the budget's ``decoded`` pixels.
+    """
+
+    def __init__(self, message: str, width: int, height: int, limit: int):
+        super().__init__(message)
+        self.width, self.height, self.limit = width, height, limit
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelBudget:
+    """What decoding one image may allocate, in pixels (a pixel is 3-4 bytes in each array made).
+
+    Attributes:
+        decoded: the most pixels the decoder may make, read from the header (a JPEG's after its 1/2, 1/4
+            or 1/8 scale decode); over it the image is refused (:class:`ImageTooLarge`).
+        working: the most pixels of the working copy and of the padded canvas (see the module docstring);
+            over it they are reduced, never refused.
+    """
+
+    decoded: int = MAX_PIXELS
+    working: int = WORK_PIXELS
+
+    def __post_init__(self) -> None:
+        validate([
+            in_range("decoded", self.decoded, 1, MAX_PIXELS, integer=True, note="pixels; the decompression-bomb limit"),
+            at_least("working", self.working, 1, note="pixels"),
+        ], "pixel budget")
+
+
+DEFAULT_BUDGET = PixelBudget()
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """What an image's header says, read without decoding it: its format, its stored size and the size it
+    decodes at when asked for a view of ``draft`` (a JPEG at a reduced scale, everything else whole)."""
+
+    format: str | None
+    width: int
+    height: int
+    decoded_width: int
+    decoded_height: int
+    mode: str
+
+    @property
+    def decoded_pixels(self) -> int:
+        return self.decoded_width * self.decoded_height
+
+
+def _draft_box(size: tuple[int, int]) -> tuple[int, int]:
+    """The (W, H) a decoder is asked to cover for a view of ``size`` = (H, W): twice it, for a clean downscale."""
+    return 2 * size[1], 2 * size[0]
+
+
+def probe_image(source: bytes, size: tuple[int, int] = (80, 60)) -> Probe:
+    """Read the header of image bytes (nothing decoded, nothing allocated beyond the header) and say what
+    decoding them for a view of ``size`` = (H, W) would make. Raises :class:`ImageDecodeError`."""
+    if not source:
+        raise ImageDecodeError("image bytes: zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(source)) as image:
+                width, height = image.size
+                if width * height <= MAX_PIXELS:
+                    image.draft("RGB", _draft_box(size))
+                return Probe(image.format, width, height, image.width, image.height, image.mode)
+    except UnidentifiedImageError:
+        raise UnknownImageFormat("image bytes: not an image in a known format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"image bytes: refused as a decompression bomb ({exc})") from None
+    except Exception as exc:
+        raise ImageDecodeError(f"image bytes: cannot decode image ({type(exc).__name__}: {exc})") from None
+
+
+def open_image(source: bytes | str | os.PathLike | Image.Image, draft: tuple[int, int] = (512, 512),
+               budget: PixelBudget = DEFAULT_BUDGET) -> Image.Image:
     """Open ``source`` (bytes, a path or an image) as an RGB ``PIL.Image``, fully decoded.
 
     A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that still covers ``draft`` = (W, H) pixels.
 
-    Raises :class:`ImageDecodeError` with the reason when it cannot be decoded.
+    Raises :class:`ImageDecodeError` with the reason when it cannot be decoded, :class:`ImageTooLarge`
+    (before decoding) when it would decode at more than ``budget.decoded`` pixels.
     """
     if isinstance(source, Image.Image):
         image = _upright(source)
@@ -96,6 +197,12 @@ def open_image(source: bytes | str | os.PathLike | Image.Image, draft: tuple[int
                     )
                 # JPEG can decode at a reduced scale directly, which makes huge photos cheap.
                 image.draft("RGB", draft)
+                if image.width * image.height > budget.decoded:  # the size it decodes at, still unallocated
+                    raise ImageTooLarge(
+                        f"{name}: {image.width}x{image.height} px ({image.width * image.height / 1e6:.1f} Mpx) is "
+                        f"over the {budget.decoded / 1e6:g} Mpx limit on decoded pixels; send a smaller image "
+                        "(a JPEG of any size decodes at up to 1/8 scale and passes more easily)",
+                        image.width, image.height, budget.decoded)
                 image.load()
                 image = _upright(image)
         except ImageDecodeError:
@@ -112,26 +219,41 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        # Pasted through its alpha onto white: the very pixels of alpha-compositing onto opaque white
+        # (tests/test_canonical_view.py), with two full-size copies fewer.
+        out = Image.new("RGB", rgba.size, (255, 255, 255))
+        out.paste(rgba, mask=rgba.getchannel("A"))
+        return out
     if image.mode == "CMYK":
         # Pillow's CMYK conversion ignores Adobe's inverted CMYK JPEGs; plain convert is right for the rest.
         return image.convert("RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float32)
-        array = 255.0 * (array - array.min()) / max(float(array.max() - array.min()), 1.0)
+        low, span = array.min(), max(float(array.max() - array.min()), 1.0)
+        array = array - low  # then in place: 255 (x - min) / span, the same values with one array, not three
+        array *= 255.0
+        array /= span
         return Image.fromarray(array.astype(np.uint8)).convert("RGB")
     return image.convert("RGB")
 
 
-def fit_to_size(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """Pad ``image`` on white to the aspect ratio of ``size`` = (H, W), resize, return (H, W, 3) uint8."""
+def fit_to_size(image: Image.Image, size: tuple[int, int], working: int = WORK_PIXELS) -> np.ndarray:
+    """Pad ``image`` on white to the aspect ratio of ``size`` = (H, W), resize, return (H, W, 3) uint8.
+
+    When the padded canvas would be over ``working`` pixels (an extreme aspect ratio), the image is first
+    resized to twice the target scale, so the canvas stays small; ordinary shapes are padded as they are.
+    """
+    validate([each("image size", size, 1, count=2, note="H, W")])
     height, width = size
-    if height < 1 or width < 1:
-        raise StylespaceError(f"image size must be positive (H, W), got {size}")
     target_ratio = width / height
     ratio = image.width / image.height
+    canvas = max(image.width, round(image.height * target_ratio)) * max(image.height, round(image.width / target_ratio))
+    if canvas > working:
+        scale = min(2 * width / image.width, 2 * height / image.height)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.BILINEAR, reducing_gap=2.0)
+        ratio = image.width / image.height
     if abs(ratio - target_ratio) > 1e-3:
         if ratio > target_ratio:  # too wide: pad top and bottom
             new_h = round(image.width / target_ratio)
@@ -186,11 +308,17 @@ class View:
         return self.product_share < BLANK_SHARE or self.spread < BLANK_SPREAD
 
 
-def _working_copy(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+def _working_copy(image: Image.Image, size: tuple[int, int], working: int = WORK_PIXELS) -> Image.Image:
     """``image`` reduced (box filter, integer factor) to no less than ``size`` = (H, W): the trim and the
-    final resize then cost the same for a 60 x 80 thumbnail and a 24 Mpx PNG."""
+    final resize then cost the same for a 60 x 80 thumbnail and a 24 Mpx PNG. One still over ``working``
+    pixels (a very long, thin image) is reduced further, keeping its shape."""
     factor = min(image.width // size[1], image.height // size[0])
-    return image.reduce(factor) if factor >= 2 else image
+    if factor >= 2:
+        image = image.reduce(factor)
+    if image.width * image.height > working:
+        more = int(np.ceil(np.sqrt(image.width * image.height / working)))
+        image = image.reduce((min(more, image.width), min(more, image.height)))
+    return image
 
 
 def border_connected(mask: np.ndarray) -> np.ndarray:
@@ -218,11 +346,11 @@ def _close(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
 def _frame(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The 2-pixel outer frame of ``rgb``: (colours (M, 3) int16, their rows (M,), their columns (M,))."""
     h, w = rgb.shape[:2]
-    rows, cols = np.mgrid[0:h, 0:w]
     ring = np.zeros((h, w), dtype=bool)
     ring[:2] = ring[-2:] = True
     ring[:, :2] = ring[:, -2:] = True
-    return rgb[ring].astype(np.int16), rows[ring], cols[ring]
+    rows, cols = np.nonzero(ring)  # row-major, as rgb[ring] is: no (H, W) coordinate grids
+    return rgb[rows, cols].astype(np.int16), rows, cols
 
 
 def _margin_colour(rgb: np.ndarray) -> np.ndarray | None:
@@ -247,8 +375,7 @@ def _margin_colour(rgb: np.ndarray) -> np.ndarray | None:
             return None
     if keep.mean() < FRAME_SHARE:
         return None
-    grid_r, grid_c = np.mgrid[0:h, 0:w]
-    plane = coef[0] + coef[1] * (grid_r / h)[..., None] + coef[2] * (grid_c / w)[..., None]
+    plane = coef[0] + coef[1] * (np.arange(h) / h)[:, None, None] + coef[2] * (np.arange(w) / w)[None, :, None]
     return np.clip(np.round(plane), 0, 255).astype(np.int16)
 
 
@@ -275,19 +402,19 @@ def _trim_once(rgb: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, tuple[i
     return out, box, share
 
 
-def canonical_view(image: Image.Image, size: tuple[int, int]) -> View:
+def canonical_view(image: Image.Image, size: tuple[int, int], working: int = WORK_PIXELS) -> View:
     """The canonical view (see the module docstring) of an RGB, upright ``image`` at ``size`` = (H, W).
 
     Margins inside margins (a white packshot padded on grey by a marketplace) are trimmed in turn, up
-    to three times.
+    to three times. ``working`` bounds the pixels of every array made on the way (PixelBudget.working).
     """
-    work = _working_copy(image, size)
+    work = _working_copy(image, size, working)
     rgb = np.asarray(work, dtype=np.uint8)
     h, w = rgb.shape[:2]
     spread = float(rgb.std())
     colour = _margin_colour(rgb)
     if colour is None:  # no uniform margin: a scene or a close-up, kept whole
-        return View(fit_to_size(work, size), None, (0.0, 0.0, 1.0, 1.0), 1.0, spread)
+        return View(fit_to_size(work, size, working), None, (0.0, 0.0, 1.0, 1.0), 1.0, spread)
     background = tuple(int(c) for c in (colour if colour.ndim == 1 else np.median(colour.reshape(-1, 3), axis=0)))
     top, left, share = 0, 0, None
     for _ in range(3):
@@ -295,7 +422,7 @@ def canonical_view(image: Image.Image, size: tuple[int, int]) -> View:
         share = pass_share if share is None else share
         if box is None:
             if top == 0 and left == 0 and rgb.shape[:2] == (h, w):  # all margin: nothing to trim to
-                return View(fit_to_size(work, size), background, (0.0, 0.0, 1.0, 1.0), share, spread)
+                return View(fit_to_size(work, size, working), background, (0.0, 0.0, 1.0, 1.0), share, spread)
             break
         b_top, b_bottom, b_left, b_right = box
         rgb = trimmed[b_top:b_bottom, b_left:b_right]
@@ -306,16 +433,18 @@ def canonical_view(image: Image.Image, size: tuple[int, int]) -> View:
         if colour is None or (box == (0, trimmed.shape[0], 0, trimmed.shape[1])):
             break
     bottom, right = top + rgb.shape[0], left + rgb.shape[1]
-    return View(fit_to_size(Image.fromarray(rgb), size), background, (left / w, top / h, right / w, bottom / h),
+    return View(fit_to_size(Image.fromarray(rgb), size, working), background, (left / w, top / h, right / w, bottom / h),
                 share, spread)
 
 
-def load_view(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60)) -> View:
-    """Decode ``source`` and return its canonical :class:`View` at ``size`` = (H, W)."""
+def load_view(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60),
+              budget: PixelBudget = DEFAULT_BUDGET) -> View:
+    """Decode ``source`` and return its canonical :class:`View` at ``size`` = (H, W), within ``budget``."""
     # Twice the target size is enough for a clean downscale; a 1800 x 2400 photo then decodes at 1/8 scale.
-    return canonical_view(open_image(source, draft=(2 * size[1], 2 * size[0])), size)
+    return canonical_view(open_image(source, draft=_draft_box(size), budget=budget), size, budget.working)
 
 
-def load_rgb(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60)) -> np.ndarray:
+def load_rgb(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60),
+             budget: PixelBudget = DEFAULT_BUDGET) -> np.ndarray:
     """Decode ``source`` and return its canonical view as an (H, W, 3) uint8 array of ``size`` = (H, W)."""
-    return load_view(source, size).pixels
+    return load_view(source, size, budget).pixels

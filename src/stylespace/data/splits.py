@@ -1,4 +1,5 @@
-"""Splits: the 39 main / 30 new article-type protocol of seed 004, plain stratified splits, class
+"""Splits: the 39 main / 30 new article-type protocol of seed 004, plain stratified splits, splits by a
+column the catalog already has (Fashion-MNIST's official train / test ``subset``, a store's ``year``), class
 merging and the article type -> subCategory / masterCategory map.
 
 A split is written once as a manifest (CSV + a JSON config beside it) that every later command
@@ -18,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.data.catalog import Catalog
-from stylespace.utils import StylespaceError, atomic_write, dataclass_from_dict, write_json
+from stylespace.utils import StylespaceError, atomic_write, load_dataclass, write_json
 
 COLUMNS = ["id", "label", "group", "split", "subCategory", "masterCategory"]
 SCENARIOS = {
@@ -34,7 +35,7 @@ SCENARIOS = {
 class SplitConfig:
     """How a split was made; saved as ``<manifest>.json`` beside the manifest."""
 
-    method: str = "protocol"  # "protocol" (004) or "stratified"
+    method: str = "protocol"  # "protocol" (004), "stratified" or "column" (train / test from a catalog column)
     catalog: str = ""
     catalog_fingerprint: str = ""
     label_column: str = "articleType"
@@ -47,6 +48,11 @@ class SplitConfig:
     merge: dict[str, str] = dataclasses.field(default_factory=dict)
     main_classes: list[str] = dataclasses.field(default_factory=list)
     new_classes: list[str] = dataclasses.field(default_factory=list)
+    # method "column": the column, how its values were mapped to parts, and the share of each class's
+    # training items carved off as the validation part (stratified, fixed by ``seed``)
+    column: str = ""
+    column_map: dict[str, str] = dataclasses.field(default_factory=dict)
+    val_fraction: float = 0.0
 
 
 @dataclasses.dataclass
@@ -138,9 +144,7 @@ class SplitManifest:
         cfg_file = config_path(path)
         config = SplitConfig()
         if cfg_file.is_file():
-            import json
-
-            config = dataclass_from_dict(SplitConfig, json.loads(cfg_file.read_text()), source=str(cfg_file))
+            config = load_dataclass(SplitConfig, cfg_file)
         return cls(rows, config)
 
 
@@ -206,6 +210,101 @@ def stratified_split(catalog: Catalog, fractions: dict[str, float], seed: int = 
     config = SplitConfig("stratified", str(catalog.source_path), catalog.fingerprint(), catalog.label_column or "",
                          seed, fractions=dict(fractions), merge=merge, main_classes=classes)
     return _manifest(catalog, labels, assignment, config)
+
+
+COLUMN_PARTS = ("train", "val", "test")
+SKIP = "skip"  # a column value mapped to this is left out of the split
+
+
+def column_split(catalog: Catalog, column: str, val_fraction: float = 0.1, seed: int = 0,
+                 mapping: dict[str, str] | None = None, merge: dict[str, str] | None = None,
+                 drop_unshared: bool = False) -> SplitManifest:
+    """Train / test from a column the catalog already has (Fashion-MNIST's ``subset``: its official
+    60,000 / 10,000, which every published figure uses), with a stratified validation part carved from train.
+
+    Args:
+        column: a metadata column of the catalog (``catalog.metadata_columns``).
+        val_fraction: share of each class's training items moved to ``val`` (``round(f * n)``, never a
+            class's last training item); 0 = no validation part. Ignored when the column already has ``val``.
+        mapping: column value -> ``train``, ``val``, ``test`` or ``skip`` (left out); ``"*"`` maps every value
+            not named (e.g. ``{"2017": "test", "*": "train"}`` for a store's year). Without it the values
+            must already be train / test (/ val).
+        merge: class merge map, as in the other splits.
+        drop_unshared: leave out classes found on only one side (train or test) instead of raising.
+
+    Raises StylespaceError for a missing column, values that name no part, or a class on one side only.
+    """
+    if column not in catalog.metadata_columns:
+        raise StylespaceError(f"{catalog.source_path}: no column {column!r} to split by; the catalog's columns are "
+                              f"{', '.join(catalog.metadata_columns) or '(none)'}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise StylespaceError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    mapping = dict(mapping or {})
+    bad_targets = {v: t for v, t in mapping.items() if t not in COLUMN_PARTS + (SKIP,)}
+    if bad_targets:
+        raise StylespaceError(f"column map {bad_targets}: each value must map to one of "
+                              f"{', '.join(COLUMN_PARTS + (SKIP,))}")
+    merge = dict(merge or {})
+    labels = _labels(catalog, merge)
+    values = [item.meta.get(column, "").strip() for item in catalog.items]
+    part_of = lambda value: mapping.get(value, mapping.get("*", value))
+    found = collections.Counter(v for v, l in zip(values, labels) if l is not None)
+    unknown = {v: n for v, n in found.items() if part_of(v) not in COLUMN_PARTS + (SKIP,)}
+    if unknown:
+        shown = ", ".join(f"{v or '(empty)'!r}: {n:,}" for v, n in sorted(unknown.items(), key=lambda kv: -kv[1])[:12])
+        raise StylespaceError(
+            f"{catalog.source_path}: column {column!r} has values that name no part of a split ({shown}"
+            f"{', ...' if len(unknown) > 12 else ''}); expected train / test (or val), or map them, e.g. "
+            f"--map {sorted(unknown)[-1] or 'VALUE'}=test,*=train (a value mapped to {SKIP} is left out)")
+    parts = [part_of(v) if l is not None else SKIP for v, l in zip(values, labels)]
+    by_class: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for part, label in zip(parts, labels):
+        if part != SKIP:
+            by_class[label]["test" if part == "test" else "train"] += 1
+    for side in ("train", "test"):
+        if not any(c[side] for c in by_class.values()):
+            raise StylespaceError(f"{catalog.source_path}: no item of column {column!r} falls in {side} "
+                                  f"(values found: {', '.join(sorted(found)) or '(none)'}); map some with --map")
+    unshared = {label: dict(c) for label, c in by_class.items() if not (c["train"] and c["test"])}
+    if unshared and not drop_unshared:
+        shown = ", ".join(f"{label} ({'train' if c.get('train') else 'test'} only: {sum(c.values()):,})"
+                          for label, c in sorted(unshared.items())[:10])
+        raise StylespaceError(
+            f"{catalog.source_path}: {len(unshared)} class(es) are on one side of column {column!r} only: {shown}"
+            f"{', ...' if len(unshared) > 10 else ''}; a model cannot be tested on a class it never trained on, "
+            "nor trained on one it is never tested on: merge them (--merge OLD=NEW) or leave them out (--drop-unshared)")
+    classes = sorted(label for label in by_class if label not in unshared)
+    keep = set(classes)
+    assignment = {i: ("all", part) for i, (part, label) in enumerate(zip(parts, labels)) if part != SKIP and label in keep}
+    has_val = any(part == "val" for _, part in assignment.values())
+    if val_fraction > 0 and not has_val:
+        rng = np.random.default_rng(seed)
+        train_members: dict[str, list[int]] = collections.defaultdict(list)
+        for i, (_, part) in sorted(assignment.items()):
+            if part == "train":
+                train_members[labels[i]].append(i)
+        for cls in classes:
+            members = train_members[cls]
+            for i, part in zip(members, _allocate(len(members), ("train", "val"), (1 - val_fraction, val_fraction), rng)):
+                assignment[i] = ("all", part)
+    config = SplitConfig("column", str(catalog.source_path), catalog.fingerprint(), catalog.label_column or "", seed,
+                         merge=merge, main_classes=classes, column=column, column_map=mapping,
+                         val_fraction=0.0 if has_val else val_fraction)
+    return _manifest(catalog, labels, assignment, config)
+
+
+def parse_column_map(spec: str | None) -> dict[str, str]:
+    """``"2017=test,2018=test,*=train"`` -> {"2017": "test", "2018": "test", "*": "train"}."""
+    if not spec:
+        return {}
+    out = {}
+    for part in spec.split(","):
+        value, sep, target = part.partition("=")
+        if not sep:
+            raise StylespaceError(f"--map entry {part!r}: expected VALUE=PART (PART one of "
+                                  f"{', '.join(COLUMN_PARTS + (SKIP,))}; * for every other value)")
+        out[value.strip()] = target.strip().lower()
+    return out
 
 
 def parse_merge(spec: str | None) -> dict[str, str]:

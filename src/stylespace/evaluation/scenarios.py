@@ -27,7 +27,11 @@ from stylespace.evaluation.support_set import (
 )
 from stylespace.evaluation.plan import plan_for, scenario_split
 from stylespace.evaluation.vectors import VectorTable
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, one_of, validate
+
+
+# 004's four scenarios; which of them a split can be scored on depends on its layout (evaluation.plan)
+SCENARIO_NUMBERS = (1, 2, 3, 4)
 
 
 @dataclasses.dataclass
@@ -63,8 +67,7 @@ def evaluate_scenarios(table: VectorTable, manifest, classifiers: Sequence[Suppo
     out = []
     plan = plan_for(manifest)
     for number in scenarios:
-        if number not in (1, 2, 3, 4):
-            raise StylespaceError(f"scenario must be 1, 2, 3 or 4, got {number}")
+        validate([one_of("scenario", number, SCENARIO_NUMBERS)])
         description = plan.scenario(number).description
         (X_s, y_s), (X_q, y_q), missing = scenario_sets(table, manifest, number)
         results = evaluate_support_set(classifiers, X_s, y_s, X_q, y_q)

@@ -79,11 +79,14 @@ def embed_queries(index: CatalogIndex, queries: Sequence[str], *, by_id: bool = 
 
 
 def index_summary(index: CatalogIndex) -> dict:
-    """What an index holds and how it was made (``stylespace index info``), as plain JSON-ready values."""
+    """What an index holds and how it was made (``stylespace index info``), as plain JSON-ready values (the
+    recommendation's calibration saved beside it: ``stylespace.recommend.calibration_summary``)."""
     c = index.config
-    return {"folder": str(index.folder), "count": c.count, "stale": c.stale, "dim": c.dim, "metric": c.metric,
+    marker = index.marker
+    return {"folder": str(index.folder), "backend": c.backend, "uri": c.uri, "collection": c.collection,
+            "count": len(index), "stale": c.stale, "dim": c.dim, "metric": c.metric,
             "kind": c.kind, "whitened_items": c.whitened_items, "model_id": c.model_id, "model_path": c.model_path,
             "input_size": list(c.input_size), "catalog": c.catalog, "metadata_columns": c.metadata_columns,
             "recall_at_10": c.recall_at_10, "view_version": c.view_version, "view_outdated": index.view_outdated,
-            "typicality": c.typicality, "confidence": c.confidence, "threshold": c.threshold,
-            "calibration": c.calibration, "generation": c.generation, "updated": c.updated}
+            "typicality": c.typicality, "generation": marker.generation, "revision": marker.revision,
+            "space_version": marker.space_version, "updated": c.updated}

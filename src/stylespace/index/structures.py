@@ -6,6 +6,9 @@ Every kind stores the item's int64 key as the FAISS id:
 - ``ivf``: ``IndexIVFFlat`` (ids native), k-means cells trained on the catalog; ``nprobe`` cells per query.
 - ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)``; HNSW cannot delete, so removed items stay as stale vectors
   that searches skip until ``rebuild``.
+- ``ivf-pq``: ``IndexIVFPQ`` (``pq_m`` bytes per vector), ``hnsw-sq8``: ``IndexIDMap2(IndexHNSWSQ)`` (one byte
+  per dimension): compressed, for catalogs whose vectors do not fit in memory. They return a shortlist that
+  the index re-ranks with the exact vectors (kept once, in the item store), see :func:`rerank`.
 
 With ``whiten`` (and enough items) the structure is wrapped in ``IndexPreTransform``: a ``PCAMatrix``
 with eigenvalue power -1/2, fitted on the catalog's own vectors when the structure is made (then
@@ -53,6 +56,11 @@ WHITEN_EPSILON = 0.01
 
 # Vectors used to train IVF cells: FAISS wants at least 39 per cell; more than 256 per cell adds time, not quality.
 _IVF_TRAIN_PER_CELL = 256
+# Vectors used to train PQ codebooks (256 centroids per sub-quantiser: FAISS wants 39 x 256) and the SQ8 ranges.
+_PQ_TRAIN = 65_536
+_SQ_TRAIN = 100_000
+# The fewest items a compressed kind trains on (its codebooks need a few thousand).
+COMPRESSED_MIN_ITEMS = 1000
 
 
 def _faiss():
@@ -86,6 +94,8 @@ def new_structure(config: IndexConfig, training: np.ndarray | None = None):
     """An empty FAISS index for ``config``, with its whitening fitted and its IVF cells trained on
     ``training`` (prepared vectors); see :func:`is_whitened` for whether whitening was applied."""
     faiss = _faiss()
+    # training and bulk adds use the threads a large search does (half the cores: see search_threads)
+    faiss.omp_set_num_threads(search_threads(SMALL_BATCH))
     n = 0 if training is None else len(training)
     whitening = None
     if config.whiten and n >= WHITEN_MIN_ITEMS_PER_DIM * config.dim:
@@ -97,13 +107,18 @@ def new_structure(config: IndexConfig, training: np.ndarray | None = None):
         structure = faiss.IndexPreTransform(whitening[-1], inner)
         for transform in reversed(whitening[:-1]):
             structure.prepend_transform(transform)
-    if config.kind == "ivf":
+    if config.kind in ("ivf", "ivf-pq", "hnsw-sq8"):
+        if config.kind == "hnsw-sq8":
+            wanted = _SQ_TRAIN
+        else:
+            wanted = max(faiss.extract_index_ivf(structure).nlist * _IVF_TRAIN_PER_CELL,
+                         _PQ_TRAIN if config.kind == "ivf-pq" else 0)
         sample = training
-        nlist = faiss.extract_index_ivf(structure).nlist
-        if n > nlist * _IVF_TRAIN_PER_CELL:
-            rows = np.random.default_rng(0).choice(n, nlist * _IVF_TRAIN_PER_CELL, replace=False)
+        if n > wanted:
+            rows = np.random.default_rng(0).choice(n, wanted, replace=False)
             sample = training[np.sort(rows)]
-        structure.train(sample)  # the whitening is trained already: this trains the cells, in whitened space
+        # the whitening is trained already: this trains the cells / codebooks, in whitened space
+        structure.train(np.ascontiguousarray(sample, dtype=np.float32))
     return structure
 
 
@@ -118,10 +133,19 @@ def _bare_structure(config: IndexConfig, n: int):
         graph = faiss.IndexHNSWFlat(config.dim, config.hnsw_m, metric)
         graph.hnsw.efConstruction = config.ef_construction
         return faiss.IndexIDMap2(graph)
+    if config.kind in ("ivf-pq", "hnsw-sq8") and n < COMPRESSED_MIN_ITEMS:
+        raise StylespaceError(f"a {config.kind} index needs at least {COMPRESSED_MIN_ITEMS:,} items to train its "
+                              f"codes, got {n}; use --kind exact for small catalogs")
+    if config.kind == "hnsw-sq8":
+        graph = faiss.IndexHNSWSQ(config.dim, faiss.ScalarQuantizer.QT_8bit, config.hnsw_m, metric)
+        graph.hnsw.efConstruction = config.ef_construction
+        return faiss.IndexIDMap2(graph)
     if n < 39:
         raise StylespaceError(f"an IVF index needs at least 39 items to train its cells, got {n}; "
                               "use --kind exact for small catalogs")
     quantizer = faiss.IndexFlatIP(config.dim) if config.metric == "cosine" else faiss.IndexFlatL2(config.dim)
+    if config.kind == "ivf-pq":
+        return faiss.IndexIVFPQ(quantizer, config.dim, config.auto_nlist(n), config.auto_pq_m(), 8, metric)
     return faiss.IndexIVFFlat(quantizer, config.dim, config.auto_nlist(n), metric)  # the wrapper keeps the quantizer alive
 
 
@@ -155,9 +179,84 @@ def search_space(structure, vectors: np.ndarray) -> np.ndarray:
     return out
 
 
-def copy_structure(structure):
-    """An independent copy (``faiss.clone_index`` cannot clone a ``NormalizationTransform``)."""
-    return from_bytes(to_bytes(structure))
+def write_file(structure, path) -> None:
+    """Write ``structure`` to ``path`` atomically: FAISS writes a temporary file beside it (no copy of a
+    large structure in memory), which is fsynced and then renamed into place."""
+    from pathlib import Path
+
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        _faiss().write_index(structure, str(temporary))
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except BaseException:
+        if temporary.exists():
+            temporary.unlink()
+        raise
+
+
+def read_file(path):
+    """The structure in ``path``; a clear error when it is missing or not FAISS."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise StylespaceError(f"{path}: the index's FAISS file is missing; the index folder is damaged "
+                              "(rebuild it with `stylespace index build ... --overwrite`)")
+    try:
+        return _faiss().read_index(str(path))
+    except RuntimeError as exc:
+        raise StylespaceError(f"{path}: not a readable FAISS index ({str(exc).splitlines()[0]})") from None
+
+
+def similarities(searched_queries: np.ndarray, searched_vectors: np.ndarray, metric: str) -> np.ndarray:
+    """Larger-is-closer similarity of (Q, D) queries to (Q, C, D) candidates, both in the search space:
+    the inner product (cosine) or minus the Euclidean distance -> (Q, C) float32."""
+    if metric == "cosine":
+        return np.einsum("qd,qcd->qc", searched_queries, searched_vectors).astype(np.float32)
+    return -np.linalg.norm(searched_vectors - searched_queries[:, None, :], axis=2).astype(np.float32)
+
+
+def rerank(structure, config: IndexConfig, queries: np.ndarray, candidates: np.ndarray, exact: np.ndarray,
+           fetch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``fetch`` of each query's shortlist scored again on the exact vectors: prepared ``queries``
+    (Q, D), ``candidates`` (Q, C) keys (-1 = none) and their prepared ``exact`` vectors (Q, C, D) ->
+    (similarities, keys) (Q, fetch), nearest first, in the space ``structure`` searches."""
+    valid = candidates >= 0
+    exact = np.where(valid[..., None], exact, 0.0).astype(np.float32)
+    searched = np.asarray(search_space(structure, exact.reshape(-1, config.dim))).reshape(exact.shape)
+    sims = similarities(np.asarray(search_space(structure, queries)), searched, config.metric)
+    sims[~valid] = -np.inf
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
+    keys = np.take_along_axis(candidates, order, axis=1)
+    sims = np.take_along_axis(sims, order, axis=1)
+    sims[keys < 0] = np.nan
+    return sims, keys
+
+
+def exact_neighbours(chunks, searched_queries: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """(Q, k) keys of the exact k nearest of ``searched_queries`` among ``chunks`` of (keys (B,), vectors
+    (B, D) in the search space), one chunk in memory at a time (what recall is measured against)."""
+    faiss = _faiss()
+    best_sims = np.full((len(searched_queries), 0), -np.inf, dtype=np.float32)
+    best_keys = np.empty((len(searched_queries), 0), dtype=np.int64)
+    for keys, vectors in chunks:
+        flat = faiss.IndexFlatIP(vectors.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(vectors.shape[1])
+        flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        sims, rows = getattr(flat, "search_numpy", flat.search)(searched_queries, min(k, len(keys)))
+        if metric != "cosine":
+            sims = -sims
+        best_sims = np.concatenate([best_sims, sims], axis=1)
+        best_keys = np.concatenate([best_keys, np.asarray(keys)[rows]], axis=1)
+        order = np.argsort(-best_sims, axis=1, kind="stable")[:, :k]
+        best_sims = np.take_along_axis(best_sims, order, axis=1)
+        best_keys = np.take_along_axis(best_keys, order, axis=1)
+    return best_keys
 
 
 def cells(structure) -> int:
@@ -177,9 +276,9 @@ def search_structure(structure, config: IndexConfig, queries: np.ndarray, fetch:
     """
     faiss = _faiss()
     params = None
-    if config.kind == "hnsw":
+    if config.kind in ("hnsw", "hnsw-sq8"):
         params = faiss.SearchParametersHNSW(efSearch=max(config.ef_search, fetch))
-    elif config.kind == "ivf":
+    elif config.kind in ("ivf", "ivf-pq"):
         params = faiss.SearchParametersIVF(nprobe=min(config.nprobe, max(cells(structure), 1)))
     faiss.omp_set_num_threads(search_threads(len(queries)))
     # pytorch-metric-learning imports faiss.contrib.torch_utils, which replaces Index.search with a wrapper
@@ -217,14 +316,11 @@ def measure_recall(structure, config: IndexConfig, keys: np.ndarray, vectors: np
 
     ``vectors`` are the prepared vectors with their ``keys`` (what the structure holds).
     """
-    faiss = _faiss()
     n = len(keys)
     k = min(k, n)
     rows = np.sort(np.random.default_rng(seed).choice(n, min(n_queries, n), replace=False))
-    exact = faiss.IndexIDMap2(faiss.IndexFlatIP(config.dim) if config.metric == "cosine" else faiss.IndexFlatL2(config.dim))
     searched = search_space(structure, vectors)  # exact search in the space the structure searches
-    exact.add_with_ids(searched, keys)
-    _, truth = getattr(exact, "search_numpy", exact.search)(searched[rows], k)
+    truth = exact_neighbours([(keys, searched)], np.ascontiguousarray(searched[rows]), k, config.metric)
     _, found = search_structure(structure, config, vectors[rows], k)
     return recall_at_k(found, truth)
 
@@ -250,17 +346,20 @@ def centre_distances(structure, vectors: np.ndarray) -> np.ndarray | None:
 
 
 def typicality(structure, config: IndexConfig, keys: np.ndarray, vectors: np.ndarray,
-               sample: int = TYPICALITY_SAMPLE, seed: int = 0) -> dict:
+               sample: int = TYPICALITY_SAMPLE, seed: int = 0, searcher=None) -> dict:
     """How the catalog's own items sit in it: percentiles of each sampled item's similarity to its nearest
     *other* item (``top1``, in the space searches compare; ``items`` sampled of ``of``) and, for a whitened
     structure, of every item's distance from the catalog's centre (``centre_distance``). ``vectors`` are the
-    prepared vectors of ``keys``."""
+    prepared vectors of ``keys``; ``searcher(queries, k) -> (similarities, keys)`` searches as the index does
+    (default: the bare structure)."""
     keys = np.asarray(keys, dtype=np.int64)
     n = len(keys)
     if n < 2:
         return {}
     rows = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
-    similarities, found = search_structure(structure, config, np.ascontiguousarray(vectors[rows]), 2)
+    queries = np.ascontiguousarray(vectors[rows])
+    similarities, found = (searcher(queries, 2) if searcher is not None
+                           else search_structure(structure, config, queries, 2))
     # the item itself is usually first; an exact duplicate may come first instead, so drop it by key
     other = np.where(found[:, 0] == keys[rows], similarities[:, 1], similarities[:, 0]).astype(np.float64)
     other = other[np.isfinite(other)]

@@ -69,7 +69,8 @@ class CompactBackbone(Backbone):
     """A small ResNet-style stack for product photos of about 80 x 60 px, trained from scratch.
 
     Stem: 3x3 conv with stride 2 (80x60 -> 40x30), followed by a 2x2 max-pool when ``stem_stride`` is 4
-    (-> 20x15); then 4 stages of residual blocks of width ``width`` x (1, 2, 4, 8), the last three halving
+    (-> 20x15), or stride 1 for small images (``stem_stride`` 1: a 28 x 28 Fashion-MNIST image keeps its
+    28 x 28 for the first stage); then 4 stages of residual blocks of width ``width`` x (1, 2, 4, 8), the last three halving
     the resolution (stride 2: -> 20x15, 10x8, 5x4). With width 32 and one block per stage it has about
     1.2 M parameters.
     """
@@ -79,8 +80,9 @@ class CompactBackbone(Backbone):
     def __init__(self, width: int = 32, depth: tuple[int, ...] = (1, 1, 1, 1), stem_stride: int = 2):
         super().__init__()
         widths = [width, width * 2, width * 4, width * 8]
-        stem = conv_bn_relu(3, width, stride=2)
-        self.stem = stem if stem_stride == 2 else nn.Sequential(*stem, nn.MaxPool2d(2))
+        # stride 1 keeps every pixel of a small image (28 x 28) for the first stage; 4 adds ResNet's max-pool.
+        stem = conv_bn_relu(3, width, stride=1 if stem_stride == 1 else 2)
+        self.stem = stem if stem_stride in (1, 2) else nn.Sequential(*stem, nn.MaxPool2d(2))
         stages, c_in = [], width
         for i, (c_out, blocks) in enumerate(zip(widths, depth)):
             layers = [ResidualBlock(c_in, c_out, stride=1 if i == 0 else 2)]

@@ -14,7 +14,7 @@ from safetensors.torch import save as save_safetensors
 from stylespace.models.config import ModelConfig
 from stylespace.models.embedding import EmbeddingModel
 from stylespace.models.shipped import resolve_model_dir, shipped_names
-from stylespace.utils import StylespaceError, atomic_write, dataclass_from_dict, write_json
+from stylespace.utils import StylespaceError, atomic_write, dataclass_from_dict, read_json, write_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -66,10 +66,7 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise StylespaceError(f"{folder}: not a model folder (expected {WEIGHTS_FILE} and {CONFIG_FILE}, "
                               "as written by `stylespace train`, or a shipped model name: "
                               f"{', '.join(shipped_names()) or 'none in this installation'})")
-    try:
-        config_data = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise StylespaceError(f"{config_file}: not valid JSON ({exc})") from None
+    config_data = read_json(config_file, "ModelConfig JSON")
     config = dataclass_from_dict(ModelConfig, config_data, source=str(config_file))
     try:
         with safe_open(str(weights_file), framework="pt") as handle:
@@ -90,4 +87,5 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise StylespaceError(f"{weights_file} does not fit {config_file}: {str(exc).splitlines()[0]}") from None
+    model.folder = folder  # where it came from: its ONNX export is kept beside it (stylespace.inference)
     return model.to(device).eval()

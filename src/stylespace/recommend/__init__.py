@@ -2,7 +2,7 @@
 the confidence clears a threshold calibrated for a target error rate or coverage (seed 004, task 3).
 
 >>> calibration = calibrate(index, query_vectors, query_labels, model_id=mid, target_error=0.05)
->>> calibration.save(index)                       # the chosen score + threshold go into index.json
+>>> calibration.save(index)                       # the chosen score + threshold, beside the index
 >>> SelectiveRecommender.from_index(index).recommend(vectors, model_id=mid)
 """
 from stylespace.recommend.combined import CombinedScore
@@ -22,6 +22,14 @@ from stylespace.recommend.scores import (
     default_scores,
     score_by_name,
 )
+from stylespace.recommend.saved import (
+    CALIBRATION_FILE,
+    SavedCalibration,
+    calibration_stamp,
+    calibration_summary,
+    load_calibration,
+    save_calibration,
+)
 from stylespace.recommend.selective import (
     Calibration,
     Recommendation,
@@ -32,8 +40,8 @@ from stylespace.recommend.selective import (
 )
 
 __all__ = [
-    "Calibration", "CombinedScore", "ConfidenceScore", "DensityRatio", "JunkRule", "LocalAccuracy", "Margin", "MeanSimilarity", "NeighbourAgreement",
+    "CALIBRATION_FILE", "Calibration", "CombinedScore", "ConfidenceScore", "DensityRatio", "JunkRule", "LocalAccuracy", "Margin", "MeanSimilarity", "NeighbourAgreement",
     "NeighbourContext", "NeighbourhoodOverlap", "OperatingPoint", "Reciprocity", "Recommendation",
-    "RiskCoverage", "SelectiveRecommender", "TopSimilarity", "calibrate", "correct_recommendations",
+    "RiskCoverage", "SavedCalibration", "calibration_stamp", "calibration_summary", "load_calibration", "save_calibration", "SelectiveRecommender", "TopSimilarity", "calibrate", "correct_recommendations",
     "default_scores", "risk_coverage", "saved_score", "score_by_name",
 ]

@@ -15,6 +15,7 @@ from typing import Sequence
 from stylespace.data.selection import Selection
 from stylespace.index.build import embed_items
 from stylespace.index.catalog_index import CatalogIndex
+from stylespace.recommend.saved import load_calibration
 from stylespace.recommend.selective import Calibration, SelectiveRecommender, calibrate, saved_score
 from stylespace.utils import StylespaceError
 
@@ -33,14 +34,15 @@ def choose_recommender(index: CatalogIndex, score: str | None = None,
             "`stylespace calibrate-threshold` on labelled queries first")
         return saved, note
     same_score = score in (None, saved.score_name)
+    calibration = load_calibration(index)
     # a local score can reuse the calibration queries the index saved (for its chosen score)
     chosen = saved.score if same_score else saved_score(
-        score, {}, index.calibration_arrays() if score.startswith("local") else None)
+        score, {}, calibration.arrays(index.folder) if calibration and score.startswith("local") else None)
     kept = threshold if threshold is not None else saved.threshold if same_score else None
     recommender = SelectiveRecommender(index, chosen, kept, saved.n_items, saved.junk)
     note = None
-    if not same_score and threshold is None and index.config.threshold is not None:
-        note = (f"the index's threshold was calibrated for the {index.config.confidence} score, not {score}; every "
+    if not same_score and threshold is None and calibration is not None and calibration.threshold is not None:
+        note = (f"the index's threshold was calibrated for the {calibration.confidence} score, not {score}; every "
                 "recommendation is shown (give --threshold, or calibrate with --score to choose one)")
     elif not recommender.calibrated:
         note = ("this index has no calibrated threshold, so every recommendation is shown; run "

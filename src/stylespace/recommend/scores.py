@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from stylespace.index.catalog_index import CatalogIndex, Neighbours
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, validate
 
 
 def to_distance(similarities: np.ndarray, metric: str) -> np.ndarray:
@@ -101,13 +101,21 @@ class ConfidenceScore:
     """Base class: ``score(context) -> (Q,)`` float64, larger = more confident; NaN where undefined.
 
     Attributes:
-        name: how the score is named in reports, index.json and ``--score``.
+        family: the first part of the score's name; name: how the score is named in reports, index.json and
+            ``--score``: the family followed by its integer parameters (``mean3``, ``margin1-10``), which is
+            also how :func:`score_by_name` makes it again.
+        params: the integer arguments of the constructor, in order.
         neighbours_needed: how many query neighbours it reads.
     """
 
-    name: str = ""
+    family: str = ""
+    params: tuple[int, ...] = ()
     neighbours_needed: int = 3
     reads_queries: bool = False  # needs ``NeighbourContext.query_vectors``
+
+    @property
+    def name(self) -> str:
+        return self.family + "-".join(str(p) for p in self.params)
 
     def __call__(self, context: NeighbourContext) -> np.ndarray:
         return np.asarray(self.score(context), dtype=np.float64)
@@ -122,7 +130,7 @@ class ConfidenceScore:
 class TopSimilarity(ConfidenceScore):
     """Similarity of the nearest item: the plain baseline (about 52 % coverage at 5 % error in 004)."""
 
-    name = "top1"
+    family = "top1"
     neighbours_needed = 1
 
     def score(self, context):
@@ -132,9 +140,11 @@ class TopSimilarity(ConfidenceScore):
 class MeanSimilarity(ConfidenceScore):
     """Mean similarity of the ``k`` nearest items (k = 3: how close the whole recommendation is)."""
 
+    family = "mean"
+
     def __init__(self, k: int = 3):
         self.k = _positive(k, "k")
-        self.name = f"mean{k}"
+        self.params = (self.k,)
         self.neighbours_needed = k
 
     def score(self, context):
@@ -145,11 +155,13 @@ class Margin(ConfidenceScore):
     """Similarity of the ``near``-th neighbour minus that of the ``far``-th (1-based ranks): a sharp drop
     says the query has a few clear matches rather than sitting in a uniform crowd."""
 
+    family = "margin"
+
     def __init__(self, near: int = 1, far: int = 10):
         if not 1 <= near < far:
             raise StylespaceError(f"margin needs 1 <= near < far, got near={near}, far={far}")
         self.near, self.far = near, far
-        self.name = f"margin{near}-{far}"
+        self.params = (self.near, self.far)
         self.neighbours_needed = far
 
     def score(self, context):
@@ -161,11 +173,12 @@ class NeighbourAgreement(ConfidenceScore):
     """Mean pairwise similarity among the ``k`` nearest items: they agree (look alike) when the query
     sits in one tight group, and disagree when it falls between groups."""
 
+    family = "agreement"
+
     def __init__(self, k: int = 10):
-        if k < 2:
-            raise StylespaceError(f"neighbour agreement needs k >= 2, got {k}")
+        validate([at_least("k", k, 2)], "neighbour agreement")
         self.k = k
-        self.name = f"agreement{k}"
+        self.params = (self.k,)
         self.neighbours_needed = k
 
     def score(self, context):
@@ -184,9 +197,11 @@ class Reciprocity(ConfidenceScore):
     ``n_items`` recommended items j of sim(query, j) - sim(j, j's k-th nearest catalog item). Positive
     when the query would be among each item's k nearest neighbours (a reciprocal match)."""
 
+    family = "reciprocity"
+
     def __init__(self, k: int = 10):
         self.k = _positive(k, "k")
-        self.name = f"reciprocity{k}"
+        self.params = (self.k,)
         self.neighbours_needed = 3
 
     def score(self, context):
@@ -199,9 +214,11 @@ class NeighbourhoodOverlap(ConfidenceScore):
     """Agreement between neighbourhoods: the mean over the recommended items j of
     |k-NN(query) ∩ k-NN(j)| / k. Items of one coherent group share their neighbours."""
 
+    family = "overlap"
+
     def __init__(self, k: int = 10):
         self.k = _positive(k, "k")
-        self.name = f"overlap{k}"
+        self.params = (self.k,)
         self.neighbours_needed = k
 
     def score(self, context):
@@ -221,9 +238,11 @@ class DensityRatio(ConfidenceScore):
     -log(ratio). Near 0 or positive when the query is as well surrounded as catalog items are; very
     negative for a query out in a sparse region (an unfamiliar kind of item)."""
 
+    family = "density"
+
     def __init__(self, k: int = 10):
         self.k = _positive(k, "k")
-        self.name = f"density{k}"
+        self.params = (self.k,)
         self.neighbours_needed = k
 
     def score(self, context):
@@ -246,12 +265,14 @@ class LocalAccuracy(ConfidenceScore):
             whitening is applied when scoring, so a rebuild does not leave them behind); correct: (R,) bool.
     """
 
+    family = "local"
+
     neighbours_needed = 1
     reads_queries = True
 
     def __init__(self, k: int = 10, vectors=None, correct=None):
         self.k = _positive(k, "k")
-        self.name = f"local{k}"
+        self.params = (self.k,)
         self.vectors = None if vectors is None else np.ascontiguousarray(vectors, dtype=np.float32)
         self.correct = None if correct is None else np.asarray(correct, dtype=bool)
         self._reference = None  # (index generation, FAISS flat index of the vectors as that generation compares them)
@@ -260,10 +281,13 @@ class LocalAccuracy(ConfidenceScore):
             raise StylespaceError("a local accuracy score needs (R, D) calibration vectors and R correctness flags")
 
     def fit(self, vectors: np.ndarray, correct: np.ndarray) -> "LocalAccuracy":
-        """Learn from calibration queries: their (R, D) vectors (as stored) and whether each was correct."""
+        """Learn from calibration queries: their (R, D) vectors (as stored) and whether each was correct.
+        Returns self, fitted (what it learnt before is replaced)."""
         if len(vectors) < 2:
             raise StylespaceError("a local accuracy score needs at least 2 calibration queries")
-        return LocalAccuracy(self.k, vectors, correct)
+        fitted = LocalAccuracy(self.k, vectors, correct)  # the constructor checks the shapes
+        self.vectors, self.correct, self._reference = fitted.vectors, fitted.correct, None
+        return self
 
     def score(self, context):
         if self.vectors is None:
@@ -290,7 +314,7 @@ class LocalAccuracy(ConfidenceScore):
         return self.correct[rows].mean(axis=1)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """What it learnt, saved beside the index (see ``CatalogIndex.set_calibration``)."""
+        """What it learnt, saved beside the index (see ``stylespace.recommend.saved``)."""
         if self.vectors is None:
             raise StylespaceError(f"the {self.name} score is not fitted")
         return {"vectors": self.vectors, "correct": self.correct}
@@ -303,29 +327,31 @@ def default_scores() -> list[ConfidenceScore]:
             DensityRatio(10), LocalAccuracy(10)]
 
 
+# The score families :func:`score_by_name` knows; a score's name is its family and its integer parameters.
+SCORE_FAMILIES: tuple[type[ConfidenceScore], ...] = (
+    TopSimilarity, MeanSimilarity, Margin, NeighbourAgreement, Reciprocity, NeighbourhoodOverlap, DensityRatio,
+    LocalAccuracy)
+
+
 def score_by_name(name: str) -> ConfidenceScore:
-    """The score called ``name`` (as in index.json), e.g. ``top1``, ``mean3``, ``margin1-10``, ``reciprocity10``."""
+    """The score called ``name`` (as in index.json), e.g. ``top1``, ``mean3``, ``margin1-10``, ``reciprocity10``:
+    the family of :data:`SCORE_FAMILIES` the name starts with, made with the integers that follow."""
     import re
 
-    patterns = [
-        (r"top1", lambda: TopSimilarity()),
-        (r"mean(\d+)", lambda k: MeanSimilarity(int(k))),
-        (r"margin(\d+)-(\d+)", lambda a, b: Margin(int(a), int(b))),
-        (r"agreement(\d+)", lambda k: NeighbourAgreement(int(k))),
-        (r"reciprocity(\d+)", lambda k: Reciprocity(int(k))),
-        (r"overlap(\d+)", lambda k: NeighbourhoodOverlap(int(k))),
-        (r"density(\d+)", lambda k: DensityRatio(int(k))),
-        (r"local(\d+)", lambda k: LocalAccuracy(int(k))),
-    ]
-    for pattern, make in patterns:
-        match = re.fullmatch(pattern, name)
+    for family in SCORE_FAMILIES:
+        match = re.fullmatch(re.escape(family.family) + r"(\d+(?:-\d+)*)?", name)
         if match:
-            return make(*match.groups())
+            params = [int(v) for v in match.group(1).split("-")] if match.group(1) else []
+            try:
+                score = family(*params)
+            except TypeError:  # as many integers as the family takes, or none for its defaults
+                continue
+            if score.name == name:
+                return score
     known = ", ".join(s.name for s in default_scores())
     raise StylespaceError(f"unknown confidence score {name!r}; expected one of {known} (or another k)")
 
 
 def _positive(k: int, name: str) -> int:
-    if not isinstance(k, int) or k < 1:
-        raise StylespaceError(f"{name} must be an integer >= 1, got {k!r}")
+    validate([at_least(name, k, 1)])
     return k

@@ -4,7 +4,8 @@ when a label-free confidence clears a threshold.
 ``SelectiveRecommender`` holds an index, a confidence score and a threshold; ``calibrate`` compares
 scores on labelled queries (a recommendation is correct when at least one of its items shares the
 query's class), keeps the one with the lowest AURC and picks the threshold for a target error rate
-or coverage; ``Calibration.save`` records both in the index's index.json for ``recommend`` and the service.
+or coverage; ``Calibration.save`` records both beside the index (``stylespace.recommend.saved``) for
+``recommend`` and the service.
 """
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
 from stylespace.index.catalog_index import CatalogIndex, Hit
 from stylespace.recommend.combined import CombinedScore, cross_fitted
 from stylespace.recommend.junk import JUNK_REASONS, UNSURE, JunkRule
 from stylespace.recommend.plot import plot_risk_coverage
 from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
+from stylespace.recommend.saved import SavedCalibration, load_calibration, save_calibration
 from stylespace.recommend.scores import (ConfidenceScore, LocalAccuracy, NeighbourContext, default_scores,
                                          score_by_name)
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, validate
 
 DEFAULT_SCORE = "top1"
 
@@ -72,8 +75,7 @@ class SelectiveRecommender:
 
     def __init__(self, index: CatalogIndex, score: ConfidenceScore | str = DEFAULT_SCORE,
                  threshold: float | None = None, n_items: int = 3, junk: JunkRule | None = None):
-        if not isinstance(n_items, int) or n_items < 1:
-            raise StylespaceError(f"n_items must be an integer >= 1, got {n_items!r}")
+        validate([at_least("n_items", n_items, 1)])
         self.index = index
         self.score = score_by_name(score) if isinstance(score, str) else score
         self.threshold = threshold
@@ -84,9 +86,11 @@ class SelectiveRecommender:
     def from_index(cls, index: CatalogIndex, n_items: int = 3) -> "SelectiveRecommender":
         """The recommender saved with the index by ``calibrate-threshold`` (top-1 similarity and no
         threshold when the index was never calibrated)."""
-        score = saved_score(index.config.confidence or DEFAULT_SCORE, index.config.confidence_params,
-                            index.calibration_arrays())
-        return cls(index, score, index.config.threshold, n_items)
+        saved = load_calibration(index)
+        if saved is None:
+            return cls(index, DEFAULT_SCORE, None, n_items)
+        score = saved_score(saved.confidence or DEFAULT_SCORE, saved.confidence_params, saved.arrays(index.folder))
+        return cls(index, score, saved.threshold, n_items)
 
     @property
     def calibrated(self) -> bool:
@@ -102,9 +106,7 @@ class SelectiveRecommender:
         """Search once for what ``scores`` (default: this recommender's) need, and at least ``k`` neighbours."""
         scores = list(scores or [self.score])
         k = max([k, self.n_items] + [s.neighbours_needed for s in scores])
-        if hasattr(queries, "vectors") and hasattr(queries, "model_id"):  # Embeddings
-            model_id = model_id if model_id is not None else queries.model_id
-            queries = queries.vectors
+        queries, model_id = vectors_and_model(queries, model_id)
         self.index.check_model(model_id)
         # prepared once: the search takes them as they are, and the scores that read the query keep them
         prepared = structures.prepare_vectors(queries, self.index.metric, self.index.config.dim, "query vectors")
@@ -126,8 +128,7 @@ class SelectiveRecommender:
         canonical views); those, and queries whose embedding fails the junk test, are never confident.
         """
         k = self.n_items if k is None else k
-        if not isinstance(k, int) or k < 1:
-            raise StylespaceError(f"k must be an integer >= 1, got {k!r}")
+        validate([at_least("k", k, 1)])
         context = self.context(queries, model_id=model_id, exclude_ids=exclude_ids, where=where, k=k)
         if blank is not None and len(blank) != len(context.neighbours):
             raise StylespaceError(f"{len(blank)} blank flags for {len(context.neighbours)} queries")
@@ -207,12 +208,13 @@ class Calibration:
             result["curves"] = {name: curve.to_dict() for name, curve in self.curves.items()}
         return result
 
-    def save(self, index: CatalogIndex) -> None:
-        """Record the chosen score and threshold (and these figures) in the index's index.json."""
+    def save(self, index: CatalogIndex) -> SavedCalibration:
+        """Record the chosen score and threshold (and these figures) beside the index."""
         if not self.point.reached or self.point.threshold is None:
             raise StylespaceError(f"no threshold meets the target {self.point.target} on these {self.n_queries} "
                                   "queries; nothing saved (aim for a looser target or train a better model)")
-        index.set_calibration(self.chosen, self.point.threshold, self.to_dict(), self.chosen_params, self.chosen_arrays)
+        return save_calibration(index, self.chosen, self.point.threshold, self.to_dict(), self.chosen_params,
+                                self.chosen_arrays)
 
     def recommender(self, index: CatalogIndex) -> SelectiveRecommender:
         """The chosen score (fitted, for ``combined``) with the chosen threshold, over ``index``."""
@@ -312,24 +314,22 @@ def _local_parts(score: ConfidenceScore) -> list[LocalAccuracy]:
 
 
 def _with_local_fitted(score: ConfidenceScore, learnt: Mapping) -> ConfidenceScore:
-    """``score`` with its local parts (or itself, when local) fitted on ``learnt`` calibration queries
-    ({"vectors": (R, D), "correct": (R,)}); a combined score is changed in place."""
+    """``score``, with its local parts (or itself, when local) fitted in place on ``learnt`` calibration
+    queries ({"vectors": (R, D), "correct": (R,)})."""
     local = _local_parts(score)
     if not local:
         return score
     if not learnt or "vectors" not in learnt or "correct" not in learnt:
         raise StylespaceError(f"the {score.name} confidence score needs the calibration queries it learnt from, and "
                               "the index has none saved; run `stylespace calibrate-threshold` again")
-    fitted = {part.name: part.fit(learnt["vectors"], learnt["correct"]) for part in local}
-    if isinstance(score, LocalAccuracy):
-        return fitted[score.name]
-    score.parts = [fitted.get(part.name, part) for part in score.parts]
+    for part in local:
+        part.fit(learnt["vectors"], learnt["correct"])
     return score
 
 
 def saved_score(name: str, params: Mapping | None = None, arrays: Mapping | None = None) -> ConfidenceScore:
     """The confidence score saved in an index: by name, with its fitted parameters and the ``arrays`` it
-    learnt (``CatalogIndex.calibration_arrays``) when it has some."""
+    learnt (``SavedCalibration.arrays``) when it has some."""
     score = CombinedScore.from_params(dict(params or {})) if name == CombinedScore.name else score_by_name(name)
     return _with_local_fitted(score, arrays or {})
 

@@ -32,7 +32,7 @@ from stylespace.report import analysis
 from stylespace.report import figures as draw
 from stylespace.report.html import ReportFigure, Section, Table, render_html
 from stylespace.report.maps import MapConfig, Projector2D, knn_class_overlap
-from stylespace.utils import StylespaceError, atomic_write, to_jsonable
+from stylespace.utils import StylespaceError, at_least, atomic_write, one_of, to_jsonable, validate
 
 REPORT_JSON = "report.json"
 Embedder = Callable[[np.ndarray], np.ndarray]  # uint8 (N, H, W, 3) pixels -> (N, D) float32 embeddings
@@ -73,17 +73,17 @@ class ReportConfig:
     dpi: int = 110
 
     def __post_init__(self) -> None:
-        for name in ("map_classes", "map_sample", "thumbnail_sample", "centroid_sample", "overlap_k", "top_pairs",
-                     "max_pairs", "coverage_k"):
-            if int(getattr(self, name)) < 1:
-                raise StylespaceError(f"report option {name} must be >= 1, got {getattr(self, name)}")
-        if self.interpolation_steps < 2:
-            raise StylespaceError(f"interpolation_steps must be >= 2 (both centroids), got {self.interpolation_steps}")
         self.pair = tuple(self.pair)
-        if len(self.pair) != 2 or self.pair[0] == self.pair[1]:
-            raise StylespaceError(f"pair must name two different classes, e.g. Shirts,Tshirts; got {self.pair}")
-        if self.metric not in ("cosine", "euclidean"):
-            raise StylespaceError(f"metric must be cosine or euclidean, got {self.metric!r}")
+        validate([
+            *(at_least(name, getattr(self, name), 1) for name in (
+                "map_classes", "map_sample", "thumbnail_sample", "centroid_sample", "overlap_k", "top_pairs",
+                "max_pairs", "coverage_k", "dpi")),
+            at_least("interpolation_steps", self.interpolation_steps, 2, note="both centroids"),
+            (len(self.pair) == 2 and self.pair[0] != self.pair[1],
+             f"pair must name two different classes, e.g. Shirts,Tshirts; got {self.pair}"),
+            one_of("metric", self.metric, ("cosine", "euclidean")),
+        ], "report option")
+        self.map_config()  # the 2-D map settings check theirs
 
     def map_config(self) -> MapConfig:
         return MapConfig(self.perplexity, self.umap_neighbors, self.umap_epochs, self.seed, self.threads)

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import io
-import mimetypes
 import os
 import logging
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import Future
 
 import numpy as np
 
 from stylespace.service.batching import QueryBatcher
+from stylespace.service.headers import short
 from stylespace.utils import StylespaceError
 
 NAME_COLUMNS = ("productDisplayName", "name", "title")
@@ -118,14 +118,19 @@ class StyleEngine:
         judge: a :class:`stylespace.compat.judge.CompatibilityJudge`, or None (no /compare).
         device: the torch device queries are embedded on.
         max_batch: the most concurrent searches answered by one forward pass and one index search.
+        inference: what embeds queries: ``auto`` (ONNX Runtime on a CPU when installed, else PyTorch), ``onnx``
+            or ``torch`` (:func:`stylespace.inference.make_embedder`; the ONNX file is made at start-up).
     """
 
-    def __init__(self, index, model, recommender, catalog, judge=None, device="cpu", max_batch: int = 32):
+    def __init__(self, index, model, recommender, catalog, judge=None, device="cpu", max_batch: int = 32,
+                 inference: str = "auto"):
+        from stylespace.inference import make_embedder
         from stylespace.models import model_id
 
         index.check_model(model_id(model), "queries embedded by the given model")
         self.index = index
         self.model = model.eval()
+        self.embedder = make_embedder(self.model, inference, device, images=None, batch_size=max(max_batch, 1))
         self.recommender = recommender
         self.catalog = catalog
         self.judge = judge
@@ -134,7 +139,8 @@ class StyleEngine:
         self._view = _CatalogView.of(index)
         self.refresh_seconds = REFRESH_SECONDS
         self._checked = time.monotonic()
-        self._refused = None  # the index.json of a generation made by another model, not adopted
+        self._refused = None  # the stamp of an index made by another model, not adopted
+        self._stamp = self._current_stamp()
         self._batcher = QueryBatcher(self._answer, max_batch=max_batch, name="stylespace-search")
         # One compatibility forward pass at a time: concurrent passes on a small CPU fight over its cores.
         self._judge_lock = threading.Lock()
@@ -142,7 +148,7 @@ class StyleEngine:
     @classmethod
     def load(cls, index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
              compat_dir: str | os.PathLike | None = None, device: str = "auto",
-             max_batch: int = 32) -> "StyleEngine":
+             max_batch: int = 32, inference: str = "auto") -> "StyleEngine":
         """Load everything the service needs from disk (once, at start-up)."""
         from stylespace.data import load_catalog
         from stylespace.index import CatalogIndex
@@ -167,7 +173,7 @@ class StyleEngine:
             from stylespace.compat.judge import CompatibilityJudge
 
             judge = CompatibilityJudge.load(compat_dir, device=str(target))
-        return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target, max_batch)
+        return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target, max_batch, inference)
 
     # --- what is loaded -----------------------------------------------------------------------------
     @property
@@ -200,7 +206,8 @@ class StyleEngine:
                 "embedding_dim": self.model.output_dim, "metric": self.index.metric,
                 "threshold": self.recommender.threshold, "confidence_score": self.recommender.score_name,
                 "junk": self.recommender.junk.to_dict(),
-                "compatibility": compat, "catalog": str(self.catalog.source_path),
+                "compatibility": compat, "catalog": Path(str(self.catalog.source_path)).name,
+                "engine": self.embedder.engine,
                 "searches": self._batcher.queries, "search_batches": self._batcher.batches}
 
     # --- search -------------------------------------------------------------------------------------
@@ -235,11 +242,7 @@ class StyleEngine:
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 at the model's input size -> (N, D) unit vectors."""
-        from stylespace.embeddings import embed_images
-
-        # A copy: decoded images are read-only views of PIL's buffer, which torch will not wrap.
-        batch = np.array(pixels, dtype=np.uint8)
-        return embed_images(self.model, batch, batch_size=max(len(batch), 1), device=self.device)
+        return self.embedder(np.asarray(pixels, dtype=np.uint8))
 
     def refresh(self) -> bool:
         """Pick up what another process wrote to the index (items added or removed, a rebuild, a new
@@ -247,11 +250,10 @@ class StyleEngine:
         ``refresh_seconds``, from the one thread that searches, so no search sees half of a change.
         An index rebuilt by another model is not adopted: the service keeps answering from the one it has."""
         from stylespace.index import CatalogIndex
-        from stylespace.index.catalog_index import read_config
         from stylespace.recommend import SelectiveRecommender
 
-        current = read_config(self.index.folder)
-        if current == self.index.config or current == self._refused:
+        current = self._current_stamp()
+        if current == self._stamp or current == self._refused:
             return False
         fresh = CatalogIndex.open(self.index.folder)
         if fresh.model_id != self.index.model_id:
@@ -264,10 +266,17 @@ class StyleEngine:
         recommender = SelectiveRecommender.from_index(fresh)
         view = _CatalogView.of(fresh)
         old, self.index = self.index, fresh
-        self.recommender, self._view = recommender, view
+        self.recommender, self._view, self._stamp = recommender, view, current
         old.close()
         log.info("index %s reloaded: generation %d, %d items", fresh.folder, fresh.config.generation, view.size)
         return True
+
+    def _current_stamp(self) -> tuple:
+        """What changes when another process changes the index (its marker) or its calibration."""
+        from stylespace.index import CatalogIndex
+        from stylespace.recommend import calibration_stamp
+
+        return CatalogIndex.current_marker(self.index.folder), calibration_stamp(self.index.folder)
 
     def _answer(self, queries: list["_Query"]) -> list[Ranking]:
         """One batch: embed the images together, then one recommendation call for every query."""
@@ -304,7 +313,7 @@ class StyleEngine:
         try:
             return self._view.records[item_id]
         except KeyError:
-            raise UnknownItem(f"no item with id {item_id!r} in this catalog") from None
+            raise UnknownItem(f"no item with id {short(item_id)!r} in this catalog") from None
 
     def image(self, item_id: str) -> tuple[bytes, str]:
         """The item's image bytes as stored in the catalog (folder or zip) and their media type."""
@@ -312,15 +321,10 @@ class StyleEngine:
 
         item = Item(item_id, self._view.sources[self.item(item_id).id])
         try:
-            data = self.catalog.read_bytes(item)
-            media_type = mimetypes.guess_type(item.source)[0] or "application/octet-stream"
-        except AttributeError:  # an in-memory catalog (Fashion-MNIST IDX): no stored file, so encode one
-            buffer = io.BytesIO()
-            self.catalog.read_image(item).save(buffer, format="PNG")
-            data, media_type = buffer.getvalue(), "image/png"
+            data, media_type = self.catalog.read_bytes(item), self.catalog.media_type(item)
         except (OSError, KeyError) as exc:
-            raise StylespaceError(f"item {item_id!r}: cannot read its image {item.source!r} from "
-                                  f"{self.catalog.source_path} ({exc})") from None
+            raise StylespaceError(f"item {item_id!r}: cannot read its image {Path(item.source).name!r} from "
+                                  f"the catalog {Path(str(self.catalog.source_path)).name} ({exc})") from None
         return data, media_type
 
     def item_pixels(self, item_id: str, size: tuple[int, int]) -> np.ndarray:
@@ -341,7 +345,7 @@ class StyleEngine:
         elif label in view.by_label:
             ids = view.by_label[label]
         else:
-            raise UnknownItem(f"no items with label {label!r}; GET /classes lists the labels")
+            raise UnknownItem(f"no items with label {short(label)!r}; GET /classes lists the labels")
         return len(ids), [view.records[i] for i in ids[offset:offset + limit]]
 
     # --- compatibility ------------------------------------------------------------------------------

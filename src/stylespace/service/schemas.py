@@ -95,11 +95,14 @@ class Stats(BaseModel):
     junk: dict | None = Field(None, description="The floors of the 'not a product photo' test, measured on the "
                                                 "catalog's own items when the index was made.")
     compatibility: dict | None = Field(description="The loaded compatibility model (cutoff, backbone), or null.")
-    catalog: str
+    catalog: str = Field(description="The catalog's file or folder name (never a path on the server).")
+    engine: str = Field(description="What embeds queries: 'onnx' (ONNX Runtime) or 'torch' (PyTorch).")
     max_upload_bytes: int
     max_k: int
     searches: int = Field(description="Searches answered since start-up.")
     search_batches: int = Field(description="Batches they were answered in (concurrent searches share one).")
+    decoding: dict = Field(description="Upload decoding: the pixel limit, and per lane (ordinary, heavy) its "
+                                       "threads, queue bound, uploads running, waiting, done and refused as busy.")
 
 
 class Health(BaseModel):

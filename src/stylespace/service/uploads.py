@@ -8,20 +8,19 @@ Two bounds keep a request from using unbounded memory or disk:
 * :func:`read_upload` reads one file part in chunks and stops at ``max_bytes + 1``.
 
 Decoding goes through :func:`stylespace.data.load_view`, the one decoder training used, so a query
-sees the same pixels as an indexed item (and the search learns whether the picture is blank); its
-decompression-bomb refusal applies here too.
+sees the same pixels as an indexed item (and the search learns whether the picture is blank), within a
+:class:`~stylespace.data.images.PixelBudget` checked from the header before decoding (see decoding.py
+for how many decode at once).
 """
 from __future__ import annotations
 
-import io
-import warnings
 from typing import Callable
 
 import numpy as np
 from fastapi import UploadFile
-from PIL import Image, UnidentifiedImageError
 
 from stylespace.data import ImageDecodeError, View, load_view
+from stylespace.data.images import DEFAULT_BUDGET, PixelBudget, UnknownImageFormat, probe_image
 
 CHUNK_BYTES = 64 * 1024
 
@@ -128,31 +127,49 @@ async def read_upload(upload: UploadFile, max_bytes: int, field: str = "image") 
     return b"".join(chunks)
 
 
-def decode_upload(data: bytes, size: tuple[int, int], field: str = "image") -> np.ndarray:
+def decode_upload(data: bytes, size: tuple[int, int], field: str = "image",
+                  budget: PixelBudget = DEFAULT_BUDGET) -> np.ndarray:
     """Decode uploaded bytes into (H, W, 3) uint8 at the model's input ``size`` = (H, W).
 
     415 when the bytes are not in any image format Pillow knows; 422 when they are but cannot be
-    used (truncated, corrupt, a decompression bomb).
+    used (truncated, corrupt, a decompression bomb, over the ``budget`` of decoded pixels).
     """
-    return decode_upload_view(data, size, field).pixels
+    return decode_upload_view(data, size, field, budget).pixels
 
 
-def decode_upload_view(data: bytes, size: tuple[int, int], field: str = "image") -> View:
-    """Decode uploaded bytes into their canonical :class:`View` at ``size`` (its pixels, and whether the
-    picture is blank); refused as :func:`decode_upload` refuses."""
+def probe_upload(data: bytes, size: tuple[int, int], field: str = "image",
+                 budget: PixelBudget = DEFAULT_BUDGET) -> int:
+    """The pixels uploaded bytes decode at for a view of ``size``, read from their header (nothing decoded);
+    refused as :func:`decode_upload` refuses, over-budget images included."""
     if not data:
         raise UploadError(422, f"{field}: the file is empty (zero bytes); send a JPEG, PNG or WebP image")
     try:
-        # Reading the header only: tells "not an image at all" apart from "a broken image".
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            Image.open(io.BytesIO(data)).close()
-    except UnidentifiedImageError:
+        probe = probe_image(data, size)
+    except UnknownImageFormat:
         raise UploadError(415, f"{field}: not an image in a known format; send a JPEG, PNG or WebP image") from None
-    except Exception:
-        pass  # a recognised format with a broken or huge header: load_rgb says why below
+    except ImageDecodeError as exc:
+        raise UploadError(422, f"{field}: {str(exc).removeprefix('image bytes: ')}") from None
+    if probe.decoded_pixels > budget.decoded:
+        raise UploadError(422, f"{field}: the image decodes at {probe.decoded_width}x{probe.decoded_height} px "
+                               f"({probe.decoded_pixels / 1e6:.1f} Mpx), over this server's limit of "
+                               f"{budget.decoded / 1e6:g} Mpx; send a smaller image (a JPEG decodes at up to "
+                               "1/8 scale, so a large photo as JPEG passes)")
+    return probe.decoded_pixels
+
+
+def decode_upload_view(data: bytes, size: tuple[int, int], field: str = "image",
+                       budget: PixelBudget = DEFAULT_BUDGET) -> View:
+    """Decode uploaded bytes into their canonical :class:`View` at ``size`` (its pixels, and whether the
+    picture is blank) within ``budget``; refused as :func:`decode_upload` refuses."""
+    probe_upload(data, size, field, budget)  # the format, and the size from the header, before decoding
+    return decode_probed_view(data, size, field, budget)
+
+
+def decode_probed_view(data: bytes, size: tuple[int, int], field: str = "image",
+                       budget: PixelBudget = DEFAULT_BUDGET) -> View:
+    """:func:`decode_upload_view` for bytes :func:`probe_upload` has already passed."""
     try:
-        return load_view(data, size=size)
+        return load_view(data, size=size, budget=budget)
     except ImageDecodeError as exc:
         reason = str(exc).removeprefix("image bytes: ")
         raise UploadError(422, f"{field}: {reason}") from None

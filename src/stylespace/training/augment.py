@@ -12,7 +12,9 @@ a white backdrop. The augmentation makes the other views a shop meets out of the
    flip. Uncovered areas take the backdrop colour (``padding="backdrop"``) or extend the edges
    (``padding="border"``, the recipe of models trained before the canonical view);
 3. **greyscale** with probability ``greyscale``, a **Gaussian blur** with probability ``blur``, and a
-   **JPEG** round trip at quality 20-70 with probability ``jpeg`` (a CDN's or a messenger's compression).
+   **JPEG** round trip at quality 20-70 with probability ``jpeg`` (a CDN's or a messenger's compression);
+4. **random erasing** (Zhong et al. 2017) with probability ``erase``: one rectangle of 2-25 % of the image
+   replaced by noise, so no single part of an item (a collar, a heel) is enough to tell its class.
 
 Every new family defaults to off, so a ``train.json`` written before them reproduces its run.
 """
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 
 from stylespace.data.images import border_connected
 from stylespace.models.inputs import as_model_input
-from stylespace.utils import StylespaceError
+from stylespace.utils import in_range, one_of, validate
 
 PADDINGS = ("border", "backdrop")
 
@@ -48,6 +50,7 @@ class AugmentConfig:
         background: probability that the backdrop becomes a grey or a colour (``padding="backdrop"`` only).
         greyscale: probability of a greyscale image. blur: probability of a Gaussian blur (sigma 0.4-1.2 px).
         jpeg: probability of a JPEG round trip at a quality in [20, 70].
+        erase: probability of erasing one rectangle (2-25 % of the area, aspect 0.3-3.3) with uniform noise.
     """
 
     scale: float = 0.15
@@ -61,22 +64,21 @@ class AugmentConfig:
     greyscale: float = 0.0
     blur: float = 0.0
     jpeg: float = 0.0
+    erase: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> "AugmentConfig":
-        for name in ("scale", "translate", "colour", "aspect"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise StylespaceError(f"augmentation {name} must be in [0, 1), got {value}")
-        for name in ("flip", "background", "greyscale", "blur", "jpeg"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise StylespaceError(f"augmentation {name} must be a probability in [0, 1], got {value}")
-        if not 0.0 <= self.rotate <= 45.0:
-            raise StylespaceError(f"augmentation rotate must be in [0, 45] degrees, got {self.rotate}")
-        if self.padding not in PADDINGS:
-            raise StylespaceError(f"augmentation padding {self.padding!r} is unknown; expected one of {', '.join(PADDINGS)}")
-        if self.background > 0 and self.padding != "backdrop":
-            raise StylespaceError("augmentation background needs padding='backdrop' (it paints the backdrop)")
+        validate([
+            *(in_range(name, getattr(self, name), 0, 1, "[)") for name in ("scale", "translate", "colour", "aspect")),
+            *(in_range(name, getattr(self, name), 0, 1, note="a probability")
+              for name in ("flip", "background", "greyscale", "blur", "jpeg", "erase")),
+            in_range("rotate", self.rotate, 0, 45, note="degrees"),
+            one_of("padding", self.padding, PADDINGS),
+            (self.background == 0 or self.padding == "backdrop",
+             "background needs padding='backdrop' (it paints the backdrop)"),
+        ], "augmentation")
         return self
 
 
@@ -154,7 +156,24 @@ class BatchAugment:
             pick = torch.nonzero(rand(n) < cfg.jpeg).flatten()
             if len(pick):
                 x[pick] = _jpeg_round_trip(x[pick], quality=int(20 + 50 * float(rand(1))))
+        if cfg.erase > 0:
+            x = self._erase(x, rand)
         return x
+
+    def _erase(self, x: torch.Tensor, rand) -> torch.Tensor:
+        """Random erasing: for a share ``erase`` of the images, one rectangle filled with uniform noise."""
+        n, _, h, w = x.shape
+        area = (0.02 + 0.23 * rand(n)) * h * w
+        aspect = torch.exp((2 * rand(n) - 1) * math.log(3.3))
+        eh = (area * aspect).sqrt().clamp(1, h)
+        ew = (area / aspect).sqrt().clamp(1, w)
+        top, left = rand(n) * (h - eh), rand(n) * (w - ew)
+        rows = torch.arange(h, device=x.device).view(1, h, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, w)
+        inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
+                  & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1)))
+        mask = (inside & (rand(n) < self.config.erase).view(n, 1, 1)).unsqueeze(1)
+        return torch.where(mask, rand(n, 1, h, w).expand_as(x), x)
 
     def _warp(self, x: torch.Tensor, strength: torch.Tensor, fill: torch.Tensor | None, uniform, rand) -> torch.Tensor:
         """The geometric step: one affine warp per image (zoom, aspect, rotation, shift, flip)."""

@@ -13,6 +13,10 @@
   the first epoch while the new (imprinted) classifier settles (on the 1,000-photo tree of
   benchmarks/bench_own_catalog.py the classifier's validation accuracy levels off after 2 epochs).
 - ``gpu``: a larger model and longer schedule for one modern GPU (a few minutes on an H100).
+- ``small``: small grey images such as Fashion-MNIST's 28 x 28: the stem keeps the full resolution for the
+  first stage (a stride-4 stem would leave 7 x 7 of a 28 x 28 image), light augmentation that suits
+  centred grey items (mirror, +-10 % shift and zoom, no colour change); see docs/training.md for its
+  figures. `stylespace train` picks it when ``--input-size`` is at most 32 px a side and no preset is named.
 """
 from __future__ import annotations
 
@@ -54,7 +58,20 @@ PRESETS: dict[str, tuple[dict, dict]] = {
         dict(backbone="compact", width=48, depth=(2, 2, 2, 2), stem_stride=2, embedding_dim=128, classifier="cosine"),
         dict(objective="ce", epochs=30, batch_size=256, lr=4e-3, schedule="onecycle", sampler="shuffle"),
     ),
+    "small": (
+        dict(backbone="compact", width=32, stem_stride=2, input_size=(28, 28), embedding_dim=128, classifier="cosine",
+             embed_layer="features"),
+        dict(objective="ce", epochs=30, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle",
+             loss=dict(label_smoothing=0.1), augmentation=dict(scale=0.1, translate=0.1, flip=0.5, colour=0.0)),
+    ),
 }
+# `stylespace train` without --preset: ``small`` for images of at most this many pixels a side, else ``cpu``.
+SMALL_INPUT_SIDE = 32
+
+
+def default_preset(input_size: tuple[int, int] | None) -> str:
+    """The preset for an input size when none is named: ``small`` for small images, else ``cpu``."""
+    return "small" if input_size is not None and max(input_size) <= SMALL_INPUT_SIDE else "cpu"
 
 
 def preset(name: str) -> tuple[ModelConfig, TrainConfig]:

@@ -1,7 +1,9 @@
 """A training run from a catalog and a split manifest: the steps `stylespace train` runs.
 
-The model trains on the manifest's main/train rows (or all/train for a stratified split); a
-validation part is carved from them, stratified by class and fixed by the seed. The run folder
+The model trains on the manifest's main/train rows (or all/train for a stratified split); it validates
+on the manifest's own val rows of that group when it has them (`stylespace split --by`, or a stratified
+split with a val part), else a validation part is carved from the training rows, stratified by class and
+fixed by the seed. The run folder
 records the split manifest's SHA-256, so an evaluation can check it uses the split the model was
 trained on.
 """
@@ -20,6 +22,7 @@ import torch
 
 from stylespace.models import EmbeddingModel, ModelConfig, model_id
 from stylespace.training.config import TrainConfig
+from stylespace.training.distributed import SingleProcess, join_process_group
 from stylespace.training.objectives import parse_objective
 from stylespace.training.trainer import FitResult, fit
 from stylespace.utils import StylespaceError, write_json
@@ -117,14 +120,31 @@ def validation_rows(manifest, rows):
 def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.PathLike,
               model_config: ModelConfig | None, config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
               progress: bool = True, cache_dir: str | os.PathLike | None = None,
-              log: Callable[[str], None] = lambda message: None) -> tuple[EmbeddingModel, FitResult, dict]:
+              log: Callable[[str], None] = lambda message: None,
+              parallel: SingleProcess | None = None) -> tuple[EmbeddingModel, FitResult, dict]:
     """Train a model on a catalog's training split; returns (model, fit result, the run.json record).
 
     With ``config.init`` the run fine-tunes that trained model (see :class:`ParentModel`) and
     ``model_config`` must be None (the architecture is the parent's); else ``model_config`` says what to build.
     With ``resume`` the run continues from ``run_dir/checkpoint.pt``; the model and training settings
-    must be the ones the run started with (the checkpoint records both).
+    must be the ones the run started with (the checkpoint records both), the number of processes may differ.
+    Under torchrun every process calls this and they train one model together
+    (:mod:`stylespace.training.distributed`; ``parallel`` default: joined from torchrun's environment,
+    or this process alone); rank 0 writes the run folder, ``run.json`` records the world size.
     """
+    own_group = parallel is None
+    parallel = parallel or join_process_group(config.device)
+    try:
+        return _train_run(catalog_path, split_manifest_path, model_config, config, run_dir, resume,
+                          progress and parallel.is_primary, cache_dir, parallel.primary_only(log), parallel)
+    finally:
+        if own_group:
+            parallel.close()
+
+
+def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | None, config: TrainConfig, run_dir,
+               resume: bool, progress: bool, cache_dir, log: Callable[[str], None],
+               parallel: SingleProcess) -> tuple[EmbeddingModel, FitResult, dict]:
     from stylespace.data import SplitManifest, load_catalog, load_image_array
 
     run_dir = Path(run_dir)
@@ -142,8 +162,12 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
     catalog = load_catalog(catalog_path)
     manifest = SplitManifest.load(split_manifest_path)
     rows = training_rows(manifest)
-    array = load_image_array(catalog, size=tuple(model_config.input_size), cache_dir=cache_dir, progress=progress)
-    ids, labels = rows.ids, rows.labels
+    val_rows = validation_rows(manifest, rows)
+    # Each node's first process fills the image cache; the others then read it.
+    array = parallel.primary_first(lambda: load_image_array(catalog, size=tuple(model_config.input_size),
+                                                            cache_dir=cache_dir, progress=progress))
+    ids, labels = rows.ids + val_rows.ids, rows.labels + val_rows.labels
+    is_val = np.array([False] * len(rows) + [True] * len(val_rows))
     unknown = [i for i in ids if i not in catalog]
     if unknown:
         raise StylespaceError(f"{split_manifest_path}: {len(unknown)} training ids are not in {catalog_path} "
@@ -152,18 +176,18 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
     dropped = len(ids) - len(usable)
     if dropped:
         log(f"{dropped} training images fail to decode and are left out")
-    ids, labels = [ids[k] for k in usable], [labels[k] for k in usable]
-    classes = sorted(set(labels))
-    val_rows = validation_rows(manifest, rows)
-    val_rows = [(i, l) for i, l in zip(val_rows.ids, val_rows.labels) if l in set(classes) and i not in array.failed]
+    ids, labels, is_val = [ids[k] for k in usable], [labels[k] for k in usable], is_val[usable]
+    classes = sorted({label for label, val in zip(labels, is_val) if not val})
+    # a val row of a class training never sees cannot be scored by the classifier: it is left out
+    known = set(classes)
+    kept = [k for k, (label, val) in enumerate(zip(labels, is_val)) if not val or label in known]
+    ids, labels, is_val = [ids[k] for k in kept], [labels[k] for k in kept], is_val[kept]
     # A classifier is built (and trained) only when the objective has a cross-entropy term.
     model_config = dataclasses.replace(model_config, classes=classes if "ce" in parse_objective(config.objective) else [])
     index = {c: k for k, c in enumerate(classes)}
     y = np.array([index[label] for label in labels], dtype=np.int64)
-    if val_rows:  # the split's own val part: training never carves its rows
-        ids, labels = ids + [i for i, _ in val_rows], labels + [l for _, l in val_rows]
-        y = np.array([index[label] for label in labels], dtype=np.int64)
-        train_idx, val_idx = np.arange(len(y) - len(val_rows)), np.arange(len(y) - len(val_rows), len(y))
+    if is_val.any():  # the split's own validation part; val_fraction is not used
+        train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     else:
         train_idx, val_idx = carve_validation(y, config.val_fraction, config.seed)
     log(f"{len(train_idx):,} training and {len(val_idx):,} validation images, {len(classes)} classes, "
@@ -175,7 +199,7 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
     if parent is not None:
         parent.imprint(model, pixels[train_idx], y[train_idx])
     result = fit(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config, run_dir,
-                 resume=resume, progress=progress, log=log)
+                 resume=resume, progress=progress, log=log, parallel=parallel)
     record = {
         "catalog": str(catalog_path),
         "catalog_fingerprint": catalog.fingerprint(),
@@ -183,7 +207,7 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
         "split_sha256": manifest.sha256,
         "train_items": int(len(train_idx)),
         "val_items": int(len(val_idx)),
-        "val_source": "the split's val rows" if val_rows else f"carved from train (val_fraction {config.val_fraction})",
+        "val_source": "the split's val rows" if is_val.any() else f"carved from train (val_fraction {config.val_fraction})",
         "skipped_undecodable": dropped,
         "classes": classes,
         "model_id": model_id(model),
@@ -196,11 +220,15 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
         "train_seconds": result.seconds,
         "total_seconds": round(time.perf_counter() - started, 2),
         "device": result.device,
+        "world_size": parallel.world_size,
+        "backend": parallel.backend,
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "host": platform.node(),
     }
-    write_json(run_dir / RUN_FILE, record)
+    if parallel.is_primary:
+        write_json(run_dir / RUN_FILE, record)
+    parallel.barrier()
     return model, result, record
 
 
@@ -218,7 +246,8 @@ def _parent_record(run_dir: Path, parent: ParentModel | None, resume: bool) -> d
 
 def resume_configs(run_dir: str | os.PathLike) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs an interrupted run in ``run_dir`` was started with."""
-    from stylespace.training.trainer import CHECKPOINT_FILE, TRAIN_CONFIG_FILE
+    from stylespace.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
+    from stylespace.training.trainer import TRAIN_CONFIG_FILE
     from stylespace.utils import dataclass_from_dict, load_dataclass
 
     run_dir = Path(run_dir)
@@ -226,10 +255,5 @@ def resume_configs(run_dir: str | os.PathLike) -> tuple[ModelConfig, TrainConfig
     if not checkpoint.is_file():
         raise StylespaceError(f"{run_dir}: no {CHECKPOINT_FILE} to resume from; start the run without --resume")
     train_config = load_dataclass(TrainConfig, run_dir / TRAIN_CONFIG_FILE)
-    try:
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or foreign file
-        raise StylespaceError(f"{checkpoint}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
-    if "model_config" not in payload:
-        raise StylespaceError(f"{checkpoint}: not a stylespace training checkpoint (no model_config)")
+    payload = read_checkpoint(checkpoint)
     return dataclass_from_dict(ModelConfig, payload["model_config"], source=str(checkpoint)), train_config

@@ -1,15 +1,37 @@
 // The stylespace page: search by photo or by catalog item, browse article types, compare two items.
-// Plain DOM and fetch, no build step. Views are picked by the URL hash:
-//   #search  #item/<id>  #browse  #browse/<label>  #compare
+// Plain DOM and fetch, no build step, no inline script or style (the page's Content-Security-Policy
+// allows neither). Views are picked by the URL hash:
+//   #search  #item/<id>  #browse  #browse/<label>  #compare  #about
+// Shoppers see items, ranks and labelled scores; the model id, threshold and confidence figures are
+// for staff, on the About view (and /stats).
 "use strict";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const fmt = (x) => (x === null || x === undefined ? "–" : x.toFixed(4));
 const bytes = (n) => (n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(0)} KB` : `${(n / 1048576).toFixed(1)} MB`);
-const state = { stats: null, classes: null, browse: { label: null, offset: 0 }, compare: { a: null, b: null } };
+const NARROW = window.matchMedia("(max-width: 760px)");
+const state = {
+  stats: null, classes: null, browse: { label: null, offset: 0 }, compare: { a: null, b: null },
+  lastUpload: null, busy: false, searchSeq: 0,
+};
+
+// An error the page can explain: a friendly sentence for the shopper, the server's words for the curious.
+class ApiError extends Error {
+  constructor(status, detail, retryAfter) {
+    super(detail);
+    this.status = status;
+    this.detail = detail;
+    this.retryAfter = retryAfter;
+  }
+}
 
 async function api(path, options) {
-  const response = await fetch(path, options);
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (error) {
+    throw new ApiError(0, `network error: ${error.message}`, null);
+  }
   let body = null;
   try { body = await response.json(); } catch (_) { /* images and empty bodies */ }
   if (!response.ok) {
@@ -17,9 +39,31 @@ async function api(path, options) {
     const message = typeof detail === "string" ? detail
       : Array.isArray(detail) ? detail.map((d) => `${(d.loc || []).slice(-1)[0]}: ${d.msg}`).join("; ")
       : `${response.status} ${response.statusText}`;
-    throw new Error(message);
+    throw new ApiError(response.status, message, response.headers.get("Retry-After"));
   }
   return body;
+}
+
+function friendly(error, what) {
+  const status = error.status;
+  const detail = (error.detail || error.message || "").toLowerCase();
+  if (status === 0) return "We can't reach the shop's server right now. Please check your connection and try again.";
+  if (status === 413) {
+    const mb = state.stats ? ` of up to ${(state.stats.max_upload_bytes / 1e6).toFixed(0)} MB` : "";
+    return `That file is too large. Please choose a smaller photo${mb}.`;
+  }
+  if (status === 415) return "That file doesn't look like a photo. Please choose a JPEG, PNG or WebP image.";
+  if (status === 422 && detail.includes("limit")) {
+    return "That picture is too large for us to look at. A smaller photo, or the same photo saved as JPEG, will work.";
+  }
+  if (status === 422 && detail.includes("empty")) return "That file is empty. Please choose another photo.";
+  if (status === 422) return "We couldn't read that picture. It may be damaged; please try another photo.";
+  if (status === 503) {
+    const wait = error.retryAfter ? ` in ${error.retryAfter} seconds` : " in a moment";
+    return `We're busy right now. Please try again${wait}.`;
+  }
+  if (status === 404) return `We couldn't find ${what || "that"}. It may no longer be in the catalog.`;
+  return "Something went wrong on our side. Please try again.";
 }
 
 function setStatus(element, kind, headline, text) {
@@ -34,35 +78,73 @@ function setStatus(element, kind, headline, text) {
   if (text) element.append(document.createTextNode(text));
 }
 
+// A friendly error, with the technical detail behind a toggle.
+function showError(element, headline, error, what) {
+  setStatus(element, "error", headline, friendly(error, what));
+  const more = document.createElement("details");
+  more.className = "technical";
+  const summary = document.createElement("summary");
+  summary.textContent = "Technical detail";
+  const code = document.createElement("code");
+  code.textContent = `${error.status ? `HTTP ${error.status}: ` : ""}${error.detail || error.message}`;
+  more.append(summary, code);
+  element.append(more);
+}
+
 // --- cards ------------------------------------------------------------------------------------
+
+function scoreText(score) {
+  const euclidean = state.stats && state.stats.metric === "euclidean";
+  return euclidean ? { label: `distance ${score.toFixed(2)}`, share: Math.max(0, 1 - score / 2) }
+    : { label: `similarity ${Math.round(Math.max(0, score) * 100)}%`, share: Math.max(0, Math.min(1, score)) };
+}
 
 function card(item, extra = {}) {
   const node = $("#card-template").content.firstElementChild.cloneNode(true);
   node.dataset.id = item.id;
   const link = $(".thumb", node);
   link.href = `#item/${encodeURIComponent(item.id)}`;
+  link.setAttribute("aria-label", `Find items similar to ${item.name || item.id}`);
   const img = $("img", node);
   img.src = item.image_url;
-  img.alt = item.name || item.id;
+  img.alt = item.name || `${item.label || "catalog item"} ${item.id}`;
   $(".name", node).textContent = item.name || item.id;
   $(".label", node).textContent = item.label || "";
-  if (extra.score !== undefined) {
-    $(".score", node).textContent = fmt(extra.score);
-    $(".score", node).title = `rank ${extra.rank}, ${state.stats && state.stats.metric === "euclidean" ? "distance" : "cosine similarity"}`;
+  if (extra.rank !== undefined) {
+    const rank = $(".rank", node);
+    rank.hidden = false;
+    rank.textContent = `#${extra.rank}`;
+    rank.setAttribute("aria-label", `rank ${extra.rank}`);
+    const { label, share } = scoreText(extra.score);
+    const score = $(".score", node);
+    score.hidden = false;
+    $(".score-text", score).textContent = label;
+    $(".fill", score).style.width = `${(100 * share).toFixed(0)}%`;
+    score.title = `${label} (${fmt(extra.score)})`;
   }
   if (extra.weak) node.classList.add("weak");
-  $(".to-compare", node).addEventListener("click", () => pickForCompare(item));
+  const compareButton = $(".to-compare", node);
+  compareButton.setAttribute("aria-label", `Compare ${item.name || item.id}`);
+  compareButton.addEventListener("click", () => pickForCompare(item));
   return node;
+}
+
+function skeleton(grid, count) {
+  const template = $("#skeleton-template").content.firstElementChild;
+  grid.replaceChildren(...Array.from({ length: Math.min(count, 12) }, () => template.cloneNode(true)));
 }
 
 // --- search -------------------------------------------------------------------------------------
 
-function showQuery(src, captionHtmlParts) {
+function showQuery(src, [title, sub], alt) {
   $("#query").hidden = false;
-  $("#query-image").src = src;
+  const image = $("#query-image");
+  image.hidden = false;
+  image.onerror = () => { image.hidden = true; };  // a file the browser cannot show either: the caption says what it was
+  image.src = src;
+  image.alt = alt;
   const caption = $("#query-caption");
   caption.replaceChildren();
-  const [title, sub] = captionHtmlParts;
   const strong = document.createElement("strong");
   strong.textContent = title;
   caption.append(strong, document.createTextNode(sub || ""));
@@ -72,71 +154,98 @@ function capitalise(text) {
   return text ? text.charAt(0).toUpperCase() + text.slice(1) : "";
 }
 
+// While a search runs: a skeleton grid, a spinner, and a dropzone that takes no second file.
+function setBusy(busy) {
+  state.busy = busy;
+  const zone = $("#dropzone");
+  zone.classList.toggle("busy", busy);
+  zone.setAttribute("aria-disabled", String(busy));
+  $("#file-input").disabled = busy;
+  $("#k").disabled = busy;
+  $("#results").setAttribute("aria-busy", String(busy));
+  if (busy) {
+    setStatus($("#search-status"), "waiting", "Searching…", "Looking for items in the same style.");
+    skeleton($("#results"), Number($("#k").value));
+  }
+}
+
 function showResults(result) {
   const grid = $("#results");
   const status = $("#search-status");
   grid.replaceChildren();
-  const numbers = `confidence ${fmt(result.confidence)} (${result.confidence_score}), ` +
-    `threshold ${result.threshold === null ? "not calibrated" : fmt(result.threshold)} · ${result.took_ms.toFixed(0)} ms`;
   const render = (weak) => {
     grid.replaceChildren(...result.results.map((hit) => card(hit, { score: hit.score, rank: hit.rank, weak })));
   };
   if (result.confident) {
-    setStatus(status, "good", `${result.results.length} similar items`, numbers);
+    setStatus(status, "good", `${result.results.length} similar items`, "Best match first.");
     render(false);
   } else {
     // 004's rule: better no recommendation than an unrelated one, so weak matches stay hidden. The reason
     // says why: the picture is not a product photo (blank, like nothing in the catalog), or no item is close.
     const why = result.not_a_product
-      ? `${capitalise(result.reason)}, so it is not taken for a product photo: ${numbers}.`
-      : `Nothing in the catalog is close enough to recommend: ${numbers}.`;
+      ? `${capitalise(result.reason)}, so it doesn't look like a photo of one product. Try a photo of a single item.`
+      : "Nothing in the catalog is close enough to recommend.";
     setStatus(status, "bad", "No confident match", why);
     const reveal = document.createElement("button");
-    reveal.textContent = "Show the weak matches anyway";
+    reveal.type = "button";
+    reveal.textContent = "Show the closest items anyway";
     reveal.addEventListener("click", () => { reveal.remove(); render(true); });
     status.append(document.createElement("br"), reveal);
   }
   grid.dataset.query = result.query.id || result.query.filename || "";
 }
 
-async function searchUpload(file) {
-  location.hash = "#search";
-  showQuery(URL.createObjectURL(file), [file.name, `your upload · ${bytes(file.size)}`]);
-  setStatus($("#search-status"), "", null, "Searching…");
-  $("#results").replaceChildren();
-  const form = new FormData();
-  form.append("image", file);
-  form.append("k", $("#k").value);
+async function runSearch(request, errorHeadline, what) {
+  const seq = ++state.searchSeq;  // a later search wins; an earlier answer arriving late is dropped
+  setBusy(true);
   try {
-    showResults(await api("/search", { method: "POST", body: form }));
+    const result = await request();
+    if (seq === state.searchSeq) showResults(result);
   } catch (error) {
-    setStatus($("#search-status"), "error", "That image could not be searched", error.message);
+    if (seq === state.searchSeq) {
+      $("#results").replaceChildren();
+      showError($("#search-status"), errorHeadline, error, what);
+    }
+  } finally {
+    if (seq === state.searchSeq) setBusy(false);
   }
 }
 
+function searchUpload(file) {
+  if (state.busy) return;
+  state.lastUpload = file;
+  if (location.hash !== "#search") history.replaceState(null, "", "#search");
+  route(false);
+  showQuery(URL.createObjectURL(file), [file.name, `your photo · ${bytes(file.size)}`], `Your photo: ${file.name}`);
+  const form = new FormData();
+  form.append("image", file);
+  form.append("k", $("#k").value);
+  return runSearch(() => api("/search", { method: "POST", body: form }), "That photo could not be searched");
+}
+
 async function searchItem(id) {
-  setStatus($("#search-status"), "", null, "Searching…");
-  $("#results").replaceChildren();
-  try {
+  state.lastUpload = null;
+  return runSearch(async () => {
     const item = await api(`/items/${encodeURIComponent(id)}`);
-    showQuery(item.image_url, [item.name || item.id, `${item.label || "no label"} · id ${item.id}`]);
-    showResults(await api(`/items/${encodeURIComponent(id)}/similar?k=${$("#k").value}`));
-  } catch (error) {
-    setStatus($("#search-status"), "error", "Cannot show similar items", error.message);
-  }
+    showQuery(item.image_url, [item.name || item.id, `${item.label || "no label"} · id ${item.id}`],
+      item.name || `catalog item ${item.id}`);
+    return api(`/items/${encodeURIComponent(id)}/similar?k=${$("#k").value}`);
+  }, "Cannot show similar items", "that item");
 }
 
 function wireDropzone(zone, onFile) {
   const input = $("input[type=file]", zone);
   input.addEventListener("change", () => { if (input.files[0]) onFile(input.files[0]); input.value = ""; });
-  zone.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") input.click(); });
-  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("keydown", (event) => {
+    if ((event.key === "Enter" || event.key === " ") && !input.disabled) { event.preventDefault(); input.click(); }
+  });
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); if (!input.disabled) zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
   zone.addEventListener("drop", (event) => {
     event.preventDefault();
     zone.classList.remove("over");
     const file = event.dataTransfer.files[0];
-    if (file) onFile(file);
+    if (file && !input.disabled) onFile(file);
   });
 }
 
@@ -154,7 +263,10 @@ async function loadClasses() {
       const a = document.createElement("a");
       a.href = c.label === null ? "#browse" : `#browse/${encodeURIComponent(c.label)}`;
       a.dataset.label = c.label === null ? "" : c.label;
-      if ((c.label || null) === state.browse.label) a.classList.add("active");
+      if ((c.label || null) === state.browse.label) {
+        a.classList.add("active");
+        a.setAttribute("aria-current", "true");
+      }
       const name = document.createElement("span");
       name.textContent = c.label === null ? "All items" : c.label;
       const count = document.createElement("span");
@@ -164,24 +276,29 @@ async function loadClasses() {
       li.append(a);
       return li;
     }));
+  $("#classes-current").textContent = `· ${state.browse.label || "All items"}`;
 }
 
 async function browse(label, append = false) {
   if (!append) {
     state.browse = { label, offset: 0 };
-    $("#browse-grid").replaceChildren();
+    skeleton($("#browse-grid"), 12);
+    // On a narrow screen the list of article types folds away once one is picked, so the items show first.
+    if (NARROW.matches) $("#classes-box").open = false;
   }
   const params = new URLSearchParams({ offset: state.browse.offset, limit: 60 });
   if (label) params.set("label", label);
   try {
     const page = await api(`/items?${params}`);
+    if (!append) $("#browse-grid").replaceChildren();
     $("#browse-grid").append(...page.items.map((item) => card(item)));
     state.browse.offset = page.offset + page.items.length;
     setStatus($("#browse-status"), "", label || "All items",
       `${page.total.toLocaleString()} items · click one to see items in the same style`);
     $("#more").hidden = state.browse.offset >= page.total;
   } catch (error) {
-    setStatus($("#browse-status"), "error", "Cannot list items", error.message);
+    $("#browse-grid").replaceChildren();
+    showError($("#browse-status"), "Cannot list items", error, "that article type");
   }
   loadClasses().catch(() => {});
 }
@@ -193,6 +310,7 @@ function setSlot(name, choice) {
   const slot = $(`.slot[data-slot="${name}"]`);
   const img = $("img", slot);
   img.src = choice.src;
+  img.alt = `Item ${name.toUpperCase()}: ${choice.caption}`;
   img.hidden = false;
   $(".dropzone-title", slot).hidden = true;
   $(".dropzone-hint", slot).hidden = true;
@@ -202,7 +320,7 @@ function setSlot(name, choice) {
 }
 
 function pickForCompare(item) {
-  const name = !state.compare.a ? "a" : !state.compare.b ? "b" : "b";
+  const name = !state.compare.a ? "a" : "b";
   setSlot(name, { id: item.id, src: item.image_url, caption: `${item.name || item.id} (${item.label || "?"})` });
   location.hash = "#compare";
 }
@@ -215,9 +333,11 @@ async function compare() {
     else form.append(`id_${name}`, choice.id);
   }
   const box = $("#verdict");
+  const button = $("#compare-button");
   box.hidden = false;
-  box.className = "verdict";
+  box.className = "verdict waiting";
   box.textContent = "Comparing…";
+  button.disabled = true;
   try {
     const verdict = await api("/compare", { method: "POST", body: form });
     box.className = `verdict ${verdict.compatible ? "good" : "bad"}`;
@@ -228,41 +348,72 @@ async function compare() {
     const numbers = document.createElement("div");
     numbers.className = "numbers";
     numbers.textContent = `style distance ${fmt(verdict.distance)} ${verdict.compatible ? "≤" : ">"} ` +
-      `cutoff ${fmt(verdict.cutoff)} (${verdict.cutoff_method})`;
+      `cutoff ${fmt(verdict.cutoff)}`;
     box.append(message, numbers);
   } catch (error) {
+    showError(box, "Cannot compare these two", error, "one of these items");
     box.className = "verdict bad";
-    box.textContent = error.message;
+  } finally {
+    button.disabled = !(state.compare.a && state.compare.b);
   }
+}
+
+// --- about --------------------------------------------------------------------------------------
+
+function renderAbout() {
+  const stats = state.stats;
+  const list = $("#about-list");
+  if (!stats) { list.textContent = "The server has not answered yet."; return; }
+  const rows = [
+    ["Catalog", `${stats.catalog}: ${stats.items.toLocaleString()} items, ${stats.classes} article types`],
+    ["Model", `${stats.model_id} (${stats.embedding_dim} dimensions, ${stats.metric}), run by ${stats.engine}`],
+    ["Recommendation threshold", stats.threshold === null ? "not calibrated (every result is shown)"
+      : `${fmt(stats.threshold)} on the ${stats.confidence_score} confidence`],
+    ["Uploads", `up to ${(stats.max_upload_bytes / 1e6).toFixed(0)} MB and ` +
+      `${(stats.decoding.decoded_pixels / 1e6).toFixed(0)} megapixels as decoded`],
+    ["Searches answered", `${stats.searches.toLocaleString()} in ${stats.search_batches.toLocaleString()} batches`],
+  ];
+  if (stats.compatibility) {
+    rows.push(["Compatibility", `${stats.compatibility.backbone}, cutoff ${fmt(stats.compatibility.cutoff)}`]);
+  }
+  list.replaceChildren(...rows.flatMap(([term, value]) => {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    return [dt, dd];
+  }));
 }
 
 // --- routing ------------------------------------------------------------------------------------
 
-function route() {
+function route(load = true) {
   const hash = decodeURIComponent(location.hash.slice(1));
   const [view, ...rest] = hash.split("/");
   const arg = rest.join("/");
-  const name = view === "item" ? "search" : ["browse", "compare"].includes(view) ? view : "search";
+  const name = view === "item" ? "search" : ["browse", "compare", "about"].includes(view) ? view : "search";
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${name}`;
   for (const link of document.querySelectorAll("nav a[data-view]")) {
     link.classList.toggle("active", link.dataset.view === name);
+    if (link.dataset.view === name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
   }
+  if (!load) return;
   if (view === "item" && arg) searchItem(arg);
   if (view === "browse") browse(arg || null);
+  if (view === "about") loadStats().then(renderAbout);
 }
 
 async function loadStats() {
   try {
     const stats = await api("/stats");
     state.stats = stats;
-    const threshold = stats.threshold === null ? "no calibrated threshold" : `threshold ${fmt(stats.threshold)}`;
-    $("#stats").textContent = `${stats.items.toLocaleString()} items · ${stats.classes} article types · ` +
-      `model ${stats.model_id} · ${threshold}`;
+    $("#stats").textContent = `${stats.items.toLocaleString()} items · ${stats.classes} article types`;
     if (!stats.compatibility) {
       $("#compare-button").title = "No compatibility model is loaded on this server";
     }
   } catch (error) {
-    $("#stats").textContent = `server not ready: ${error.message}`;
+    $("#stats").textContent = "The shop's search is starting; please wait a moment.";
   }
 }
 
@@ -271,13 +422,18 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const name of ["a", "b"]) {
     const slot = $(`.slot[data-slot="${name}"]`);
     wireDropzone($(".dropzone", slot), (file) =>
-      setSlot(name, { file, src: URL.createObjectURL(file), caption: `${file.name} (upload)` }));
+      setSlot(name, { file, src: URL.createObjectURL(file), caption: `${file.name} (your photo)` }));
   }
   $("#compare-button").addEventListener("click", compare);
   $("#more").addEventListener("click", () => browse(state.browse.label, true));
   $("#class-filter").addEventListener("input", () => loadClasses());
-  $("#k").addEventListener("change", () => { if (location.hash.startsWith("#item/")) route(); });
-  window.addEventListener("hashchange", route);
+  // The result count applies to whatever was searched last: an item, or the photo uploaded.
+  $("#k").addEventListener("change", () => {
+    if (location.hash.startsWith("#item/")) route();
+    else if (state.lastUpload) searchUpload(state.lastUpload);
+  });
+  window.addEventListener("hashchange", () => route());
+  if (NARROW.matches) $("#classes-box").open = false;
   loadStats();
   route();
 });

@@ -1,0 +1,203 @@
+"""Hostile uploads cost bounded memory; decoding is bounded in flight; the API is tidy (headers, echoes, paths).
+
+Each hostile upload of issue 16 is posted in-process (TestClient) while the process's peak resident
+memory is measured (Linux: /proc/self/clear_refs resets the high-water mark, VmHWM reads it).
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service_catalog import served_catalog
+from stylespace.service import create_app
+from stylespace.service.decoding import Busy, DecodeLane, DecodeLimits
+
+MB = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    with served_catalog(tmp_path_factory, "limits") as catalog:
+        yield catalog
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return TestClient(create_app(served.index))
+
+
+def png(width: int, height: int, colour=(40, 40, 40), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), colour).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _status(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+
+def peak_memory_of(action) -> int:
+    """Bytes by which the process's peak resident memory rose above its resident memory while ``action`` ran."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # reset VmHWM to the current resident size
+    except OSError:
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure peak memory")
+    before = _status("VmRSS")
+    action()
+    return _status("VmHWM") - before
+
+
+# --- the hostile uploads of issue 16 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width, height", [(20_000, 1), (1, 20_000), (30_000, 2), (40_000, 1)])
+def test_a_tiny_png_of_extreme_shape_costs_little_memory(client, width, height):
+    """Under 200 bytes, inside the decoded-pixel limit, but padded to 3:4 it used to be gigabytes of canvas."""
+    data = png(width, height)
+    assert len(data) < 300
+    responses = []
+    peak = peak_memory_of(lambda: responses.append(
+        client.post("/search", files={"image": ("line.png", data, "image/png")}, data={"k": "3"})))
+    assert responses[0].status_code == 200, responses[0].text  # reduced safely, then searched
+    assert peak < 100 * MB, f"peak memory rose by {peak / MB:.0f} MB"
+
+
+def test_the_three_tiny_pngs_together_stay_under_100_mb(client):
+    uploads = [png(20_000, 1), png(1, 20_000), png(30_000, 2)]
+
+    def post_all():
+        for data in uploads:
+            assert client.post("/search", files={"image": ("x.png", data, "image/png")}).status_code == 200
+
+    assert peak_memory_of(post_all) < 100 * MB
+
+
+def test_a_large_blank_png_is_refused_from_its_header_naming_the_limit(client):
+    data = png(6000, 6000, (255, 255, 255))  # 36 Mpx: under the 40 Mpx bomb limit, over the service's budget
+    responses = []
+    peak = peak_memory_of(lambda: responses.append(client.post("/search", files={"image": ("blank.png", data)})))
+    response = responses[0]
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "6000x6000" in detail and "4 Mpx" in detail and "limit" in detail
+    assert peak < 50 * MB, f"peak memory rose by {peak / MB:.0f} MB: it was decoded"  # decoded, it is 108 MB
+
+
+def test_a_large_jpeg_passes_because_it_decodes_at_reduced_scale(client, served):
+    photo = Image.open(served.catalog / "images" / "1042.png").convert("RGB").resize((3000, 4000))  # 12 Mpx
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=80)
+    response = client.post("/search", files={"image": ("big.jpg", buffer.getvalue())}, data={"k": "3"})
+    assert response.status_code == 200 and response.json()["results"][0]["label"] == "Watches"
+
+
+def test_the_pixel_budget_is_configurable(served):
+    strict = TestClient(create_app(served.index, decode_limits=DecodeLimits(decoded_pixels=5_000)))
+    response = strict.post("/search", files={"image": ("p.png", png(100, 100))})
+    assert response.status_code == 422 and "0.005 Mpx" in response.json()["detail"]
+    assert strict.get("/stats").json()["decoding"]["decoded_pixels"] == 5_000
+    assert strict.post("/search", files={"image": ("p.png", png(60, 80))}).status_code == 200
+    with pytest.raises(Exception, match="decoded_pixels"):
+        DecodeLimits(decoded_pixels=0)
+
+
+# --- decodes in flight ------------------------------------------------------------------------------------
+
+
+def test_a_lane_refuses_past_its_queue_with_a_retry_time():
+    lane = DecodeLane("test", workers=1, max_waiting=1)
+    release = threading.Event()
+    try:
+        running = lane.submit(release.wait, 10)
+        waiting = lane.submit(lambda: "second")
+        with pytest.raises(Busy) as refused:
+            lane.submit(lambda: "third")
+        assert refused.value.retry_after >= 1 and lane.stats()["refused_busy"] == 1
+        release.set()
+        assert running.result(5) is True and waiting.result(5) == "second"
+        assert lane.submit(lambda: "after").result(5) == "after"  # room again
+    finally:
+        release.set()
+        lane.close()
+
+
+def test_heavy_uploads_queue_on_their_own_lane_and_a_full_queue_is_503_with_retry_after(served):
+    limits = DecodeLimits(heavy_pixels=10_000, heavy_workers=1, max_heavy_waiting=0)
+    client = TestClient(create_app(served.index, decode_limits=limits))
+    decoder = client.app.state.decoder
+    heavy = png(300, 400, (90, 20, 20))  # 0.12 Mpx: heavy under these limits
+    release = threading.Event()
+    blocker = decoder.heavy.submit(release.wait, 10)  # the one heavy thread is busy
+    try:
+        response = client.post("/search", files={"image": ("heavy.png", heavy)})
+        assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
+        assert "busy" in response.json()["detail"]
+        # an ordinary upload does not wait for the heavy lane
+        light = client.post("/search", files={"image": ("small.png", png(60, 80, (90, 20, 20)))})
+        assert light.status_code == 200
+    finally:
+        release.set()
+    assert blocker.result(5) is True
+    assert client.post("/search", files={"image": ("heavy.png", heavy)}).status_code == 200
+    stats = client.get("/stats").json()["decoding"]
+    assert stats["heavy"]["refused_busy"] == 1 and stats["heavy"]["done"] >= 2 and stats["ordinary"]["done"] >= 3
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority") or not os.path.exists("/proc/self/task"),
+                    reason="thread priorities are a Linux feature")
+def test_heavy_decoder_threads_run_at_the_lowest_priority(client):
+    lane = client.app.state.decoder.heavy
+    assert lane.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result(5) == 19
+    ordinary = client.app.state.decoder.ordinary
+    assert ordinary.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result(5) == \
+        os.getpriority(os.PRIO_PROCESS, 0)
+
+
+# --- a tidy API ------------------------------------------------------------------------------------------
+
+
+def test_every_answer_carries_the_security_headers(client):
+    for path in ("/", "/stats", "/items/nope", "/docs", "/static/app.js"):
+        headers = client.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+        assert headers["referrer-policy"] and headers["x-frame-options"] == "DENY", path
+    assert "'unsafe-inline'" not in client.get("/").headers["content-security-policy"]
+
+
+def test_the_api_pages_work_offline(client):
+    for path, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        page = client.get(path)
+        assert page.status_code == 200
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+        assert urls and not [u for u in urls if u.startswith(("http:", "https:", "//"))], urls
+        script = next(u for u in urls if u.endswith(asset))
+        assert client.get(script).status_code == 200 and len(client.get(script).content) > 100_000
+    assert client.get("/favicon.ico").headers["content-type"].startswith("image/svg")
+
+
+def test_no_answer_shows_a_server_path(client, served):
+    stats = client.get("/stats").json()
+    assert stats["catalog"] == served.catalog.name
+    texts = [client.get(p).text for p in ("/stats", "/health", "/classes", "/items/1013", "/openapi.json")]
+    texts.append(client.post("/search", files={"image": ("x.png", b"not an image")}).text)
+    for text in texts:
+        assert str(served.catalog.parent) not in text and str(served.index) not in text
+
+
+def test_echoed_values_are_cut_short(client):
+    long = "x" * 60_000  # httpx sends URLs of up to 64 KB
+    for response in (client.get("/items", params={"label": long}), client.get(f"/items/{long}"),
+                     client.get("/items/1013/similar", params={"k": long}),
+                     client.post("/search", files={"image": ("q.png", png(60, 80))}, data={"k": long})):
+        assert response.status_code in (404, 422) and len(response.content) < 2_000, len(response.content)
+    named = client.post("/search", files={"image": (long[:500] + ".png", png(60, 80))}).json()
+    assert "query" in named, named
+    assert len(named["query"]["filename"]) < 100
