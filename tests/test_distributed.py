@@ -58,12 +58,16 @@ def in_process_config(**kw) -> tuple[ModelConfig, TrainConfig]:
 
 
 @pytest.fixture
-def catalog_and_split(small_catalog, tmp_path):
+def catalog_and_split(tmp_path, cache_dir):
+    """6 generated classes x 24 images (4 main ones train): a few steps of 16 per epoch."""
+    from conftest import write_kaggle_catalog
+
     from stylespace.data import load_catalog, protocol_split
 
-    protocol_split(load_catalog(small_catalog), n_main=4, n_new=2,
+    catalog = write_kaggle_catalog(tmp_path / "catalog", per_class=24)
+    protocol_split(load_catalog(catalog), n_main=4, n_new=2,
                    main_fractions=(0.8, 0.1, 0.1)).save(tmp_path / "split.csv")
-    return small_catalog, tmp_path / "split.csv"
+    return catalog, tmp_path / "split.csv"
 
 
 def test_an_epoch_over_two_processes_is_the_one_process_epoch(tmp_path):
@@ -94,14 +98,14 @@ def test_torchrun_train_matches_one_process_and_writes_the_same_run_folder(tmp_p
     assert run["world_size"] == summary["world_size"] == 2 and run["backend"] == "gloo"
     assert record_one["world_size"] == 1
     assert run["train_items"] == record_one["train_items"] and run["classes"] == record_one["classes"]
-    # The same losses but for per-process batch-norm statistics (8 items per process here, 16 in one):
-    # epoch 1 within 10 % (measured 2.7 %), epoch 2 within 25 % (measured 19 %: the runs have diverged a
-    # little); without batch norm the epochs agree to 1e-6 (the test above).
+    # The same losses but for per-process batch-norm statistics (8 items per process here, 16 in one), on
+    # 64 training images (4 steps per epoch): epoch 1 within 5 % (measured 0.6 %), epoch 2 within 10 %
+    # (measured 2.6 %); without batch norm the epochs agree to 1e-6 (the test above).
     losses_one = [r["train_loss"] for r in one.history]
     losses_two = [r["train_loss"] for r in summary["history"]]
     assert len(losses_two) == len(losses_one) == 2
-    assert abs(losses_two[0] - losses_one[0]) <= 0.10 * losses_one[0], (losses_one, losses_two)
-    assert abs(losses_two[1] - losses_one[1]) <= 0.25 * losses_one[1], (losses_one, losses_two)
+    assert abs(losses_two[0] - losses_one[0]) <= 0.05 * losses_one[0], (losses_one, losses_two)
+    assert abs(losses_two[1] - losses_one[1]) <= 0.10 * losses_one[1], (losses_one, losses_two)
     assert losses_two[1] < 0.5 * losses_two[0]
 
     # The same run folder and checkpoint format, written once (no temporary files left).

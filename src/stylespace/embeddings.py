@@ -18,7 +18,7 @@ import torch
 
 from stylespace.models.inputs import as_model_input
 from stylespace.progress import steps
-from stylespace.utils import StylespaceError, atomic_write, pick_device, to_jsonable
+from stylespace.utils import StylespaceError, at_least, atomic_write, pick_device, to_jsonable, validate
 
 FORMAT_VERSION = 1
 
@@ -143,8 +143,7 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
     """
     from stylespace.inference import check_pixels, make_embedder
 
-    if batch_size < 1:
-        raise StylespaceError(f"batch_size must be >= 1, got {batch_size}")
+    validate([at_least("batch_size", batch_size, 1)])
     embedder = model if callable(model) and hasattr(model, "engine") else None
     size = tuple(getattr(embedder, "input_size", None) or
                  getattr(getattr(model, "config", None), "input_size", pixels.shape[1:3]))

@@ -32,7 +32,7 @@ from stylespace.service.decoding import Busy, DecodeLimits, UploadDecoder
 from stylespace.service.engine import StyleEngine, UnknownItem
 from stylespace.service.headers import SecurityHeaders, public, short
 from stylespace.service.uploads import BodySizeLimit, UploadError, decode_probed_view, probe_upload, read_upload
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, validate
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_K = 100
@@ -60,8 +60,7 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         inference: what runs the query model: ``auto`` (ONNX Runtime on a CPU when installed, else PyTorch),
             ``onnx`` or ``torch`` (:mod:`stylespace.inference`).
     """
-    if not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
-        raise StylespaceError(f"max_upload_bytes must be a positive number of bytes, got {max_upload_bytes!r}")
+    validate([at_least("max_upload_bytes", max_upload_bytes, 1, note="bytes")])
     limits = decode_limits or DecodeLimits()
     engine = StyleEngine.load(index_dir, model_dir=model_dir, compat_dir=compat_dir, device=device,
                               max_batch=max_batch, inference=inference)
