@@ -142,3 +142,18 @@ def test_distortions_give_decodable_uploads():
     views = {name: load_view(data) for name, data in junk_images().items()}
     assert views["blank"].blank and views["near_uniform"].blank
     assert not views["noise"].blank and not views["landscape"].blank
+
+
+def test_transparency_goes_onto_white_exactly_as_alpha_compositing_would():
+    """to_rgb pastes through the alpha channel (cheaper); it must give alpha_composite's pixels, every mode."""
+    from stylespace.data.images import to_rgb
+
+    rng = np.random.default_rng(0)
+    rgba = Image.fromarray(rng.integers(0, 256, (64, 48, 4), dtype=np.uint8), "RGBA")
+    la = Image.fromarray(rng.integers(0, 256, (64, 48, 2), dtype=np.uint8), "LA")
+    palette = rgba.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.info["transparency"] = 3
+    for image in (rgba, la, palette):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        expected = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+        assert np.array_equal(np.asarray(to_rgb(image)), np.asarray(expected)), image.mode

@@ -172,9 +172,9 @@ def test_an_all_white_image_still_has_a_histogram():
 
 
 def test_colour_histogram_config_is_checked():
-    with pytest.raises(StylespaceError, match="three positive integers"):
+    with pytest.raises(StylespaceError, match="bins must be 3 integers >= 1"):
         ColourHistogramConfig(bins=(8, 4))
-    with pytest.raises(StylespaceError, match="0-255"):
+    with pytest.raises(StylespaceError, match=r"white_threshold must be a number in \[0, 255\]"):
         ColourHistogramConfig(white_threshold=300)
     with pytest.raises(StylespaceError, match="bands"):
         ColourHistogramConfig(bands=0)

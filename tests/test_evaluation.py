@@ -156,7 +156,7 @@ def test_leave_one_out_matches_refitting_without_the_item(method):
 def test_classifier_validates_its_parameters():
     with pytest.raises(StylespaceError, match="method must be"):
         SupportSetClassifier("svm")
-    with pytest.raises(StylespaceError, match="k must be a positive integer"):
+    with pytest.raises(StylespaceError, match="k must be an integer >= 1"):
         SupportSetClassifier("knn", k=0)
     with pytest.raises(StylespaceError, match="applies to method=.knn. only"):
         SupportSetClassifier("prototype", k=3)
@@ -467,7 +467,7 @@ def test_evaluate_default_pairs_are_test_label_pairs():
     n_test = len(manifest.scenario(4)[1])
     assert report.pairs.n_pairs == n_test * (n_test - 1) // 2 and "all pairs" in report.pairs_source
     assert report.pairs.auc > 0.9 and report.open_set == [] and report.hierarchy == []
-    with pytest.raises(StylespaceError, match="unknown retrieval set"):
+    with pytest.raises(StylespaceError, match="retrieval_sets .*unknown 'everything'"):
         evaluate(table, manifest, EvaluationConfig(retrieval_sets=("everything",)))
 
 

@@ -103,9 +103,13 @@ def test_auto_picks_onnx_on_a_cpu_when_it_pays(tmp_path):
     ensure_onnx(model)
     assert resolve_engine("auto", "cpu", model, images=10) == "onnx"  # the file exists: always worth it
     assert resolve_engine("torch", "cpu", model) == "torch"
+    cuda = torch.device("cuda")  # decided from the device alone, so this holds on a machine without a GPU too
+    assert resolve_engine("auto", cuda, model, images=None) == "torch"
+    with pytest.raises(StylespaceError, match="runs on the CPU"):
+        resolve_engine("onnx", cuda, model)
     model.train()
     assert resolve_engine("auto", "cpu", model, images=None) == "torch"  # weights still changing
-    with pytest.raises(StylespaceError, match="expected one of"):
+    with pytest.raises(StylespaceError, match="engine must be one of"):
         resolve_engine("tensorrt", "cpu", model)
 
 
@@ -149,7 +153,7 @@ def test_export_onnx_command_and_the_engine_option(tmp_path):
     assert [h["id"] for h in hits["torch"]] == [h["id"] for h in hits["onnx"]]
     assert np.allclose([h["score"] for h in hits["torch"]], [h["score"] for h in hits["onnx"]], atol=1e-5)
     bad = runner.invoke(app, ["search", str(tmp_path / "index"), str(query), "--engine", "tensorrt"])
-    assert bad.exit_code != 0 and "expected one of auto, torch, onnx" in str(bad.exception or bad.output)
+    assert bad.exit_code != 0 and "engine must be one of auto, torch, onnx" in str(bad.exception or bad.output)
 
 
 def test_auto_falls_back_to_torch_when_the_export_fails(tmp_path, monkeypatch):

@@ -235,8 +235,9 @@ def test_cli_json_is_one_document_and_errors_are_one_line(report_inputs, tmp_pat
     assert bad.returncode == 2 and "--pair expects two class names" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_report_on_a_split_without_support_sets(report_inputs, small_catalog, tmp_path):
-    """A stratified train/test split has no scenarios: those parts say so, the rest is drawn."""
+def test_report_on_a_stratified_split(report_inputs, small_catalog, tmp_path):
+    """A stratified train/test split is read as its known classes, train -> test: the confusion, the coarser
+    labels and the recommendations' error rate vs coverage are drawn from it, as for a protocol split."""
     from stylespace.data import load_catalog, stratified_split
     from stylespace.report.build import ReportConfig, write_report
     from stylespace.report.inputs import load_report_inputs
@@ -246,8 +247,8 @@ def test_report_on_a_split_without_support_sets(report_inputs, small_catalog, tm
     inputs = load_report_inputs(model_dir, split_path, progress=False, batch_size=32)
     result = write_report(inputs, tmp_path / "report", ReportConfig(**FAST))
     missing = " ".join(result.missing)
-    assert "scenario 2" in missing and "scenario 4" in missing
+    assert "scenario" not in missing, missing
     names = " ".join(p.name for p in result.figures)
-    for drawn in ("map_tsne_test", "thumbnail_map_tsne", "centroid_interpolation", "roc_pairs", "distance_histograms"):
-        assert drawn in names
-    assert "confusion_scenario2" not in names and "risk_coverage" not in names
+    for drawn in ("map_tsne_test", "thumbnail_map_tsne", "confusion", "centroid_interpolation", "risk_coverage",
+                  "roc_pairs", "distance_histograms"):
+        assert drawn in names, names

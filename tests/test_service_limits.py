@@ -128,6 +128,22 @@ def test_a_lane_refuses_past_its_queue_with_a_retry_time():
         lane.close()
 
 
+def test_a_rate_limited_lane_spaces_the_starts_of_its_jobs():
+    """The heavy lane starts at most heavy_per_second uploads a second (a lower bound on the spacing only:
+    sleeping never ends early, so this cannot fail on a slow machine)."""
+    import time
+
+    lane = DecodeLane("test", workers=1, max_waiting=8, per_second=20)
+    try:
+        submitted = time.monotonic()
+        starts = [lane.submit(time.monotonic) for _ in range(5)]
+        last = [future.result(5) for future in starts][-1]
+    finally:
+        lane.close()
+    # five starts at most 20 a second: the fifth no sooner than 4 intervals after the first could start
+    assert last - submitted >= 4 / 20, last - submitted
+
+
 def test_heavy_uploads_queue_on_their_own_lane_and_a_full_queue_is_503_with_retry_after(served):
     limits = DecodeLimits(heavy_pixels=10_000, heavy_workers=1, max_heavy_waiting=0)
     client = TestClient(create_app(served.index, decode_limits=limits))

@@ -18,7 +18,7 @@ import torch
 
 from stylespace.models.inputs import as_model_input
 from stylespace.progress import steps
-from stylespace.utils import StylespaceError, atomic_write, pick_device, to_jsonable
+from stylespace.utils import StylespaceError, at_least, atomic_write, pick_device, to_jsonable, validate
 
 FORMAT_VERSION = 1
 
@@ -143,8 +143,7 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
     """
     from stylespace.inference import check_pixels, make_embedder
 
-    if batch_size < 1:
-        raise StylespaceError(f"batch_size must be >= 1, got {batch_size}")
+    validate([at_least("batch_size", batch_size, 1)])
     embedder = model if callable(model) and hasattr(model, "engine") else None
     size = tuple(getattr(embedder, "input_size", None) or
                  getattr(getattr(model, "config", None), "input_size", pixels.shape[1:3]))
@@ -180,18 +179,26 @@ def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, ba
     input size); items whose image fails to decode are listed in ``meta["failed"]``, and those whose image is
     blank or nearly uniform (embedded all the same) in ``meta["blank"]``."""
     from stylespace.data import load_image_array
-    from stylespace.models import model_id
 
     array = load_image_array(catalog, size=tuple(model.config.input_size), cache_dir=cache_dir, progress=progress)
     vectors = embed_images(model, array.pixels, batch_size=batch_size, device=device, progress=progress)
-    labels = [catalog[i].label for i in array.ids]
+    return catalog_embeddings(model, catalog, array.ids, vectors, array.failed, array.blank)
+
+
+def catalog_embeddings(model, catalog, ids: list[str], vectors: np.ndarray, failed: dict[str, str],
+                       blank: list[str]) -> Embeddings:
+    """The :class:`Embeddings` of a catalog's decodable items ``ids`` (catalog order), however they were made
+    (here, or on a Ray cluster by :mod:`stylespace.ray_embedding`): labels and provenance as ``embed_catalog`` writes."""
+    from stylespace.models import model_id
+
+    labels = [catalog[i].label for i in ids]
     meta = {
         "catalog": str(catalog.source_path),
         "catalog_fingerprint": catalog.fingerprint(),
         "input_size": list(model.config.input_size),
         "backbone": model.config.backbone,
-        "failed": dict(array.failed),
-        "blank": list(array.blank),
+        "failed": dict(failed),
+        "blank": list(blank),
     }
-    return Embeddings(array.ids, vectors, labels if any(label is not None for label in labels) else None,
+    return Embeddings(ids, vectors, labels if any(label is not None for label in labels) else None,
                       model_id(model), meta)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from stylespace.models.inputs import as_model_input
-from stylespace.utils import StylespaceError, atomic_write, cache_root, pick_device
+from stylespace.utils import StylespaceError, atomic_write, cache_root, one_of, pick_device, validate
 
 ENGINES = ("auto", "torch", "onnx")
 # Below this many images, exporting (~0.5 s for the default model) costs more than ONNX Runtime saves.
@@ -67,8 +67,7 @@ class Embedder(Protocol):
 
 
 def check_engine(engine: str) -> str:
-    if engine not in ENGINES:
-        raise StylespaceError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    validate([one_of("engine", engine, ENGINES)])
     return engine
 
 

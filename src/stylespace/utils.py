@@ -1,15 +1,17 @@
-"""Small shared pieces: the user-facing error type, atomic writes, device choice, dataclass I/O."""
+"""Small shared pieces: the user-facing error type, value checks, atomic writes, device choice, dataclass I/O."""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
+import math
+import numbers
 import os
 import shutil
 import tempfile
 import typing
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -19,6 +21,140 @@ class StylespaceError(Exception):
 
     The CLI prints the message alone (no traceback) and exits with status 2.
     """
+
+
+# --- value checks ------------------------------------------------------------------------------------
+# One way to check settings: a config's ``__post_init__`` (or a function, for its arguments) lists its
+# checks as a table of ``(ok, message)`` rows and hands it to ``validate``, which raises the first failure.
+# The builders below make the common rows with one wording ("NAME must be an integer >= 1, got 0"); a check
+# they do not cover is a plain ``(condition, message)`` row of the same table. Builders never raise on a
+# value of the wrong type: they report it.
+
+Check = tuple[bool, str]
+
+
+def validate(checks: Iterable[Check], owner: str = "") -> None:
+    """Raise StylespaceError with the message of the first failing check, prefixed by ``owner`` (e.g.
+    ``"augmentation"``: which settings it is about). ``checks`` may be a generator, so that a row can rely
+    on the rows before it having passed."""
+    for ok, message in checks:
+        if not ok:
+            raise StylespaceError(f"{owner} {message}" if owner else message)
+
+
+def is_number(value: Any, integer: bool = False) -> bool:
+    """A finite real number (an integer when ``integer``; numpy's count); booleans are neither."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) if integer else math.isfinite(value)
+
+
+def at_least(name: str, value: Any, low: float, *, integer: bool = True, none_ok: bool = False,
+             note: str = "") -> Check:
+    """``value >= low``: "NAME must be an integer >= LOW, got VALUE" ("a number" with ``integer=False``)."""
+    return _bounded(name, value, low, None, "[]", integer, none_ok, note)
+
+
+def above(name: str, value: Any, low: float, *, integer: bool = False, none_ok: bool = False,
+          note: str = "") -> Check:
+    """``value > low``: "NAME must be a number > LOW, got VALUE"."""
+    return _bounded(name, value, low, None, "()", integer, none_ok, note)
+
+
+def in_range(name: str, value: Any, low: float, high: float, interval: str = "[]", *, integer: bool = False,
+             none_ok: bool = False, note: str = "") -> Check:
+    """``low <= value <= high``, an end open where ``interval`` says so (``"[)"``: ``low <= value < high``):
+    "NAME must be a number in [LOW, HIGH), got VALUE"."""
+    return _bounded(name, value, low, high, interval, integer, none_ok, note)
+
+
+def each(name: str, values: Any, low: float, high: float | None = None, interval: str = "[]", *,
+         count: int | None = None, integer: bool = True, empty_ok: bool = False, note: str = "") -> Check:
+    """Every item of a sequence in range (``low``, ``high``, ``interval`` as in :func:`in_range`; ``high``
+    None: no upper bound), exactly ``count`` items or, without ``count``, one or more (or none, with
+    ``empty_ok``): "NAME must be 2 integers >= 1 (rows, columns), got (8,)"."""
+    items = _items(values)
+    ok = items is not None and (len(items) == count if count is not None else bool(items) or empty_ok)
+    ok = ok and all(_within(v, low, high, interval, integer) for v in items)
+    how_many = str(count) if count is not None else ("zero or more" if empty_ok else "one or more")
+    kind = "integers" if integer else "numbers"
+    return ok, f"{name} must be {how_many} {kind} {_range_text(low, high, interval)}{_note(note)}, got {_show(values)}"
+
+
+def one_of(name: str, value: Any, choices: Iterable) -> Check:
+    """``value in choices``: "NAME must be one of a, b, c; got 'x'"."""
+    choices = tuple(choices)
+    return _member(value, choices), f"{name} must be one of {_listed(choices)}; got {_show(value)}"
+
+
+def some_of(name: str, values: Any, choices: Iterable, *, empty_ok: bool = False) -> Check:
+    """Distinct items of ``choices``, one or more (or none, with ``empty_ok``):
+    "NAME must be one or more of a, b, c, each once; got unknown 'x'"."""
+    choices = tuple(choices)
+    items = _items(values)
+    if items is None:
+        problem = _show(values)
+    else:
+        unknown = [v for v in items if not _member(v, choices)]
+        twice = list(dict.fromkeys(str(v) for v in items if items.count(v) > 1))
+        problem = (f"unknown {', '.join(map(_show, unknown))}" if unknown else f"{', '.join(twice)} twice" if twice
+                   else "none" if not items and not empty_ok else "")
+    how_many = "zero or more" if empty_ok else "one or more"
+    return not problem, f"{name} must be {how_many} of {_listed(choices)}, each once; got {problem}"
+
+
+def _bounded(name, value, low, high, interval, integer, none_ok, note) -> Check:
+    ok = (value is None and none_ok) or _within(value, low, high, interval, integer)
+    kind = "an integer" if integer else "a number"
+    return ok, (f"{name} must be {kind} {_range_text(low, high, interval)}{' or None' if none_ok else ''}"
+                f"{_note(note)}, got {_show(value)}")
+
+
+def _within(value, low, high, interval: str, integer: bool) -> bool:
+    if interval not in ("[]", "[)", "(]", "()"):
+        raise ValueError(f"interval must be one of [], [), (], (); got {interval!r}")  # a programming error
+    if not is_number(value, integer):
+        return False
+    above_low = value >= low if interval[0] == "[" else value > low
+    below_high = high is None or (value <= high if interval[1] == "]" else value < high)
+    return bool(above_low and below_high)
+
+
+def _range_text(low, high, interval: str) -> str:
+    if high is None:
+        return f"{'>=' if interval[0] == '[' else '>'} {low}"
+    return f"in {interval[0]}{low}, {high}{interval[1]}"
+
+
+def _items(values: Any) -> list | None:
+    """The items of a list, tuple, set, other non-string sequence or 1-D array, else None."""
+    if isinstance(values, (Sequence, set, frozenset)) and not isinstance(values, str):
+        return list(values)
+    return values.tolist() if getattr(values, "ndim", None) == 1 else None
+
+
+def _member(value, choices: tuple) -> bool:
+    try:
+        return value in choices
+    except (TypeError, ValueError):  # an unhashable value, or an array, is not among them
+        return False
+
+
+def _listed(choices: tuple) -> str:
+    return ", ".join(str(c) for c in choices)
+
+
+def _note(note: str) -> str:
+    return f" ({note})" if note else ""
+
+
+def _show(value: Any) -> str:
+    """A value as a message shows it: strings quoted, numpy scalars as plain numbers."""
+    if isinstance(value, str):
+        return repr(value)
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return str(value.item())
+    return str(value)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from stylespace.utils import at_least, each, in_range, one_of, validate
+
 # The embedding gate (cosine distance) per embedder: the 99th percentile of copy distances. Measured above
 # with the model now in models/packshot (0.031); `--near-distance auto` measured 0.140 for today's
 # models/default (74fbd996b385, trained with the instance term: its distances are larger all round).
@@ -76,6 +78,21 @@ class AuditConfig:
     outlier_percentile: float = 99.5
     outlier_spread: float = 6.0
     fix: bool = False
+
+    def __post_init__(self) -> None:
+        validate([
+            one_of("embedder", self.embedder, tuple(NEAR_DISTANCE)),
+            each("size", self.size, 8, count=2, note="H, W in pixels"),
+            in_range("near_distance", self.near_distance, 0, 2, "(]", none_ok=True,
+                     note="a cosine distance; None: the embedder's measured gate"),
+            at_least("near_pixels", self.near_pixels, 0, integer=False, note="grey levels; 0 turns near copies off"),
+            at_least("near_shift", self.near_shift, 0, integer=False, note="grey levels"),
+            at_least("neighbours", self.neighbours, 1),
+            at_least("tiny_side", self.tiny_side, 0, note="pixels"),
+            at_least("outlier_k", self.outlier_k, 1),
+            in_range("outlier_percentile", self.outlier_percentile, 0, 100),
+            at_least("outlier_spread", self.outlier_spread, 0, integer=False),
+        ], "audit")
 
     @property
     def near_gate(self) -> float:

@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from stylespace.utils import at_least, in_range, validate
+
 
 @dataclasses.dataclass
 class Blank:
@@ -123,11 +125,20 @@ class OutlierRule:
     percentile_value: float
     cutoff: float
 
+    def __post_init__(self) -> None:
+        validate([
+            at_least("k", self.k, 1),
+            in_range("percentile", self.percentile, 0, 100),
+            at_least("robust_sd", self.robust_sd, 0, integer=False),
+        ], "outlier rule")
+
 
 def outliers(ids: Sequence[str], kth_distance: np.ndarray, k: int, percentile: float,
              spread: float) -> tuple[list[Outlier], OutlierRule | None]:
     """Items whose distance to their k-th nearest item is above both the ``percentile`` of all items' and
     the median + ``spread`` robust standard deviations; furthest first."""
+    validate([at_least("k", k, 1), in_range("percentile", percentile, 0, 100),
+              at_least("spread", spread, 0, integer=False)], "outliers")
     if len(kth_distance) == 0:
         return [], None
     values = np.asarray(kth_distance, dtype=np.float64)

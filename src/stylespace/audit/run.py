@@ -193,8 +193,6 @@ def run_audit(catalog, config: AuditConfig | None = None, *, model=None, manifes
         raise StylespaceError("--fix writes a cleaned split manifest: give the split to clean with --split")
     if config.fix and output is None:
         raise StylespaceError("fix needs the audit folder to write the cleaned split manifest into")
-    if config.neighbours < 1 or config.outlier_k < 1:
-        raise StylespaceError(f"neighbours and outlier_k must be >= 1, got {config.neighbours} and {config.outlier_k}")
     config.catalog = config.catalog or str(catalog.source_path)
     config.catalog_fingerprint = catalog.fingerprint()
     if model is not None:

@@ -24,6 +24,12 @@ ENGINE_OPTION = typer.Option("auto", "--engine", help="What runs the model: auto
                                                       "torch or onnx.")
 INCLUDE_BLANK_OPTION = typer.Option(False, "--include-blank", help="Index catalog items whose image is blank or "
                                                                    "nearly uniform too (default: left out, reported).")
+RAY_OPTION = typer.Option(False, "--ray", help="Decode and embed on a Ray cluster with Ray Data (a local Ray on "
+                                                "this machine unless --ray-address); needs stylespace[distributed].")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", metavar="ADDRESS",
+                                  help="The Ray cluster to join (auto, HOST:6379 or ray://HOST:10001); implies --ray.")
+RAY_WORKERS_OPTION = typer.Option(0, "--ray-workers", help="Ray embedding workers (0 = one per CPU of the cluster).")
+RAY_GPUS_OPTION = typer.Option(0.0, "--ray-gpus-per-worker", help="GPU share each Ray worker embeds on (0 = CPUs).")
 WHERE_OPTION_HELP = ("Keep items whose metadata COLUMN=VALUE (repeatable: values of one column OR, columns AND), "
                      "e.g. gender=Men.")
 
@@ -93,3 +99,12 @@ def print_left_out(left_out: dict[str, str]) -> None:
     for reason, ids in by_reason.items():
         hint = " (index them anyway with --include-blank)" if reason == BLANK_REASON else ""
         out.print(f"{len(ids):,} item(s) left out: {reason}{hint}, e.g. {', '.join(ids[:5])}")
+
+
+def ray_config(ray: bool, address: str | None, workers: int, gpus_per_worker: float = 0.0):
+    """The RayConfig that --ray / --ray-address / --ray-workers / --ray-gpus-per-worker ask for, or None."""
+    if not ray and not address:
+        return None
+    from stylespace.ray_embedding import RayConfig
+
+    return RayConfig(address=address, workers=workers, gpus_per_worker=gpus_per_worker).validate()

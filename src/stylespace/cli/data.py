@@ -84,6 +84,10 @@ def split_cmd(
         None, "--map", help="--by: column value -> train, val, test or skip, e.g. 2017=test,*=train (* = the rest)."),
     val_fraction: float = typer.Option(0.1, help="--by: share of each class's train items kept for validation."),
     drop_unshared: bool = typer.Option(False, "--drop-unshared", help="--by: leave out classes found on one side only."),
+    hold_out: Optional[int] = typer.Option(None, "--hold-out", help="Hold this many classes out of training as "
+                                           "'new' (support / test halves); the others split by --stratified "
+                                           "(default train=0.7,val=0.1,test=0.2). For catalogs with fewer classes "
+                                           "than the protocol's 39 + 30."),
     n_main: int = typer.Option(39, help="Protocol: most frequent classes kept as 'main'."),
     n_new: int = typer.Option(30, help="Protocol: next most frequent classes kept as 'new'."),
     main_fractions: str = typer.Option("0.9,0.05,0.05", help="Protocol: main train,support,test fractions."),
@@ -99,20 +103,19 @@ def split_cmd(
     if verify:
         catalog = catalog.without(load_image_array(catalog, progress=not as_json).failed)
     merge_map = parse_merge(merge)
-    if by and stratified:
-        raise StylespaceError("--by and --stratified are two ways to split: choose one")
+    if sum([bool(by), bool(stratified) and hold_out is None, hold_out is not None]) > 1:
+        raise StylespaceError("--by, --stratified and --hold-out are different ways to split: choose one "
+                              "(--stratified may give the fractions of --hold-out's known classes)")
     if by:
         manifest = column_split(catalog, by, val_fraction=val_fraction, seed=seed, mapping=parse_column_map(column_map),
                                 merge=merge_map, drop_unshared=drop_unshared)
+    elif hold_out is not None:
+        from stylespace.data import held_out_split
+
+        manifest = held_out_split(catalog, hold_out, _fractions(stratified) if stratified else None, seed=seed,
+                                  merge=merge_map)
     elif stratified:
-        fractions = {}
-        for part in stratified.split(","):
-            name, _, value = part.partition("=")
-            try:
-                fractions[name.strip()] = float(value)
-            except ValueError:
-                raise StylespaceError(f"--stratified entry {part!r}: expected NAME=FRACTION, e.g. train=0.8") from None
-        manifest = stratified_split(catalog, fractions, seed=seed, merge=merge_map, min_count=min_count)
+        manifest = stratified_split(catalog, _fractions(stratified), seed=seed, merge=merge_map, min_count=min_count)
     else:
         manifest = protocol_split(catalog, n_main, n_new, parse_floats(main_fractions, "--main-fractions"),
                                   parse_floats(new_fractions, "--new-fractions"), seed=seed, merge=merge_map)
@@ -135,6 +138,17 @@ def split_cmd(
         out.print(f"catalog: {r['catalog']}; manifest sha256 {r['sha256'][:12]}")
 
     emit(result, as_json, render)
+
+
+def _fractions(text: str) -> dict[str, float]:
+    fractions = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            fractions[name.strip()] = float(value)
+        except ValueError:
+            raise StylespaceError(f"--stratified entry {part!r}: expected NAME=FRACTION, e.g. train=0.8") from None
+    return fractions
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -1,11 +1,20 @@
-"""`stylespace demo`: the main job on the real catalog, end to end, for a newcomer.
+"""`stylespace demo`: the main job on a catalog, end to end, for a newcomer: ours or any of your own.
 
 Each step is the same `stylespace` command a user would type (printed before it runs), so the demo doubles
 as a worked example: catalog -> image cache -> split -> model -> evaluate -> index -> calibrate -> report ->
 serve. Steps whose output is already in the work folder and up to date are not redone.
+
+The demo adapts to the catalog (the choices are the library's: `split_for_catalog`, `choose_model`):
+- the split: seed 004's protocol when the catalog has its 39 + 30 classes, else some classes held out as new
+  when there are enough of them, else a plain stratified split;
+- the model: the shipped one when it was trained on this very catalog; else it is fine-tuned on the catalog
+  (`stylespace train --init default`) and whichever of the two measures better on the split's validation
+  items is used;
+- a catalog without labels gets the index, search, the page and the audit, with a note on what needs labels.
 """
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from pathlib import Path
@@ -15,84 +24,219 @@ import typer
 from stylespace.cli._output import console, out
 from stylespace.utils import StylespaceError
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[3] / "models" / "default"
-SHIPPED_COMPAT = Path(__file__).resolve().parents[3] / "models" / "compat"
-
 
 def register(app: typer.Typer) -> None:
-    app.command("demo", help="Run the main job on a catalog: split, model, evaluate, index, calibrate, report, serve.")(demo_cmd)
+    app.command("demo", help="Run the main job on a catalog (ours, or yours): split, model, evaluate, index, "
+                             "calibrate, report, serve.")(demo_cmd)
 
 
 def demo_cmd(
-    catalog: Path = typer.Option(Path("../shared/datasets/fashion-product-images-small.zip"), help="The catalog to use."),
-    workdir: Path = typer.Option(Path("demo"), help="Folder for the split, evaluation, index and report."),
-    model: Path = typer.Option(None, help="Model folder to use (default: the shipped models/default; without one the "
-                                          "cpu preset is trained, about 5 minutes on 2 cores)."),
-    compat: Path = typer.Option(None, help="Compatibility model for the compare view (default: the shipped models/compat)."),
+    catalog: Path = typer.Option(Path("../shared/datasets/fashion-product-images-small.zip"),
+                                 help="The catalog to use: any layout `stylespace catalog` reads (a folder per "
+                                      "class of your own photos works)."),
+    workdir: Path = typer.Option(Path("demo"), help="Folder for the split, models, evaluation, index and report."),
+    model: Path = typer.Option(None, help="Use this model folder as it is (default: the shipped model, fine-tuned "
+                                          "on the catalog unless it was trained on it)."),
+    compat: Path = typer.Option(None, help="Compatibility model for the compare view (default: the shipped one)."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="End by serving the index at http://127.0.0.1:8000."),
     port: int = typer.Option(8000, help="Port for the web page and REST API."),
     redo: bool = typer.Option(False, "--redo", help="Redo every step even when its output is already there."),
 ) -> None:
-    from stylespace.data import load_catalog, load_image_array
-    from stylespace.index import CatalogIndex
-    from stylespace.recommend import load_calibration
-    from stylespace.models import load_model, model_id
+    from stylespace.data import SplitManifest, load_catalog, load_image_array, split_for_catalog
+    from stylespace.models import shipped_dir
 
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     step = _Steps()
 
-    step.begin("catalog", f"stylespace catalog {catalog}")
+    step.begin("catalog", f"$ stylespace catalog {shlex.quote(str(catalog))}")
     cat = load_catalog(catalog)
-    step.done(cat.summary_line())
+    labelled = sum(1 for label in cat.labels if label is not None)
+    classes = len({label for label in cat.labels if label is not None})
+    step.done(f"{cat.summary_line()}; {labelled:,} labelled, {classes} classes")
 
     step.begin("image cache", "(built once, memory-mapped, reused by every later step)")
     array = load_image_array(cat)
+    failed = f"; {len(array.failed)} undecodable, left out" if array.failed else ""
     step.done(f"{len(array):,} images at {array.size[0]}x{array.size[1]} px "
-              f"({'built in %.0f s' % array.build_seconds if array.build_seconds else 'from the cache'})")
+              f"({'built in %.0f s' % array.build_seconds if array.build_seconds else 'from the cache'}){failed}")
+
+    shipped = shipped_dir("default")
+    if labelled < 2 or classes < 2:
+        _unlabelled(step, catalog, workdir, model or shipped, compat, serve, port, redo, started)
+        return
 
     split = workdir / "split.csv"
-    step.run("split: 004's protocol (39 main / 30 new article types)",
-             ["split", str(catalog), "-o", str(split)], skip=split.exists() and not redo)
-
-    model_dir = model or (SHIPPED_MODEL if (SHIPPED_MODEL / "model.json").exists() else workdir / "model")
-    if model is None and model_dir == workdir / "model" and (redo or not (model_dir / "model.json").exists()):
-        console.print("no shipped model in models/default: training the cpu preset (about 5 minutes on 2 cores)")
-        step.run("train", ["train", str(catalog), "--split", str(split), "--preset", "cpu", "-o", str(model_dir)])
-    elif not (model_dir / "model.json").exists():
-        raise StylespaceError(f"model folder {model_dir} has no model.json; give a `stylespace train` run folder")
+    if split.exists() and not redo:
+        step.run("split (the work folder's own)", ["split", str(catalog), "-o", str(split)], skip=True)
     else:
-        step.begin("model", f"{model_dir}")
-        step.done(f"model {model_id(load_model(model_dir))} (trained by `stylespace train`, see its model card)")
+        choice = split_for_catalog(cat.without(array.failed))
+        step.run(f"split: {choice.reason}", ["split", str(catalog), "-o", str(split), *_split_args(choice)])
+    manifest = SplitManifest.load(split)
+
+    model_dir = _model_step(step, catalog, cat, manifest, split, workdir, model, shipped, redo)
 
     evaluation = workdir / "evaluation.json"
-    step.run("evaluate: task 1, scenarios 1-4, open set, retrieval, hierarchy, pairs",
+    step.run("evaluate: every scenario the split has, open set, retrieval, coarser labels, pairs",
              ["evaluate", str(model_dir), "--split", str(split), "--catalog", str(catalog), "-o", str(evaluation)],
              skip=_fresh(evaluation, model_dir) and not redo)
+    _print_headline(evaluation)
 
     index_dir = workdir / "index"
-    current = model_id(load_model(model_dir))
-    stale = (not (index_dir / "index.json").exists() or CatalogIndex.open(index_dir).config.model_id != current
-             or CatalogIndex.open(index_dir).view_outdated)
+    stale = _index_stale(index_dir, model_dir)
     step.run("index the whole catalog", ["index", "build", str(model_dir), str(catalog), "-o", str(index_dir),
                                          "--overwrite"], skip=not stale and not redo)
-    step.run("calibrate the recommendation threshold (scenario 4 queries, 5 % error)",
+    parts, described = _calibration_parts(manifest)
+    step.run(f"calibrate the recommendation threshold on {described} (5 % error)",
              ["calibrate-threshold", str(index_dir), "--queries", str(split), "--catalog", str(catalog),
-              "--plot", str(workdir / "risk_coverage.png")],
-             skip=not stale and not redo and load_calibration(CatalogIndex.open(index_dir)) is not None)
+              *[a for p in parts for a in ("--part", p)], "--plot", str(workdir / "risk_coverage.png")],
+             skip=not stale and not redo and _calibrated(index_dir))
 
     report_dir = workdir / "report"
     step.run("report", ["report", str(model_dir), "--split", str(split), "--catalog", str(catalog),
                         "-o", str(report_dir)], skip=_fresh(report_dir / "report.html", model_dir) and not redo)
 
-    compat_dir = compat or (SHIPPED_COMPAT if (SHIPPED_COMPAT / "compat.json").exists() else None)
     console.print(f"[bold]demo ready[/bold] in {time.perf_counter() - started:.0f} s: evaluation {evaluation}, "
                   f"report {report_dir / 'report.html'}, index {index_dir}")
+    _serve(step, index_dir, model_dir, compat, serve, port)
+
+
+def _split_args(choice) -> list[str]:
+    fractions = ",".join(f"{name}={value:g}" for name, value in choice.fractions)
+    if choice.method == "held_out":
+        return ["--hold-out", str(choice.n_new), "--stratified", fractions]
+    if choice.method == "stratified":
+        return ["--stratified", fractions]
+    return []
+
+
+def _model_step(step: "_Steps", catalog: Path, cat, manifest, split: Path, workdir: Path, model: Path | None,
+                shipped: Path | None, redo: bool) -> Path:
+    """The model the rest of the demo uses: ``--model`` as it is; the shipped model when it was trained on this
+    catalog; else the better (on validation) of the shipped model and the one fine-tuned from it."""
+    from stylespace.evaluation.choice import choose_model
+    from stylespace.models import load_model, model_id
+
+    if model is not None:
+        step.begin("model", str(model))
+        step.done(f"model {model_id(load_model(model))} (given with --model, used as it is)")
+        return model
+    if shipped is None:  # a bare checkout without models/: the 5-minute recipe
+        trained = workdir / "model"
+        console.print("no shipped model in this installation: training the cpu preset (about 5 minutes on 2 cores)")
+        step.run("train", ["train", str(catalog), "--split", str(split), "--preset", "cpu", "-o", str(trained)],
+                 skip=(trained / "run.json").exists() and not redo)
+        return trained
+    record = _run_record(shipped)
+    if record.get("catalog_fingerprint") == cat.fingerprint():
+        step.begin("model", str(shipped))
+        step.done(f"the shipped model {record.get('model_id', '')}, trained on this catalog (see its model card)")
+        return shipped
+    finetuned = workdir / "finetuned"
+    if redo and finetuned.exists():
+        import shutil
+
+        shutil.rmtree(finetuned)
+    step.run("fine-tune the shipped model on this catalog's training items",
+             ["train", str(catalog), "--split", str(split), "--init", "default", "-o", str(finetuned)],
+             skip=(finetuned / "run.json").exists())
+    step.begin("choose the model", "(1-NN on the split's validation items, never its test items)")
+    choice = choose_model([("the shipped model as it is", shipped), ("the fine-tuned model", finetuned)],
+                          cat, manifest)
+    step.done(f"using {choice.chosen.name} ({choice.chosen.folder}): {choice.reason}")
+    (workdir / "model_choice.json").write_text(json.dumps(
+        {"chosen": choice.chosen.folder, "reason": choice.reason, "queries": choice.queries,
+         "candidates": [vars(c) for c in choice.candidates]}, indent=1))
+    return Path(choice.chosen.folder)
+
+
+def _unlabelled(step: "_Steps", catalog: Path, workdir: Path, model_dir: Path | None, compat: Path | None,
+                serve: bool, port: int, redo: bool, started: float) -> None:
+    """Index, a search, the audit and the page for a catalog without labels (nothing to split or score)."""
+    from stylespace.data import load_catalog
+
+    if model_dir is None:
+        raise StylespaceError(f"{catalog} has no labels and this installation has no shipped model: with neither, "
+                              "there is nothing to embed it with; give --model MODEL_DIR")
+    console.print("[yellow]note:[/yellow] this catalog has no labels (or one class), so the split, fine-tuning, "
+                  "evaluation, the calibrated recommendation threshold and the report are skipped: they need a class "
+                  "per item. Put the photos in one folder per class, or use a CSV manifest with a label column, "
+                  "and run the demo again. Search, the page and the audit work without labels.")
+    index_dir = workdir / "index"
+    step.run("index the whole catalog", ["index", "build", str(model_dir), str(catalog), "-o", str(index_dir),
+                                         "--overwrite"], skip=not _index_stale(index_dir, model_dir) and not redo)
+    first = load_catalog(catalog).ids[0]
+    step.run("search: the items most like the first one", ["search", str(index_dir), first, "--id", "-k", "5",
+                                                          "--exclude-self"])
+    audit_dir = workdir / "audit"
+    step.run("audit: copies, blank / tiny / outlier images", ["audit", str(catalog), "-o", str(audit_dir), "--model",
+                                                              str(model_dir)],
+             skip=(audit_dir / "audit.json").exists() and not redo)
+    console.print(f"[bold]demo ready[/bold] in {time.perf_counter() - started:.0f} s: index {index_dir}, audit "
+                  f"{audit_dir / 'audit.html'}")
+    _serve(step, index_dir, model_dir, compat, serve, port)
+
+
+def _serve(step: "_Steps", index_dir: Path, model_dir: Path, compat: Path | None, serve: bool, port: int) -> None:
+    from stylespace.models import shipped_dir
+
+    compat_dir = compat or shipped_dir("compat")
+    command = ["serve", str(index_dir), "--model", str(model_dir), "--port", str(port)]
+    if compat_dir is not None:
+        command += ["--compat", str(compat_dir)]
     if serve:
-        command = ["serve", str(index_dir), "--model", str(model_dir), "--port", str(port)]
-        if compat_dir is not None:
-            command += ["--compat", str(compat_dir)]
         step.run("serve (Ctrl-C to stop)", command)
+    else:
+        out.print(f"\nto serve it: $ stylespace {shlex.join(command)}")
+
+
+def _run_record(model_dir: Path) -> dict:
+    path = model_dir / "run.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _calibration_parts(manifest) -> tuple[list[str], str]:
+    """The ``--part`` rows calibration reads: scenario 4's queries in 004's protocol (as the docs measure it),
+    else every row held out of training (val, test, and all of the new classes)."""
+    if any(r["group"] == "main" and r["split"] == "support" for r in manifest.rows):
+        return [], "scenario 4's queries (main + new test)"
+    parts = sorted({f"{r['group']}/{r['split']}" for r in manifest.rows if r["split"] != "train"})
+    return parts, "the items held out of training (" + ", ".join(parts) + ")"
+
+
+def _print_headline(evaluation: Path) -> None:
+    """The few figures a newcomer looks for, from the evaluation just written."""
+    try:
+        data = json.loads(evaluation.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    for scenario in data.get("scenarios", []):
+        figures = scenario["results"].get("kNN k=1") or next(iter(scenario["results"].values()))
+        out.print(f"   scenario {scenario['number']} ({scenario['description']}): 1-NN accuracy "
+                  f"{100 * figures['accuracy']:.1f} % on {scenario['n_query']:,} queries")
+    for name, retrieval in data.get("retrieval", {}).items():
+        out.print(f"   retrieval {name}: MAP@R {100 * retrieval['map_at_r']:.1f} %")
+
+
+def _index_stale(index_dir: Path, model_dir: Path) -> bool:
+    from stylespace.index import CatalogIndex
+    from stylespace.models import load_model, model_id
+
+    if not (index_dir / "index.json").exists():
+        return True
+    index = CatalogIndex.open(index_dir)
+    return index.config.model_id != model_id(load_model(model_dir)) or index.view_outdated
+
+
+def _calibrated(index_dir: Path) -> bool:
+    from stylespace.index import CatalogIndex
+
+    from stylespace.recommend import load_calibration
+
+    return (index_dir / "index.json").exists() and load_calibration(CatalogIndex.open(index_dir)) is not None
 
 
 def _fresh(output: Path, model_dir: Path) -> bool:
@@ -111,10 +255,10 @@ class _Steps:
     def begin(self, title: str, detail: str = "") -> None:
         self.number += 1
         self.started = time.perf_counter()
-        out.print(f"\n[bold]{self.number}. {title}[/bold] {detail}")
+        out.print(f"\n[bold]{self.number}. {title}[/bold] {detail}", soft_wrap=True)
 
     def done(self, message: str) -> None:
-        out.print(f"   {message} ({time.perf_counter() - self.started:.1f} s)")
+        out.print(f"   {message} ({time.perf_counter() - self.started:.1f} s)", soft_wrap=True)
 
     def run(self, title: str, args: list[str], skip: bool = False) -> None:
         from stylespace.cli import app

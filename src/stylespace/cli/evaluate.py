@@ -107,6 +107,4 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise StylespaceError(f"{option} expects comma-separated integers such as 1,5; got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise StylespaceError(f"{option}: every k must be >= 1, got {text!r}")
-    return values
+    return values  # EvaluationConfig checks each k

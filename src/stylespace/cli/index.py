@@ -9,8 +9,8 @@ import typer
 from typer.core import TyperGroup
 
 from stylespace.cli._options import (BATCH_OPTION, DEVICE_OPTION, INCLUDE_BLANK_OPTION, JSON_OPTION, MODEL_OPTION,
-                                     blank_count, print_left_out)
-from stylespace.cli._options import with_engine
+                                     RAY_ADDRESS_OPTION, RAY_GPUS_OPTION, RAY_OPTION, RAY_WORKERS_OPTION,
+                                     blank_count, print_left_out, ray_config, with_engine)
 from stylespace.cli._output import console, emit, out
 
 
@@ -69,6 +69,10 @@ def build_cmd(
     include_blank: bool = INCLUDE_BLANK_OPTION,
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
+    ray: bool = RAY_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
+    ray_gpus: float = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.data.selection import select_items
@@ -85,7 +89,7 @@ def build_cmd(
                                 batch_size=batch_size, device=device, progress=not as_json, whiten=whiten,
                                 nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
                                 include_blank=include_blank, backend=backend, uri=uri, collection=collection,
-                                pq_m=pq_m, rerank=rerank)
+                                pq_m=pq_m, rerank=rerank, ray=ray_config(ray, ray_address, ray_workers, ray_gpus))
     result = index_summary(index)
     result.update({"source": selection.description, "failed": failed, "blank_left_out": blank_count(failed),
                    "seconds": round(time.perf_counter() - started, 2)})
@@ -115,6 +119,10 @@ def add_cmd(
     model: Optional[Path] = MODEL_OPTION,
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
+    ray: bool = RAY_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
+    ray_gpus: float = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.data import load_catalog
@@ -126,7 +134,8 @@ def add_cmd(
     embedding_model = open_query_model(index, model, device)
     before = len(index)
     added, failed = add_items(index, embedding_model, load_catalog(catalog_path), ids, replace=replace,
-                              batch_size=batch_size, device=device, progress=not as_json, include_blank=include_blank)
+                              batch_size=batch_size, device=device, progress=not as_json, include_blank=include_blank,
+                              ray=ray_config(ray, ray_address, ray_workers, ray_gpus))
     result = {"folder": str(index_dir), "added": added, "before": before, "count": len(index), "failed": failed,
               "blank_left_out": blank_count(failed), "generation": index.marker.generation,
               "revision": index.marker.revision}

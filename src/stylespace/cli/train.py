@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from stylespace.cli._options import with_engine
+from stylespace.cli._options import (RAY_ADDRESS_OPTION, RAY_GPUS_OPTION, RAY_OPTION, RAY_WORKERS_OPTION, ray_config,
+                                     with_engine)
 from stylespace.cli._output import console, emit, out
 from stylespace.utils import StylespaceError
 
@@ -31,10 +32,18 @@ def train_cmd(
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="The catalog (Kaggle zip/folder, image tree, manifest...)."),
     split: Path = typer.Option(..., "--split", help="Split manifest from `stylespace split`; trains on main/train."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder (model, configs, history, curves, checkpoint)."),
-    preset_name: Optional[str] = typer.Option(None, "--preset", help="Starting settings: cpu (~5 min on 2 cores; the "
-                                                             "default), default (the shipped model, ~60 min on 2 "
-                                                             "cores), packshot (the earlier default), gpu, or small "
-                                                             "(28 x 28 grey images; the default up to 32 px a side)."),
+    preset_name: Optional[str] = typer.Option(None, "--preset", help="Starting settings: cpu (~5 min on 2 cores; "
+                                                             "the default), default (the shipped model, ~60 min on 2 "
+                                                             "cores), packshot (the earlier default), gpu, small "
+                                                             "(28 x 28 grey images; the default up to 32 px a side), or "
+                                                             "finetune (the default with --init)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune a trained stylespace model: `default` (the "
+                                       "shipped one), a run folder or a model folder. Its architecture, backbone and "
+                                       "embedding head are kept; the classifier is new, for this catalog's classes."),
+    freeze_backbone_epochs: Optional[int] = typer.Option(None, help="Fine-tuning: epochs at the start that train "
+                                                                    "everything but the backbone."),
+    backbone_lr_factor: Optional[float] = typer.Option(None, help="Fine-tuning: the backbone's learning rate is "
+                                                                  "--lr times this."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its own settings."),
     backbone: Optional[str] = typer.Option(None, help="compact, lenet, resnet18, resnet50, vgg16 or inception_v3."),
     weights: Optional[str] = typer.Option(None, help="Local pre-trained backbone weights (torchvision .pth or .safetensors)."),
@@ -77,6 +86,7 @@ def train_cmd(
 ) -> None:
     from stylespace.cli.data import parse_size
     from stylespace.training import preset, resume_configs, train_run
+    from stylespace.training.distributed import is_primary_process
     from stylespace.training.presets import default_preset, override
 
     if resume:
@@ -85,25 +95,37 @@ def train_cmd(
         console.print(f"resuming {out_dir} with its saved settings ({model_config.backbone}, {train_config.objective})")
     else:
         size = parse_size(input_size) if input_size else None
-        model_config, train_config = preset(preset_name or default_preset(size))
-        model_config = override(model_config, backbone=backbone, weights=weights, embedding_dim=embedding_dim,
-                                input_size=size, width=width,
-                                depth=_ints(depth, "--depth"), stem_stride=stem_stride, multiscale=multiscale,
-                                pooling=pooling, dropout=dropout, classifier=classifier,
-                                embed_layer=embed_layer).validate()
+        model_config, train_config = preset(preset_name or ("finetune" if init else default_preset(size)))
+        architecture = dict(backbone=backbone, weights=weights, embedding_dim=embedding_dim, input_size=size,
+                            width=width, depth=_ints(depth, "--depth"), stem_stride=stem_stride, multiscale=multiscale,
+                            pooling=pooling, dropout=dropout, classifier=classifier, embed_layer=embed_layer)
+        if init:
+            given = [f"--{k.replace('_', '-')}" for k, v in architecture.items() if v is not None]
+            if given:
+                raise StylespaceError(f"{', '.join(given)}: a fine-tuning run (--init {init}) keeps its parent's "
+                                      "architecture; leave these options out")
+            model_config = None
+        else:
+            model_config = override(model_config, **architecture).validate()
         loss = override(train_config.loss, label_smoothing=label_smoothing, margin=margin, pair_ratio=pair_ratio,
                         gap=gap, miner=miner, temperature=temperature)
         train_config = override(train_config, objective=objective, views=views, epochs=epochs, lr=lr, batch_size=batch_size,
                                 optimizer=optimizer, schedule=schedule, weight_decay=weight_decay, sampler=sampler,
                                 m_per_class=m_per_class, balance_power=balance_power, patience=patience,
                                 augment=augment, val_fraction=val_fraction, seed=seed, device=device,
-                                num_threads=threads, loss=loss).validate()
+                                num_threads=threads, loss=loss, init=init,
+                                freeze_backbone_epochs=freeze_backbone_epochs,
+                                backbone_lr_factor=backbone_lr_factor).validate()
     model, result, record = train_run(catalog_path, split, model_config, train_config, out_dir, resume=resume,
                                       progress=not as_json, log=lambda line: console.print(line))
+    if not is_primary_process():
+        return  # under torchrun, rank 0 reports for the run
     summary = {"run": str(out_dir), **record, "history": result.history}
 
     def render(r: dict) -> None:
-        table = Table(title=f"{out_dir}: {model_config.backbone}, {train_config.objective}, {r['epochs_run']} epochs")
+        start = f"fine-tuned from {r['parent']['init']} ({r['parent']['model_id']})" if r.get("parent") else \
+            (model_config.backbone if model_config else "")
+        table = Table(title=f"{out_dir}: {start}, {train_config.objective}, {r['epochs_run']} epochs")
         for column in ("epoch", "train loss", "train acc", "val loss", "val acc", "seconds"):
             table.add_column(column, justify="right")
         pct = lambda v: "" if v is None else f"{100 * v:.1f} %"
@@ -126,16 +148,26 @@ def embed_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Embeddings file to write (.npz)."),
     batch_size: int = typer.Option(512, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    ray: bool = RAY_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
+    ray_gpus: float = RAY_GPUS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     from stylespace.data import load_catalog
     from stylespace.embeddings import embed_catalog
     from stylespace.models import load_model
+    from stylespace.ray_embedding import embed_catalog_ray
 
     started = time.perf_counter()
+    on_ray = ray_config(ray, ray_address, ray_workers, ray_gpus)
     model = load_model(model_dir)
     catalog = load_catalog(catalog_path)
-    embeddings = embed_catalog(model, catalog, batch_size=batch_size, device=device, progress=not as_json)
+    if on_ray is not None:
+        embeddings = embed_catalog_ray(model, catalog, on_ray, batch_size=batch_size, device=device,
+                                       progress=not as_json)
+    else:
+        embeddings = embed_catalog(model, catalog, batch_size=batch_size, device=device, progress=not as_json)
     embeddings.save(output)
     result = {"output": str(output), "items": len(embeddings), "dim": embeddings.dim, "model_id": embeddings.model_id,
               "labelled": embeddings.labels is not None, "failed": len(embeddings.meta["failed"]),

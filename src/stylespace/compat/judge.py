@@ -62,8 +62,10 @@ def save_compatibility(folder: str | os.PathLike, model: CompatibilityModel, cut
 
 
 def load_compatibility(folder: str | os.PathLike, device: str = "auto") -> tuple[CompatibilityModel, Cutoff]:
-    """Read a folder written by :func:`save_compatibility`."""
-    folder = Path(folder)
+    """Read a folder written by :func:`save_compatibility` (or the shipped one, by the name ``compat``)."""
+    from stylespace.models.shipped import resolve_model_dir
+
+    folder = resolve_model_dir(folder)
     missing = [name for name in FILES if not (folder / name).exists()]
     if missing:
         raise StylespaceError(f"{folder}: not a compatibility model folder (missing {', '.join(missing)}); "

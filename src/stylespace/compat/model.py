@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, above, at_least, each, in_range, validate
 
 
 @dataclasses.dataclass
@@ -60,20 +60,22 @@ class CompatibilityConfig:
     split_seed: int = 0
     seed: int = 0
 
-    def validate(self) -> None:
-        if self.output_dim < 1 or any(h < 1 for h in self.hidden_dims):
-            raise StylespaceError(f"head sizes must be positive, got hidden_dims={self.hidden_dims}, "
-                                  f"output_dim={self.output_dim}")
-        if self.margin <= 0:
-            raise StylespaceError(f"margin must be positive (003 uses m = 1), got {self.margin}")
-        if not self.weight_decays or any(w < 0 for w in self.weight_decays):
-            raise StylespaceError(f"weight_decays must be one or more non-negative numbers, got {self.weight_decays}")
-        if self.learning_rate <= 0 or self.batch_size < 2 or self.max_epochs < 1 or self.patience < 1:
-            raise StylespaceError(
-                f"expected learning_rate > 0, batch_size >= 2, max_epochs >= 1, patience >= 1; got "
-                f"{self.learning_rate}, {self.batch_size}, {self.max_epochs}, {self.patience}")
-        if self.positive_fraction is not None and not 0 < self.positive_fraction < 1:
-            raise StylespaceError(f"positive_fraction must be in (0, 1) or None, got {self.positive_fraction}")
+    def __post_init__(self) -> None:
+        validate([
+            each("input_size", self.input_size, 1, count=2, note="H, W in pixels"),
+            at_least("feature_dim", self.feature_dim, 0, note="0: not known yet"),
+            each("hidden_dims", self.hidden_dims, 1, empty_ok=True, note="none: one linear layer"),
+            at_least("output_dim", self.output_dim, 1),
+            above("margin", self.margin, 0, note="003 uses m = 1"),
+            at_least("weight_decay", self.weight_decay, 0, integer=False),
+            each("weight_decays", self.weight_decays, 0, integer=False),
+            above("learning_rate", self.learning_rate, 0),
+            at_least("batch_size", self.batch_size, 2),
+            at_least("max_epochs", self.max_epochs, 1),
+            at_least("patience", self.patience, 1),
+            in_range("positive_fraction", self.positive_fraction, 0, 1, "()", none_ok=True,
+                     note="None: the data's own ratio"),
+        ], "compatibility")
 
 
 @dataclasses.dataclass
@@ -99,8 +101,8 @@ class CompatibilityHead(nn.Module):
 
     def __init__(self, feature_dim: int, hidden_dims: Sequence[int] = (256,), output_dim: int = 128):
         super().__init__()
-        if feature_dim < 1:
-            raise StylespaceError(f"feature_dim must be positive, got {feature_dim}")
+        validate([at_least("feature_dim", feature_dim, 1), each("hidden_dims", hidden_dims, 1, empty_ok=True),
+                  at_least("output_dim", output_dim, 1)])
         self.register_buffer("feature_mean", torch.zeros(feature_dim))
         self.register_buffer("feature_std", torch.ones(feature_dim))
         layers: list[nn.Module] = []

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.data import Catalog
-from stylespace.utils import StylespaceError, atomic_write
+from stylespace.utils import Check, StylespaceError, at_least, atomic_write, each, in_range, validate
 
 # Unordered subCategory pairs a shop shows together; each key lists its complements (made symmetric below).
 COMPLEMENTARY_SUBCATEGORIES: dict[str, tuple[str, ...]] = {
@@ -122,7 +122,7 @@ class PairSet:
 
 def item_split(item_id: str, split_seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> str:
     """``train``/``val``/``test`` for one item, from a hash of (seed, id): the same for any set of items."""
-    _check_fractions(fractions)
+    validate([_fractions(fractions)])
     digest = hashlib.sha256(f"compat-split:{split_seed}:{item_id}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
     return SPLITS[int(np.searchsorted(np.cumsum(fractions), u, side="right").clip(0, 2))]
@@ -142,7 +142,7 @@ def split_pairs(pairs: PairSet, by: str = "item", fractions: Sequence[float] = D
     Returns:
         (split name -> PairSet, a report with counts and how many pairs were dropped).
     """
-    _check_fractions(fractions)
+    validate([_fractions(fractions)])
     if len(pairs) == 0:
         raise StylespaceError("no pairs to split")
     if by == "item":
@@ -179,11 +179,10 @@ def split_pairs(pairs: PairSet, by: str = "item", fractions: Sequence[float] = D
     return out, report
 
 
-def _check_fractions(fractions: Sequence[float]) -> None:
-    values = list(fractions)
-    if len(values) != 3 or any(v <= 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise StylespaceError(f"split fractions must be three positive numbers (train, val, test) summing to 1, "
-                              f"got {values}")
+def _fractions(fractions: Sequence[float]) -> Check:
+    ok, message = each("split fractions", fractions, 0, interval="()", count=3, integer=False,
+                       note="train, val, test; summing to 1")
+    return ok and abs(sum(fractions) - 1.0) <= 1e-6, message
 
 
 # --- the metadata proxy --------------------------------------------------------------------------
@@ -201,12 +200,12 @@ class ProxyPairConfig:
     complements: dict[str, list[str]] = dataclasses.field(
         default_factory=lambda: {k: list(v) for k, v in COMPLEMENTARY_SUBCATEGORIES.items()})
 
-    def validate(self) -> None:
-        if self.n_pairs < 10:
-            raise StylespaceError(f"n_pairs must be at least 10, got {self.n_pairs}")
-        if not 0.0 < self.positive_fraction < 1.0:
-            raise StylespaceError(f"positive_fraction must be between 0 and 1 (exclusive), got {self.positive_fraction}")
-        _check_fractions(self.fractions)
+    def __post_init__(self) -> None:
+        validate([
+            at_least("n_pairs", self.n_pairs, 10),
+            in_range("positive_fraction", self.positive_fraction, 0, 1, "()"),
+            _fractions(self.fractions),
+        ], "proxy pairs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +253,6 @@ def build_proxy_pairs(catalog: Catalog, config: ProxyPairConfig | None = None,
         (the pairs, a report: counts per split, per category combination, and the config).
     """
     config = config or ProxyPairConfig()
-    config.validate()
     complements = complement_table(config.complements)
     missing = [c for c in REQUIRED_META if c not in catalog.metadata_columns]
     if missing:

@@ -48,7 +48,7 @@ def load_backbone(spec: str, input_size: tuple[int, int] = (80, 60), weights: st
         torch.manual_seed(seed)
         model = models.build_model(dataclasses.replace(config, embedding_dim=feature_dim))
         return model.eval(), f"{spec} ({'weights ' + weights if weights else 'untrained'})"
-    path = Path(spec)
+    path = models.resolve_model_dir(spec)
     if not path.is_dir():
         raise StylespaceError(f"backbone {spec!r}: expected a model run folder (with model.json) or one of "
                               f"{', '.join(models.BACKBONES)}")
@@ -88,7 +88,6 @@ def train_from_catalog(catalog_path: str | os.PathLike, pairs_csv: str | os.Path
                        log: Callable[[str], None] = lambda s: None) -> tuple[CompatTrainResult, dict]:
     """Load, split, precompute features, sweep, save. Returns the result and the saved evaluation report."""
     config = config or CompatibilityConfig()
-    config.validate()
     target = pick_device(device)
     started = time.perf_counter()
     catalog = load_catalog(catalog_path)

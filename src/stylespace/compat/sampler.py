@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from stylespace.compat.pairs import PairSet
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, in_range, validate
 
 
 class CrossCategoryPairSampler(torch.utils.data.Sampler):
@@ -43,10 +43,8 @@ class CrossCategoryPairSampler(torch.utils.data.Sampler):
         if not (len(categories_a) == len(categories_b) == len(labels)):
             raise StylespaceError(f"sampler: {len(categories_a)} / {len(categories_b)} / {len(labels)} categories "
                                   "and labels; expected one of each per pair")
-        if batch_size < 2:
-            raise StylespaceError(f"batch_size must be at least 2, got {batch_size}")
-        if positive_fraction is not None and not 0.0 < positive_fraction < 1.0:
-            raise StylespaceError(f"positive_fraction must be between 0 and 1 (exclusive) or None, got {positive_fraction}")
+        validate([at_least("batch_size", batch_size, 2),
+                  in_range("positive_fraction", positive_fraction, 0, 1, "()", none_ok=True)])
         eligible = np.array([bool(a) and bool(b) and a != b for a, b in zip(categories_a, categories_b)], dtype=bool)
         self.excluded = int((~eligible).sum())
         self.positives = np.flatnonzero(eligible & (labels == 1))

@@ -229,7 +229,6 @@ def _train_compatibility(features: PairFeatures, splits: Mapping[str, PairSet], 
                          category_of: Mapping[str, str], device: torch.device,
                          log: Callable[[str], None]) -> CompatTrainResult:
     config = dataclasses.replace(config, feature_dim=int(features.features.shape[1]))
-    config.validate()
     missing = [name for name in ("train", "val", "test") if name not in splits]
     if missing:
         raise StylespaceError(f"pair splits {missing} missing; expected train, val and test")

@@ -1,6 +1,7 @@
 """Catalogs, the decoded image cache and splits: everything downstream starts here."""
 from stylespace.data.cache import ImageArray, load_image_array
 from stylespace.data.catalog import Catalog, CatalogError, ImageReader, Item, Skipped
+from stylespace.data.held_out import SplitChoice, held_out_split, split_for_catalog
 from stylespace.data.images import ImageDecodeError, View, canonical_view, load_rgb, load_view, open_image
 from stylespace.data.readers import load_catalog
 from stylespace.data.splits import (
@@ -21,5 +22,5 @@ __all__ = [
     "View", "canonical_view", "load_view",
     "SCENARIOS", "SplitConfig", "SplitManifest", "protocol_split", "stratified_split", "column_split",
     "parse_column_map", "parse_merge",
-    "coarse_label_map",
+    "coarse_label_map", "SplitChoice", "held_out_split", "split_for_catalog",
 ]

@@ -21,7 +21,7 @@ from stylespace.data.catalog import ArrayReader, Catalog
 from stylespace.data import images
 from stylespace.data.images import VIEW_VERSION, ImageDecodeError, View, canonical_view, fit_to_size, open_image
 from stylespace.progress import steps
-from stylespace.utils import StylespaceError, atomic_dir, cache_root
+from stylespace.utils import StylespaceError, atomic_dir, cache_root, each, validate
 
 CACHE_VERSION = 1  # bump when the cache's layout changes; the canonical view has its own VIEW_VERSION
 
@@ -94,8 +94,7 @@ def load_image_array(catalog: Catalog, size: tuple[int, int] = (80, 60), cache_d
         rebuild: ignore an existing cache and build again.
     """
     size = (int(size[0]), int(size[1]))
-    if size[0] < 8 or size[1] < 8:
-        raise StylespaceError(f"image size must be at least 8x8 (H, W), got {size}")
+    validate([each("image size", size, 8, count=2, note="H, W")])
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     folder = root / "images" / cache_key(catalog, size)
     if not rebuild:
@@ -191,19 +190,27 @@ def _decode_chunk(task) -> tuple[dict[int, str], list[int]]:
     out = np.memmap(pixel_file, dtype=np.uint8, mode="r+", shape=(n, size[0], size[1], 3))
     failed, blank = {}, []
     for i in chunk:
-        item = catalog.items[i]
-        try:
-            view = item_view(catalog, item, size)
-            out[i] = view.pixels
-            if view.blank:
-                blank.append(i)
-        except ImageDecodeError as exc:
-            failed[i] = "image that fails to decode" if "zero" not in str(exc) else "zero-byte image"
-        except Exception as exc:  # any reader problem is this item's problem, not the run's
-            failed[i] = f"image that cannot be read ({type(exc).__name__})"
+        view, reason = decode_item(catalog, catalog.items[i], size)
+        if view is None:
+            failed[i] = reason
+            continue
+        out[i] = view.pixels
+        if view.blank:
+            blank.append(i)
     out.flush()
     del out
     return failed, blank
+
+
+def decode_item(catalog: Catalog, item, size: tuple[int, int]) -> tuple[View | None, str]:
+    """(the item's canonical :class:`View`, "") or (None, why it has none): the cache's one rule for
+    undecodable items, also used where images are decoded elsewhere (on Ray workers)."""
+    try:
+        return item_view(catalog, item, size), ""
+    except ImageDecodeError as exc:
+        return None, "image that fails to decode" if "zero" not in str(exc) else "zero-byte image"
+    except Exception as exc:  # any reader problem is this item's problem, not the run's
+        return None, f"image that cannot be read ({type(exc).__name__})"
 
 
 def item_view(catalog: Catalog, item, size: tuple[int, int]) -> View:
@@ -232,4 +239,4 @@ def decode_one(catalog: Catalog, item, size: tuple[int, int]) -> np.ndarray:
     return item_view(catalog, item, size).pixels
 
 
-__all__ = ["ImageArray", "load_image_array", "decode_one", "cache_key", "item_view", "open_image"]
+__all__ = ["ImageArray", "load_image_array", "decode_item", "decode_one", "cache_key", "item_view", "open_image"]

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from scipy import ndimage
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, each, in_range, validate
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -109,13 +109,10 @@ class PixelBudget:
     working: int = WORK_PIXELS
 
     def __post_init__(self) -> None:
-        for name in ("decoded", "working"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise StylespaceError(f"pixel budget {name} must be a positive number of pixels, got {value!r}")
-        if self.decoded > MAX_PIXELS:
-            raise StylespaceError(f"pixel budget decoded is at most {MAX_PIXELS:,} (the decompression-bomb limit), "
-                                  f"got {self.decoded:,}")
+        validate([
+            in_range("decoded", self.decoded, 1, MAX_PIXELS, integer=True, note="pixels; the decompression-bomb limit"),
+            at_least("working", self.working, 1, note="pixels"),
+        ], "pixel budget")
 
 
 DEFAULT_BUDGET = PixelBudget()
@@ -222,15 +219,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        # Pasted through its alpha onto white: the very pixels of alpha-compositing onto opaque white
+        # (tests/test_canonical_view.py), with two full-size copies fewer.
+        out = Image.new("RGB", rgba.size, (255, 255, 255))
+        out.paste(rgba, mask=rgba.getchannel("A"))
+        return out
     if image.mode == "CMYK":
         # Pillow's CMYK conversion ignores Adobe's inverted CMYK JPEGs; plain convert is right for the rest.
         return image.convert("RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float32)
-        array = 255.0 * (array - array.min()) / max(float(array.max() - array.min()), 1.0)
+        low, span = array.min(), max(float(array.max() - array.min()), 1.0)
+        array = array - low  # then in place: 255 (x - min) / span, the same values with one array, not three
+        array *= 255.0
+        array /= span
         return Image.fromarray(array.astype(np.uint8)).convert("RGB")
     return image.convert("RGB")
 
@@ -241,9 +244,8 @@ def fit_to_size(image: Image.Image, size: tuple[int, int], working: int = WORK_P
     When the padded canvas would be over ``working`` pixels (an extreme aspect ratio), the image is first
     resized to twice the target scale, so the canvas stays small; ordinary shapes are padded as they are.
     """
+    validate([each("image size", size, 1, count=2, note="H, W")])
     height, width = size
-    if height < 1 or width < 1:
-        raise StylespaceError(f"image size must be positive (H, W), got {size}")
     target_ratio = width / height
     ratio = image.width / image.height
     canvas = max(image.width, round(image.height * target_ratio)) * max(image.height, round(image.width / target_ratio))

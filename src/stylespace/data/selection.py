@@ -17,7 +17,7 @@ from typing import Sequence
 from stylespace.data.catalog import Catalog
 from stylespace.data.readers import load_catalog
 from stylespace.data.splits import SplitManifest
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, one_of, validate
 
 # The scenario whose rows a manifest gives when none is named: 004's scenario 4 (main + new classes).
 DEFAULT_SCENARIO = 4
@@ -62,8 +62,7 @@ def select_items(path: str | os.PathLike, scenario: int | None = None, parts: Se
         side: ``support`` or ``query``: which side of the scenario.
         catalog: with a manifest, the catalog its ids refer to (default: the one it records).
     """
-    if side not in SIDES:
-        raise StylespaceError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
+    validate([one_of("side", side, SIDES)])
     path = Path(path)
     if not is_manifest(path):
         if scenario is not None or parts:

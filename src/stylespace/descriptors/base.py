@@ -12,7 +12,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, validate
 
 
 @runtime_checkable
@@ -102,8 +102,7 @@ def batches(n: int, batch_size: int, progress: bool, description: str):
     """(start, stop) of consecutive batches over ``n`` items, with a Rich progress bar on stderr."""
     from stylespace.progress import steps  # the project's one progress bar (stderr, transient)
 
-    if batch_size < 1:
-        raise StylespaceError(f"batch_size must be a positive integer, got {batch_size}")
+    validate([at_least("batch_size", batch_size, 1)])
     with steps(progress and n > 0, n, f"{description} {n:,} images") as advance:
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)

@@ -12,7 +12,7 @@ import numpy as np
 from skimage.color import rgb2hsv
 
 from stylespace.descriptors.base import BatchedDescriptor, check_pixels, l2_normalise
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, each, in_range, validate
 
 
 @dataclasses.dataclass
@@ -32,14 +32,12 @@ class ColourHistogramConfig:
     bands: int = 3
 
     def __post_init__(self) -> None:
+        validate([
+            each("bins", self.bins, 1, count=3, note="hue, saturation, value"),
+            at_least("bands", self.bands, 1),
+            in_range("white_threshold", self.white_threshold, 0, 255, none_ok=True, note="None: every pixel counts"),
+        ], "colour histogram")
         self.bins = tuple(int(b) for b in self.bins)
-        if len(self.bins) != 3 or min(self.bins) < 1:
-            raise StylespaceError(f"colour histogram bins must be three positive integers (hue, saturation, value), "
-                                  f"got {self.bins}")
-        if not isinstance(self.bands, int) or self.bands < 1:
-            raise StylespaceError(f"colour bands must be a positive integer, got {self.bands!r}")
-        if self.white_threshold is not None and not 0 <= self.white_threshold <= 255:
-            raise StylespaceError(f"white_threshold must be in 0-255 or None, got {self.white_threshold}")
 
 
 class ColourHistogram(BatchedDescriptor):

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.descriptors.base import FeatureExtractor, l2_normalise, timed_embed
-from stylespace.utils import StylespaceError, to_jsonable, write_json
+from stylespace.utils import StylespaceError, at_least, each, in_range, one_of, to_jsonable, validate, write_json
 
 CRITERIA = ("accuracy", "balanced_accuracy")
 
@@ -52,10 +52,11 @@ class Concatenation:
         if len(extractors) < 2:
             raise StylespaceError(f"a concatenation needs at least two extractors, got {len(extractors)}")
         self.extractors = list(extractors)
-        self.weights = [1.0] * len(extractors) if weights is None else [float(w) for w in weights]
-        if len(self.weights) != len(self.extractors) or min(self.weights) < 0 or max(self.weights) == 0:
-            raise StylespaceError(f"concatenation weights must be {len(self.extractors)} non-negative numbers, "
-                                  f"not all zero; got {self.weights}")
+        weights = [1.0] * len(extractors) if weights is None else list(weights)
+        ok, message = each("concatenation weights", weights, 0, count=len(extractors), integer=False,
+                           note="one per extractor, not all zero")
+        validate([(ok and max(weights) > 0, message)])
+        self.weights = [float(w) for w in weights]
         self.name = name or "+".join(e.name for e in self.extractors)
 
     @property
@@ -92,18 +93,16 @@ class EnsembleConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        grid_ok, grid_message = each("weight_grid", self.weight_grid, 0, integer=False, note="not all zero")
+        validate([
+            at_least("max_dim", self.max_dim, 0, none_ok=True, note="None: the narrowest block's width; 0: no selection"),
+            (grid_ok and max(self.weight_grid) > 0, grid_message),
+            one_of("criterion", self.criterion, CRITERIA),
+            in_range("validation_fraction", self.validation_fraction, 0, 1, "()"),
+            at_least("max_reference", self.max_reference, 1),
+        ], "ensemble")
         self.names = tuple(str(n) for n in self.names)
         self.weight_grid = tuple(float(w) for w in self.weight_grid)
-        if self.max_dim is not None and (not isinstance(self.max_dim, (int, np.integer)) or self.max_dim < 0):
-            raise StylespaceError(f"ensemble max_dim must be a non-negative integer or None, got {self.max_dim!r}")
-        if not self.weight_grid or min(self.weight_grid) < 0 or max(self.weight_grid) == 0:
-            raise StylespaceError(f"ensemble weight_grid must hold non-negative weights, not all zero; got {self.weight_grid}")
-        if self.criterion not in CRITERIA:
-            raise StylespaceError(f"ensemble criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise StylespaceError(f"ensemble validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if self.max_reference < 1:
-            raise StylespaceError(f"ensemble max_reference must be positive, got {self.max_reference}")
 
 
 @dataclasses.dataclass

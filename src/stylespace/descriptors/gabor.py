@@ -19,7 +19,7 @@ import scipy.fft
 from skimage.filters import gabor_kernel
 
 from stylespace.descriptors.base import BatchedDescriptor, check_pixels, to_grey
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, each, some_of, validate
 
 STATISTICS = ("mean", "std")
 
@@ -47,22 +47,18 @@ class GaborConfig:
     fft_workers: int = -1
 
     def __post_init__(self) -> None:
+        validate([
+            at_least("orientations", self.orientations, 1),
+            each("frequencies", self.frequencies, 0, 0.5, "()", integer=False, note="cycles per pixel"),
+            each("bandwidths", self.bandwidths, 0, interval="()", integer=False, note="octaves"),
+            each("grid", self.grid, 1, count=2, note="rows, columns"),
+            some_of("statistics", self.statistics, STATISTICS),
+            at_least("batch_size", self.batch_size, 1),
+        ], "gabor")
         self.frequencies = tuple(float(f) for f in self.frequencies)
         self.bandwidths = tuple(float(b) for b in self.bandwidths)
         self.grid = tuple(int(g) for g in self.grid)
         self.statistics = tuple(self.statistics)
-        if not isinstance(self.orientations, int) or self.orientations < 1:
-            raise StylespaceError(f"gabor orientations must be a positive integer, got {self.orientations!r}")
-        if not self.frequencies or not all(0.0 < f < 0.5 for f in self.frequencies):
-            raise StylespaceError(f"gabor frequencies must be in (0, 0.5) cycles per pixel, got {self.frequencies}")
-        if not self.bandwidths or not all(b > 0 for b in self.bandwidths):
-            raise StylespaceError(f"gabor bandwidths must be positive (octaves), got {self.bandwidths}")
-        if len(self.grid) != 2 or min(self.grid) < 1:
-            raise StylespaceError(f"gabor grid must be two positive integers (rows, columns), got {self.grid}")
-        if not self.statistics or set(self.statistics) - set(STATISTICS) or len(set(self.statistics)) != len(self.statistics):
-            raise StylespaceError(f"gabor statistics must be distinct names among {STATISTICS}, got {self.statistics}")
-        if self.batch_size < 1:
-            raise StylespaceError(f"gabor batch_size must be a positive integer, got {self.batch_size}")
 
 
 class GaborJets(BatchedDescriptor):

@@ -12,7 +12,7 @@ import numpy as np
 from skimage.feature import hog
 
 from stylespace.descriptors.base import BatchedDescriptor, check_pixels, to_grey
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, each, one_of, validate
 
 BLOCK_NORMS = ("L1", "L1-sqrt", "L2", "L2-Hys")
 
@@ -34,16 +34,14 @@ class HogConfig:
     colour: bool = True
 
     def __post_init__(self) -> None:
+        validate([
+            at_least("orientations", self.orientations, 1),
+            each("pixels_per_cell", self.pixels_per_cell, 1, count=2, note="rows, columns"),
+            each("cells_per_block", self.cells_per_block, 1, count=2, note="rows, columns"),
+            one_of("block_norm", self.block_norm, BLOCK_NORMS),
+        ], "hog")
         self.pixels_per_cell = tuple(int(v) for v in self.pixels_per_cell)
         self.cells_per_block = tuple(int(v) for v in self.cells_per_block)
-        if not isinstance(self.orientations, int) or self.orientations < 1:
-            raise StylespaceError(f"hog orientations must be a positive integer, got {self.orientations!r}")
-        for name in ("pixels_per_cell", "cells_per_block"):
-            value = getattr(self, name)
-            if len(value) != 2 or min(value) < 1:
-                raise StylespaceError(f"hog {name} must be two positive integers (rows, columns), got {value}")
-        if self.block_norm not in BLOCK_NORMS:
-            raise StylespaceError(f"hog block_norm must be one of {', '.join(BLOCK_NORMS)}, got {self.block_norm!r}")
 
 
 class HogDescriptor(BatchedDescriptor):

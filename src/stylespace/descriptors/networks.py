@@ -23,7 +23,7 @@ from torch import nn
 
 from stylespace.descriptors.base import batches, check_pixels
 from stylespace.models.inputs import as_model_input
-from stylespace.utils import StylespaceError, pick_device
+from stylespace.utils import StylespaceError, at_least, each, pick_device, validate
 
 # Classifier attributes of torchvision's CNNs, in the order they are looked for.
 CLASSIFIER_ATTRIBUTES = ("fc", "classifier", "head")
@@ -44,14 +44,13 @@ class PretrainedConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        validate([
+            each("input_size", self.input_size, 32, count=2, note="H, W in pixels"),
+            at_least("batch_size", self.batch_size, 1),
+            (bool(self.weights), f"{self.architecture}: no weights file given; pass the path of a local torchvision "
+                                 f"state dict (e.g. --weights {self.architecture}=PATH); nothing is downloaded"),
+        ], "pretrained")
         self.input_size = tuple(int(v) for v in self.input_size)
-        if len(self.input_size) != 2 or min(self.input_size) < 32:
-            raise StylespaceError(f"pretrained input_size must be (H, W) of at least 32 px, got {self.input_size}")
-        if self.batch_size < 1:
-            raise StylespaceError(f"pretrained batch_size must be a positive integer, got {self.batch_size}")
-        if not self.weights:
-            raise StylespaceError(f"pretrained {self.architecture}: no weights file given; pass the path of a local "
-                                  f"torchvision state dict (e.g. --weights {self.architecture}=PATH); nothing is downloaded")
 
 
 class PretrainedFeatures:
@@ -163,7 +162,9 @@ class ModelFeatures:
 
         self.objective = ""
         if isinstance(model, (str, os.PathLike)):
-            folder = Path(model)
+            from stylespace.models import resolve_model_dir
+
+            folder = resolve_model_dir(model)  # a folder, or a shipped model's name (default)
             if not (folder / "model.json").is_file():
                 raise StylespaceError(f"{folder}: no model.json here; expected a run or model folder written by "
                                       "`stylespace train`")
@@ -172,8 +173,7 @@ class ModelFeatures:
             model = load_model(folder)
         else:
             self.name = name or model.config.backbone
-        if batch_size < 1:
-            raise StylespaceError(f"batch_size must be a positive integer, got {batch_size}")
+        validate([at_least("batch_size", batch_size, 1)])
         self.model, self.batch_size, self.device = model, batch_size, pick_device(device)
         self.input_size = tuple(model.config.input_size)
         self.model_id = model_id(model)

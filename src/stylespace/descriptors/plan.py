@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from stylespace.data import SplitManifest, load_catalog, load_image_array
 from stylespace.descriptors.compare import Candidate, Comparison, compare_extractors
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, each, validate
 
 HAND_MADE = ("colour", "gabor", "hog")
 # The size hand-made descriptors read (the catalog's own 80 x 60 thumbnails).
@@ -41,8 +41,12 @@ class CompareConfig:
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.extractors if n not in HAND_MADE]
-        if unknown:
-            raise StylespaceError(f"--extractors: unknown descriptor(s) {unknown}; expected some of {', '.join(HAND_MADE)}")
+        validate([
+            (not unknown, f"--extractors: unknown descriptor(s) {unknown}; expected some of {', '.join(HAND_MADE)}"),
+            each("image_size", self.image_size, 8, count=2, note="H, W in pixels"),
+            each("pretrained_input_size", self.pretrained_input_size, 32, count=2, note="H, W in pixels"),
+            at_least("batch_size", self.batch_size, 1),
+        ])
 
 
 def default_rows(hand_made: Sequence[str], deep: Sequence[str]) -> tuple[list[list[str]], list[list[str]]]:

@@ -16,6 +16,7 @@ from stylespace.evaluation.classification import (
 from stylespace.evaluation.dedupe import WithoutCopies, scenario_leaks
 from stylespace.evaluation.hierarchy import HierarchyResult, coarsen, evaluate_hierarchy
 from stylespace.evaluation.pairs import CutoffRow, PairVerification, label_pairs, verify_pairs
+from stylespace.evaluation.plan import EvaluationPlan, Scenario, plan_for, scenario_split
 from stylespace.evaluation.protocol import evaluate, make_classifiers
 from stylespace.evaluation.report import (
     DedupeSummary,
@@ -39,6 +40,7 @@ __all__ = [
     "ClassificationMetrics", "OpenSetMetrics", "balanced_accuracy", "classification_metrics", "open_set_metrics",
     "HierarchyResult", "coarsen", "evaluate_hierarchy",
     "CutoffRow", "PairVerification", "label_pairs", "verify_pairs",
+    "EvaluationPlan", "Scenario", "plan_for", "scenario_split",
     "evaluate", "make_classifiers",
     "DedupeSummary", "EvaluationConfig", "EvaluationReport", "compare_markdown", "load_headlines",
     "WithoutCopies", "scenario_leaks",

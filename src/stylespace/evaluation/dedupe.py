@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from stylespace.data.splits import SCENARIOS, SplitManifest
+from stylespace.data.splits import SplitManifest
+from stylespace.evaluation.plan import plan_for
 
 
 def copy_groups_index(groups: Sequence[Sequence[str]]) -> dict[str, int]:
@@ -42,10 +43,11 @@ def leaked(query_ids: Sequence[str], reference_ids: Sequence[str], group_of: dic
 def scenario_leaks(manifest: SplitManifest, groups: Sequence[Sequence[str]]) -> dict[str, int]:
     """"scenario N (support -> query)" -> how many of its query items have a copy in its support set."""
     group_of = copy_groups_index(groups)
+    plan = plan_for(manifest)
     out = {}
-    for number, (description, _, _) in SCENARIOS.items():
-        support, query = manifest.scenario(number)
-        out[f"scenario {number} ({description})"] = len(leaked(query.ids, support.ids, group_of))
+    for scenario in plan.scenarios:
+        support, query = plan.sets(manifest, scenario.number)
+        out[f"scenario {scenario.number} ({scenario.description})"] = len(leaked(query.ids, support.ids, group_of))
     return out
 
 
@@ -79,8 +81,8 @@ class WithoutCopies:
         return self.manifest.hierarchy(level)
 
     # what leaves copies out
-    def scenario(self, number: int) -> tuple[SplitManifest, SplitManifest]:
-        support, query = self.manifest.scenario(number)
+    def scenario_split(self, number: int) -> tuple[SplitManifest, SplitManifest]:
+        support, query = plan_for(self.manifest).sets(self.manifest, number)
         out = leaked(query.ids, support.ids, self.group_of)
         self.dropped[f"scenario {number} queries"] = len(out)
         return support, SplitManifest([r for r in query.rows if r["id"] not in out], query.config)
@@ -99,9 +101,12 @@ class WithoutCopies:
         self.dropped[name] = len(rows) - len(kept)
         return SplitManifest(kept, rows.config)
 
+    scenario = scenario_split  # the name SplitManifest's own 004 scenarios have
+
     def head_keep(self, ids: Sequence[str]) -> list[bool]:
-        """For the task-1 head's main test ids: False where the item has a copy in main train."""
-        out = leaked(ids, self.manifest.select(group="main", split="train").ids, self.group_of)
+        """For the task-1 head's test ids: False where the item has a copy in the training rows."""
+        group = plan_for(self.manifest).head_part[0]
+        out = leaked(ids, self.manifest.select(group=group, split="train").ids, self.group_of)
         self.dropped["task 1 head"] = len(out)
         return [i not in out for i in ids]
 

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, each, validate
 
 FPR_TARGETS = (0.05, 0.10, 0.20)
 CURVE_POINTS = 101  # the ROC kept in a report: TPR at FPR = 0, 0.01, ..., 1
@@ -62,9 +62,7 @@ def verify_pairs(distances, positive, fpr_targets: Sequence[float] = FPR_TARGETS
         raise StylespaceError("an ROC needs both positive and negative pairs; this pair set has only one kind")
     if not np.isfinite(distances).all():
         raise StylespaceError("pair distances contain NaN or infinite values")
-    for target in fpr_targets:
-        if not 0.0 < target < 1.0:
-            raise StylespaceError(f"FPR targets must lie in (0, 1), got {target}")
+    validate([each("FPR targets", fpr_targets, 0, 1, "()", integer=False, empty_ok=True)])
     fpr, tpr, thresholds = roc_curve(positive, -distances)
     # roc_curve's first threshold is +inf (nothing called positive); as a distance cutoff that is "below the
     # smallest distance", which we write as the next float down so the table stays finite and exact.
@@ -97,8 +95,7 @@ def label_pairs(labels: Sequence[str], max_pairs: int = 1_000_000, seed: int = 0
     n = len(labels)
     if n < 2:
         raise StylespaceError(f"pairs need at least 2 items, got {n}")
-    if max_pairs < 1:
-        raise StylespaceError(f"max_pairs must be >= 1, got {max_pairs}")
+    validate([at_least("max_pairs", max_pairs, 1)])
     if n * (n - 1) // 2 <= max_pairs:
         first, second = np.triu_indices(n, k=1)
     else:

@@ -1,4 +1,8 @@
-"""The whole evaluation protocol on one table of vectors and one split: every figure of seeds 003 and 004."""
+"""The whole evaluation protocol on one table of vectors and one split: every figure of seeds 003 and 004.
+
+Any split layout is scored (:mod:`stylespace.evaluation.plan`): 004's protocol, held-out classes, or a plain
+stratified split; what a layout cannot measure is listed in the report's notes.
+"""
 from __future__ import annotations
 
 import time
@@ -10,23 +14,20 @@ from stylespace.evaluation.classification import classification_metrics
 from stylespace.evaluation.dedupe import WithoutCopies
 from stylespace.evaluation.hierarchy import evaluate_hierarchy
 from stylespace.evaluation.pairs import label_pairs, verify_pairs
+from stylespace.evaluation.plan import plan_for
 from stylespace.evaluation.report import DedupeSummary, EvaluationConfig, EvaluationReport
 from stylespace.evaluation.retrieval import retrieval_metrics
 from stylespace.evaluation.scenarios import evaluate_open_set, evaluate_scenarios, scenario_sets
-from stylespace.evaluation.search import check_metric, indexed_pair_distances
+from stylespace.evaluation.search import indexed_pair_distances
 from stylespace.evaluation.support_set import SupportSetClassifier
 from stylespace.evaluation.vectors import VectorTable
 from stylespace.utils import StylespaceError
-
-RETRIEVAL_SETS = ("test", "all")
 
 
 def make_classifiers(config: EvaluationConfig) -> list[SupportSetClassifier]:
     classifiers = [SupportSetClassifier("knn", k=k, metric=config.metric) for k in config.knn_k]
     if config.prototypes:
         classifiers.append(SupportSetClassifier("prototype", metric=config.metric))
-    if not classifiers:
-        raise StylespaceError("no classifier to evaluate: give at least one knn k or keep prototypes")
     return classifiers
 
 
@@ -76,12 +77,9 @@ def evaluate(table: VectorTable, manifest, config: EvaluationConfig | None = Non
 def _evaluate(table: VectorTable, manifest, config: EvaluationConfig | None, *, name: str, source: str,
               model_id: str, split_path: str, pairs, pairs_source: str, head, log) -> EvaluationReport:
     """One pass of :func:`evaluate` over ``manifest`` (a ``SplitManifest`` or a ``WithoutCopies`` view)."""
-    config = config or EvaluationConfig()
-    check_metric(config.metric)
-    unknown = sorted(set(config.retrieval_sets) - set(RETRIEVAL_SETS))
-    if unknown:
-        raise StylespaceError(f"unknown retrieval set(s) {unknown}; expected some of {', '.join(RETRIEVAL_SETS)}")
+    config = config or EvaluationConfig()  # checked when made
     classifiers = make_classifiers(config)
+    plan = plan_for(manifest, split_path or "the split manifest")
     seconds: dict[str, float] = {}
     notes: list[str] = []
     clock = time.perf_counter()
@@ -97,12 +95,22 @@ def _evaluate(table: VectorTable, manifest, config: EvaluationConfig | None, *, 
     if head is not None:
         head_metrics = classification_metrics(head[0], head[1])
         lap("task 1 head")
-    scenarios = evaluate_scenarios(table, manifest, classifiers, config.scenarios)
+    numbers = [n for n in config.scenarios if n in plan.numbers]
+    skipped = [n for n in config.scenarios if n not in plan.numbers]
+    if skipped:
+        notes.append(f"scenario{'s' if len(skipped) > 1 else ''} {', '.join(map(str, skipped))} not measured: this "
+                     f"{plan.layout} split has scenario{'s' if len(plan.numbers) > 1 else ''} "
+                     f"{', '.join(map(str, plan.numbers))} only")
+    scenarios = evaluate_scenarios(table, manifest, classifiers, numbers)
     missing = max((s.n_missing for s in scenarios), default=0)
     if missing:
         notes.append(f"up to {missing} split items per scenario have no vector (undecodable images) and are left out")
     lap("scenarios")
-    open_set = evaluate_open_set(table, manifest, classifiers, config.open_set_coverage) if config.open_set_coverage else []
+    open_set = []
+    if config.open_set_coverage and plan.open_set_support:
+        open_set = evaluate_open_set(table, manifest, classifiers, config.open_set_coverage)
+    elif config.open_set_coverage:
+        notes.append(f"open set not measured: this {plan.layout} split holds no classes out of training")
     lap("open set")
 
     retrieval = {}
@@ -118,7 +126,7 @@ def _evaluate(table: VectorTable, manifest, config: EvaluationConfig | None, *, 
         lap(f"retrieval {which}")
 
     hierarchy = []
-    (X_s, y_s), (X_q, y_q), _ = scenario_sets(table, manifest, 2)
+    (X_s, y_s), (X_q, y_q), _ = scenario_sets(table, manifest, plan.hierarchy_scenario)
     for level in config.hierarchy_levels:
         try:
             mapping = manifest.hierarchy(level)
@@ -126,6 +134,8 @@ def _evaluate(table: VectorTable, manifest, config: EvaluationConfig | None, *, 
             notes.append(f"hierarchy {level} skipped: {exc}")
             continue
         hierarchy.append(evaluate_hierarchy(classifiers, X_s, y_s, X_q, y_q, mapping, level))
+    if hierarchy and plan.hierarchy_scenario != 2:
+        notes.append(f"coarser labels measured on scenario {plan.hierarchy_scenario}'s sets (no main support part)")
     lap("hierarchy")
 
     verification, pairs_source = _verify_pairs(table, manifest, config, pairs, pairs_source, notes)
@@ -141,22 +151,22 @@ def _evaluate(table: VectorTable, manifest, config: EvaluationConfig | None, *, 
 def _retrieval_rows(manifest, which: str):
     """The items of retrieval set ``which``; without copies, one item per copy group."""
     if isinstance(manifest, WithoutCopies):
-        rows = manifest.manifest if which == "all" else manifest.manifest.scenario(4)[1]
+        rows = manifest.manifest if which == "all" else plan_for(manifest).test_rows(manifest.manifest)
         return manifest.one_per_group(rows, f"retrieval {which}")
-    return manifest if which == "all" else manifest.scenario(4)[1]
+    return manifest if which == "all" else plan_for(manifest).test_rows(manifest)
 
 
 def _verify_pairs(table: VectorTable, manifest, config: EvaluationConfig, pairs, pairs_source: str,
                   notes: list[str]):
     if pairs is None:
         if isinstance(manifest, WithoutCopies):
-            query = manifest.one_per_group(manifest.manifest.scenario(4)[1], "pairs (test items)")
+            query = manifest.one_per_group(plan_for(manifest).test_rows(manifest.manifest), "pairs (test items)")
         else:
-            query = manifest.scenario(4)[1]
+            query = plan_for(manifest).test_rows(manifest)
         X, y, _ = table.take(query.ids, query.labels)
         first, second, same = label_pairs(y, config.max_pairs, config.pair_seed)
         return verify_pairs(indexed_pair_distances(X, first, second, config.metric), same), (
-            f"same vs different article type, main + new test, {'all' if len(X) * (len(X) - 1) // 2 <= config.max_pairs else 'sampled'} pairs")
+            f"same vs different label, {'main + new' if plan_for(manifest).layout != 'stratified' else 'all'} test, {'all' if len(X) * (len(X) - 1) // 2 <= config.max_pairs else 'sampled'} pairs")
     ids_a, ids_b, labels = (list(part) for part in pairs)
     if isinstance(manifest, WithoutCopies):
         keep = manifest.pair_keep(ids_a, ids_b)

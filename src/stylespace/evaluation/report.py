@@ -16,10 +16,13 @@ from stylespace.evaluation.classification import ClassificationMetrics
 from stylespace.evaluation.hierarchy import HierarchyResult
 from stylespace.evaluation.pairs import PairVerification
 from stylespace.evaluation.retrieval import RetrievalMetrics
-from stylespace.evaluation.scenarios import OpenSetResult, ScenarioResult
-from stylespace.utils import StylespaceError, to_jsonable, write_json
+from stylespace.evaluation.scenarios import SCENARIO_NUMBERS, OpenSetResult, ScenarioResult
+from stylespace.evaluation.search import METRICS
+from stylespace.utils import StylespaceError, at_least, each, in_range, one_of, some_of, to_jsonable, validate, write_json
 
 REPORT_VERSION = 1
+# ``test``: main + new test items, each against the others; ``all``: every item of the split.
+RETRIEVAL_SETS = ("test", "all")
 
 
 @dataclasses.dataclass
@@ -48,6 +51,19 @@ class EvaluationConfig:
     open_set_coverage: float = 0.95
     max_pairs: int = 1_000_000
     pair_seed: int = 0
+
+    def __post_init__(self) -> None:
+        validate([
+            one_of("metric", self.metric, METRICS),
+            each("knn_k", self.knn_k, 1, empty_ok=True),
+            (bool(self.knn_k) or self.prototypes, "no classifier to evaluate: give at least one knn k or keep prototypes"),
+            some_of("scenarios", self.scenarios, SCENARIO_NUMBERS, empty_ok=True),
+            some_of("retrieval_sets", self.retrieval_sets, RETRIEVAL_SETS, empty_ok=True),
+            each("retrieval_ks", self.retrieval_ks, 1, empty_ok=True),
+            at_least("max_r", self.max_r, 1, none_ok=True, note="None: no cap"),
+            in_range("open_set_coverage", self.open_set_coverage, 0, 1, note="0: no open-set figures"),
+            at_least("max_pairs", self.max_pairs, 1),
+        ], "evaluation")
 
 
 @dataclasses.dataclass

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.evaluation.search import ExactSearch, as_labels, check_metric, prepare
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, each, validate
 
 # Bytes a chunk may spend per (query, neighbour) result: distance, index, relevance, running sums.
 _BYTES_PER_RESULT = 40
@@ -68,11 +68,8 @@ def retrieval_metrics(query_vectors, query_labels: Sequence[str], reference_vect
     same_set = reference_vectors is None
     if same_set != (reference_labels is None):
         raise StylespaceError("give both reference_vectors and reference_labels, or neither (queries = references)")
+    validate([each("ks", ks, 1), at_least("max_r", max_r, 1, none_ok=True)])
     ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1:
-        raise StylespaceError(f"ks must be positive integers, got {ks}")
-    if max_r is not None and max_r < 1:
-        raise StylespaceError(f"max_r must be a positive integer or None, got {max_r}")
     queries = prepare(query_vectors, metric, "query vectors")
     query_labels = as_labels(query_labels, len(queries), "query labels")
     if same_set:

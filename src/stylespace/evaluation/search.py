@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, one_of, validate
 
 METRICS = ("cosine", "euclidean")
 DENSE_MIN_K = 1024  # from this depth (or N / 64) a search scores whole rows instead of using FAISS's reservoir
@@ -21,8 +21,7 @@ DENSE_BLOCK_BYTES = 64 * 2**20
 
 
 def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise StylespaceError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    validate([one_of("metric", metric, METRICS)])
     return metric
 
 
@@ -128,8 +127,7 @@ class ExactSearch:
         Returns:
             distances (B, k) float32 ascending, indices (B, k) int64 into the references.
         """
-        if k < 1:
-            raise StylespaceError(f"k must be >= 1, got {k}")
+        validate([at_least("k", k, 1)])
         queries = as_vectors(queries, "query vectors") if prepared else prepare(queries, self.metric, "query vectors")
         if queries.shape[1] != self.dim:
             raise StylespaceError(f"query vectors have {queries.shape[1]} dimensions, the references {self.dim}")

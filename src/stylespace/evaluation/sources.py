@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 
 from stylespace.data import Catalog, SplitManifest, load_catalog, load_image_array
 from stylespace.embeddings import Embeddings, embed_catalog, predict_classes
+from stylespace.evaluation.plan import plan_for
 from stylespace.evaluation.protocol import evaluate
 from stylespace.evaluation.report import EvaluationConfig, EvaluationReport
 from stylespace.evaluation.vectors import VectorTable
@@ -59,6 +60,7 @@ class SplitEvaluator:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        plan_for(self.manifest, str(self.split_path))  # a split with nothing to score fails here, before embedding
         self._catalog: Catalog | None = None
         self._copy_groups: tuple[list[list[str]], str] | None = None
         self._pairs = None
@@ -102,6 +104,8 @@ class SplitEvaluator:
             pairs_source=str(self.pairs_path) if self.pairs_path else "", head=head, head_ids=head_ids,
             copies=groups, copies_source=groups_source, log=log)
         report.seconds = {**seconds, **report.seconds}
+        if embeddings.meta.get("head_note"):
+            report.notes.append(embeddings.meta["head_note"])
         failed = embeddings.meta.get("failed") or {}
         if failed:
             report.notes.append(f"{len(failed)} images failed to decode and have no vector")
@@ -110,12 +114,21 @@ class SplitEvaluator:
     def vectors(self, source: Path) -> tuple[Embeddings, tuple[list[str], list[str]] | None, list[str] | None]:
         """(embeddings, the classifier head's (true, predicted) labels on main test or None, their ids or None)
         of a model folder or an embeddings file."""
-        if source.is_dir():
+        from stylespace.models import resolve_model_dir
+
+        if resolve_model_dir(source).is_dir():  # a folder, or a shipped model's name (default)
             return self._embed_with_model(source)
         if source.suffix == ".npz":
             return Embeddings.load(source), None, None
         raise StylespaceError(f"{source}: expected a model folder (model.safetensors + model.json) or an embeddings "
                               ".npz written by `stylespace embed`")
+
+    def _head_applies(self, classes: list[str]) -> bool:
+        """Task 1 scores a classifier head trained on this split's classes; the head of a model trained on
+        other classes (the shipped model on your own catalog) would be scored on labels it cannot give."""
+        group, split = plan_for(self.manifest).head_part
+        trained = set(self.manifest.select(group=group, split="train").labels)
+        return bool(trained) and trained <= set(classes)
 
     def _embed_with_model(self, folder: Path):
         from stylespace.models import load_model
@@ -126,7 +139,11 @@ class SplitEvaluator:
                                    progress=self.progress)
         if model.classifier is None:
             return embeddings, None, None
-        main_test = self.manifest.select(group="main", split="test")
+        if not self._head_applies(model.classes):
+            embeddings.meta["head_note"] = (f"task 1 not measured: {folder.name}'s classifier knows {len(model.classes)} "
+                                            "other classes, not this split's training classes")
+            return embeddings, None, None
+        main_test = self.manifest.select(*plan_for(self.manifest).head_part)
         array = load_image_array(catalog, size=tuple(model.config.input_size), progress=self.progress)
         ids = [i for i in main_test.ids if i not in array.failed]
         truth = dict(zip(main_test.ids, main_test.labels))

@@ -14,7 +14,7 @@ import numpy as np
 
 from stylespace.evaluation.classification import ClassificationMetrics, classification_metrics
 from stylespace.evaluation.search import ExactSearch, as_labels, check_metric, prepare, row_distances
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, in_range, one_of, validate
 
 METHODS = ("knn", "prototype")
 CHUNK = 4096  # queries per vote step: bounds the (chunk, n_classes) vote table
@@ -31,14 +31,13 @@ class SupportSetClassifier:
     """
 
     def __init__(self, method: str = "knn", k: int = 1, metric: str = "cosine", reject_distance: float | None = None):
-        if method not in METHODS:
-            raise StylespaceError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise StylespaceError(f"k must be a positive integer, got {k!r}")
-        if method == "prototype" and k != 1:
-            raise StylespaceError(f"k={k} applies to method='knn' only; prototypes take the single nearest class")
-        if reject_distance is not None and not (np.isfinite(reject_distance) and reject_distance >= 0):
-            raise StylespaceError(f"reject_distance must be a non-negative number or None, got {reject_distance!r}")
+        validate([
+            one_of("method", method, METHODS),
+            at_least("k", k, 1),
+            (method != "prototype" or k == 1,
+             f"k={k} applies to method='knn' only; prototypes take the single nearest class"),
+            at_least("reject_distance", reject_distance, 0, integer=False, none_ok=True),
+        ])
         self.method, self.k, self.metric = method, int(k), check_metric(metric)
         self.reject_distance = None if reject_distance is None else float(reject_distance)
         self.classes_: np.ndarray | None = None
@@ -216,14 +215,12 @@ def choose_reject_distance(distances, correct, target_coverage: float | None = N
     # A cut can only fall after the last of a run of equal distances (all of them are accepted together).
     cut_ok = np.r_[sorted_distances[1:] > sorted_distances[:-1], True]
     if target_coverage is not None:
-        if not 0.0 < target_coverage <= 1.0:
-            raise StylespaceError(f"target_coverage must be in (0, 1], got {target_coverage}")
+        validate([in_range("target_coverage", target_coverage, 0, 1, "(]")])
         position = int(np.ceil(target_coverage * len(order))) - 1
         position = int(np.flatnonzero(cut_ok[position:])[0]) + position
         target = f"coverage={target_coverage:g}"
     else:
-        if not 0.0 < target_accuracy <= 1.0:
-            raise StylespaceError(f"target_accuracy must be in (0, 1], got {target_accuracy}")
+        validate([in_range("target_accuracy", target_accuracy, 0, 1, "(]")])
         good = np.flatnonzero(cut_ok & (accuracy_if_cut >= target_accuracy))
         if len(good) == 0:
             raise StylespaceError(f"no distance reaches accuracy {target_accuracy:g} on the validation set "

@@ -14,6 +14,7 @@ import numpy as np
 
 from stylespace.data.images import VIEW_VERSION
 from stylespace.index.catalog_index import CatalogIndex
+from stylespace.models.shipped import resolve_model_dir
 from stylespace.progress import steps
 from stylespace.utils import StylespaceError
 
@@ -24,15 +25,18 @@ BLANK_REASON = "blank or nearly uniform image"
 
 
 def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: str | os.PathLike | None = None,
-                batch_size: int = 256, device: str = "auto", progress: bool = True, include_blank: bool = True):
-    """Embeddings of catalog items (all, or ``ids``) under ``model``, through the decoded image cache.
+                batch_size: int = 256, device: str = "auto", progress: bool = True, include_blank: bool = True,
+                ray=None):
+    """Embeddings of catalog items (all, or ``ids``) under ``model``, through the decoded image cache, or
+    decoded and embedded on a Ray cluster when ``ray`` is a :class:`stylespace.ray_embedding.RayConfig`.
 
     Returns ``(Embeddings, failed)`` where ``failed`` maps the ids left out to why: their image could not
     be decoded, or (unless ``include_blank``) it is blank or nearly uniform (:data:`BLANK_REASON`).
     """
+    if ray is not None:
+        return _embed_items_on_ray(model, catalog, ids, ray, batch_size, device, progress, include_blank)
     from stylespace.data import load_image_array
-    from stylespace.embeddings import Embeddings, embed_images
-    from stylespace.models import model_id
+    from stylespace.embeddings import embed_images
 
     array = load_image_array(catalog, size=tuple(model.config.input_size), cache_dir=cache_dir, progress=progress)
     wanted = array.ids if ids is None else [str(i) for i in ids]
@@ -51,17 +55,35 @@ def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: 
             pixels = np.array(array.pixels[start:start + _CHUNK]) if contiguous else array.take(chunk)
             vectors[start:start + len(chunk)] = embed_images(model, pixels, batch_size=batch_size, device=device)
             advance(len(chunk))
-    labels = [catalog[i].label for i in kept]
-    embeddings = Embeddings(kept, vectors, labels if any(v is not None for v in labels) else None, model_id(model),
-                            {"catalog": str(catalog.source_path), "catalog_fingerprint": catalog.fingerprint()})
-    return embeddings, failed
+    return _item_embeddings(model, catalog, kept, vectors), failed
+
+
+def _embed_items_on_ray(model, catalog, ids, ray, batch_size: int, device: str, progress: bool, include_blank: bool):
+    """:func:`embed_items` with the decoding and embedding on a Ray cluster: the same ids, vectors and reasons."""
+    from stylespace.ray_embedding import embed_items_ray
+
+    made = embed_items_ray(model, catalog, ids, ray, batch_size=batch_size, device=device, progress=progress)
+    failed = dict(made.failed) if ids is not None else {}  # as above: the whole catalog means its decodable items
+    if not include_blank:
+        failed.update({i: BLANK_REASON for i in made.blank})
+    keep = [k for k, i in enumerate(made.ids) if i not in failed]
+    return _item_embeddings(model, catalog, [made.ids[k] for k in keep], made.vectors[keep]), failed
+
+
+def _item_embeddings(model, catalog, ids: list[str], vectors: np.ndarray):
+    from stylespace.embeddings import Embeddings
+    from stylespace.models import model_id
+
+    labels = [catalog[i].label for i in ids]
+    return Embeddings(ids, vectors, labels if any(v is not None for v in labels) else None, model_id(model),
+                      {"catalog": str(catalog.source_path), "catalog_fingerprint": catalog.fingerprint()})
 
 
 def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str] | None = None,
                 labels: Mapping[str, str] | None = None, model_path: str | os.PathLike = "",
                 kind: str = "exact", metric: str = "cosine", whiten: bool = True, overwrite: bool = False,
                 cache_dir: str | os.PathLike | None = None, batch_size: int = 256, device: str = "auto",
-                progress: bool = True, include_blank: bool = False,
+                progress: bool = True, include_blank: bool = False, ray=None,
                 **settings: Any) -> tuple[CatalogIndex, dict[str, str]]:
     """Embed a catalog (or the ``ids`` of it) with ``model`` and write an index to ``folder``.
 
@@ -72,13 +94,14 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
             default here, where a model embeds a whole catalog (``CatalogIndex.create`` indexes vectors as given).
         include_blank: index items whose image is blank or nearly uniform too (default: left out, as a
             picture with nothing in it matches blank uploads and nothing else; the image cache knows them).
+        ray: a :class:`stylespace.ray_embedding.RayConfig`: decode and embed on a Ray cluster (the same index).
         settings: other :class:`IndexConfig` fields (nlist, nprobe, hnsw_m, ...).
     Returns:
         (the index, {id: reason} for items left out: their image could not be decoded, or it is blank
         (:data:`BLANK_REASON`)).
     """
     embeddings, failed = embed_items(model, catalog, ids, cache_dir=cache_dir, batch_size=batch_size,
-                                     device=device, progress=progress, include_blank=include_blank)
+                                     device=device, progress=progress, include_blank=include_blank, ray=ray)
     if not len(embeddings):
         raise StylespaceError(f"{catalog.source_path}: no decodable images to index")
     items = [catalog[i] for i in embeddings.ids]
@@ -86,7 +109,7 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
     index = CatalogIndex.create(
         folder, embeddings.ids, embeddings.vectors, model_id=embeddings.model_id, metric=metric, kind=kind,
         labels=item_labels, metas=[i.meta for i in items], sources=[i.source for i in items], whiten=whiten,
-        overwrite=overwrite, model_path=str(Path(model_path).resolve()) if model_path else "",
+        overwrite=overwrite, model_path=str(resolve_model_dir(model_path).resolve()) if model_path else "",
         input_size=tuple(model.config.input_size), catalog=str(Path(catalog.source_path).resolve()),
         catalog_fingerprint=catalog.fingerprint(), metadata_columns=list(catalog.metadata_columns),
         view_version=VIEW_VERSION, **settings)
@@ -96,10 +119,10 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
 def add_items(index: CatalogIndex, model, catalog, ids: Sequence[str] | None = None, *, replace: bool = False,
               labels: Mapping[str, str] | None = None, cache_dir: str | os.PathLike | None = None,
               batch_size: int = 256, device: str = "auto", progress: bool = True,
-              include_blank: bool = False) -> tuple[int, dict[str, str]]:
+              include_blank: bool = False, ray=None) -> tuple[int, dict[str, str]]:
     """Embed catalog items (all, or ``ids``) and add them to ``index``; items already in it are skipped
     unless ``replace``, blank ones unless ``include_blank`` (as in :func:`build_index`). Returns (how many
-    were added, {id: reason} of those left out: undecodable or blank)."""
+    were added, {id: reason} of those left out: undecodable or blank). ``ray``: embed on a Ray cluster."""
     wanted = catalog.ids if ids is None else [str(i) for i in ids]
     if not replace:
         present = index.items.find(wanted)
@@ -107,7 +130,7 @@ def add_items(index: CatalogIndex, model, catalog, ids: Sequence[str] | None = N
     if not wanted:
         return 0, {}
     embeddings, failed = embed_items(model, catalog, wanted, cache_dir=cache_dir, batch_size=batch_size,
-                                     device=device, progress=progress, include_blank=include_blank)
+                                     device=device, progress=progress, include_blank=include_blank, ray=ray)
     if not len(embeddings):
         return 0, failed
     items = [catalog[i] for i in embeddings.ids]

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.data.distortions import DISTORTIONS
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, some_of, validate
 
 
 @dataclasses.dataclass
@@ -40,18 +40,15 @@ class RobustnessConfig:
     distortions: tuple[str, ...] = tuple(DISTORTIONS)
     k: int = 10
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> "RobustnessConfig":
-        checks = [
-            (isinstance(self.items, int) and self.items >= 1, f"items must be an integer >= 1, got {self.items!r}"),
-            (isinstance(self.k, int) and self.k >= 1, f"k must be an integer >= 1, got {self.k!r}"),
-            (len(self.distortions) > 0, "name at least one distortion"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise StylespaceError(message)
-        unknown = [d for d in self.distortions if d not in DISTORTIONS]
-        if unknown:
-            raise StylespaceError(f"distortion(s) {', '.join(unknown)} unknown; expected some of {', '.join(DISTORTIONS)}")
+        validate([
+            at_least("items", self.items, 1),
+            at_least("k", self.k, 1),
+            some_of("distortions", self.distortions, tuple(DISTORTIONS)),
+        ])
         self.distortions = tuple(self.distortions)
         return self
 

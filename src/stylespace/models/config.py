@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import above, at_least, each, in_range, one_of, validate
 
 BACKBONES = ("compact", "lenet", "resnet18", "resnet50", "vgg16", "inception_v3")
 POOLINGS = ("avg", "gem", "avgmax")
@@ -56,34 +56,26 @@ class ModelConfig:
     cosine_scale: float = 16.0
     embed_layer: str = "head"
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> "ModelConfig":
-        """Check every field; raises StylespaceError saying what was expected."""
-        if self.backbone not in BACKBONES:
-            raise StylespaceError(f"model backbone {self.backbone!r} is unknown; expected one of {', '.join(BACKBONES)}")
-        if not isinstance(self.embedding_dim, int) or self.embedding_dim < 2:
-            raise StylespaceError(f"embedding_dim must be an integer >= 2, got {self.embedding_dim!r}")
-        size = tuple(self.input_size)
-        if len(size) != 2 or any(not isinstance(v, int) or v < 8 for v in size):
-            raise StylespaceError(f"input_size must be (H, W) with both >= 8 pixels, got {self.input_size!r}")
-        self.input_size = (int(size[0]), int(size[1]))
-        if len(set(self.classes)) != len(self.classes):
-            raise StylespaceError("classes must be unique names")
-        if self.pooling not in POOLINGS:
-            raise StylespaceError(f"pooling {self.pooling!r} is unknown; expected one of {', '.join(POOLINGS)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise StylespaceError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not isinstance(self.width, int) or self.width < 4:
-            raise StylespaceError(f"width must be an integer >= 4, got {self.width!r}")
-        depth = tuple(self.depth)
-        if len(depth) != 4 or any(not isinstance(d, int) or d < 1 for d in depth):
-            raise StylespaceError(f"depth must be 4 integers >= 1 (blocks per stage), got {self.depth!r}")
-        self.depth = depth
-        if self.stem_stride not in (1, 2, 4):
-            raise StylespaceError(f"stem_stride must be 1, 2 or 4, got {self.stem_stride!r}")
-        if self.classifier not in CLASSIFIERS:
-            raise StylespaceError(f"classifier {self.classifier!r} is unknown; expected one of {', '.join(CLASSIFIERS)}")
-        if self.embed_layer not in EMBED_LAYERS:
-            raise StylespaceError(f"embed_layer {self.embed_layer!r} is unknown; expected one of {', '.join(EMBED_LAYERS)}")
-        if self.cosine_scale <= 0:
-            raise StylespaceError(f"cosine_scale must be > 0, got {self.cosine_scale}")
+        """Check every field (run when the config is made); raises StylespaceError saying what was expected."""
+        validate([
+            (self.backbone in BACKBONES,
+             f"model backbone {self.backbone!r} is unknown; expected one of {', '.join(BACKBONES)}"),
+            at_least("embedding_dim", self.embedding_dim, 2),
+            each("input_size", self.input_size, 8, count=2, note="(H, W) in pixels"),
+            (len(set(self.classes)) == len(self.classes), "classes must be unique names"),
+            one_of("pooling", self.pooling, POOLINGS),
+            in_range("dropout", self.dropout, 0, 1, "[)"),
+            at_least("width", self.width, 4),
+            each("depth", self.depth, 1, count=4, note="blocks per stage"),
+            one_of("stem_stride", self.stem_stride, (1, 2, 4)),
+            one_of("classifier", self.classifier, CLASSIFIERS),
+            one_of("embed_layer", self.embed_layer, EMBED_LAYERS),
+            above("cosine_scale", self.cosine_scale, 0),
+        ])
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        self.depth = tuple(int(d) for d in self.depth)
         return self

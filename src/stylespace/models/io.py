@@ -13,6 +13,7 @@ from safetensors.torch import save as save_safetensors
 
 from stylespace.models.config import ModelConfig
 from stylespace.models.embedding import EmbeddingModel
+from stylespace.models.shipped import resolve_model_dir, shipped_names
 from stylespace.utils import StylespaceError, atomic_write, dataclass_from_dict, read_json, write_json
 
 WEIGHTS_FILE = "model.safetensors"
@@ -57,12 +58,14 @@ def save_model(model: EmbeddingModel, folder: str | os.PathLike) -> Path:
 
 def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> EmbeddingModel:
     """Rebuild the model saved in ``folder`` (in eval mode). The backbone weights file named in the
-    config is not needed: the saved weights already hold it."""
-    folder = Path(folder)
+    config is not needed: the saved weights already hold it. ``folder`` may also name a shipped model
+    (``default``; see :mod:`stylespace.models.shipped`)."""
+    folder = resolve_model_dir(folder)
     weights_file, config_file = folder / WEIGHTS_FILE, folder / CONFIG_FILE
     if not folder.is_dir() or not weights_file.is_file() or not config_file.is_file():
         raise StylespaceError(f"{folder}: not a model folder (expected {WEIGHTS_FILE} and {CONFIG_FILE}, "
-                              "as written by `stylespace train`)")
+                              "as written by `stylespace train`, or a shipped model name: "
+                              f"{', '.join(shipped_names()) or 'none in this installation'})")
     config_data = read_json(config_file, "ModelConfig JSON")
     config = dataclass_from_dict(ModelConfig, config_data, source=str(config_file))
     try:

@@ -30,6 +30,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from stylespace.utils import at_least, is_number, validate
+
 BLANK = "the picture is blank or almost uniform"
 UNLIKE = "the picture looks like nothing in the catalog"
 ATYPICAL = "the picture does not look like the catalog's product photos"
@@ -55,6 +57,13 @@ class JunkRule:
 
     top1_floor: float | None = None
     centre_ceiling: float | None = None
+
+    def __post_init__(self) -> None:
+        validate([
+            (self.top1_floor is None or is_number(self.top1_floor),
+             f"top1_floor must be a number or None, got {self.top1_floor!r}"),
+            at_least("centre_ceiling", self.centre_ceiling, 0, integer=False, none_ok=True),
+        ], "junk rule")
 
     @classmethod
     def from_typicality(cls, typicality: Mapping | None) -> "JunkRule":

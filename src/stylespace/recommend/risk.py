@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, in_range, validate
 
 
 @dataclasses.dataclass
@@ -59,8 +59,7 @@ class RiskCoverage:
 
     def for_error(self, target: float) -> OperatingPoint:
         """The threshold with the largest coverage whose error rate is <= ``target``."""
-        if not 0.0 <= target <= 1.0:
-            raise StylespaceError(f"target error rate must be in [0, 1] (0.05 = 5 %), got {target}")
+        validate([in_range("target error rate", target, 0, 1, note="0.05 = 5 %")])
         ok = np.flatnonzero((self.error <= target + 1e-12) & self._selectable)
         if not len(ok):
             return OperatingPoint(None, 0.0, float("nan"), {"error": target}, False)
@@ -69,8 +68,7 @@ class RiskCoverage:
 
     def for_coverage(self, target: float) -> OperatingPoint:
         """The highest threshold whose coverage is >= ``target`` (the fewest shown that meet it)."""
-        if not 0.0 < target <= 1.0:
-            raise StylespaceError(f"target coverage must be in (0, 1] (0.8 = 80 %), got {target}")
+        validate([in_range("target coverage", target, 0, 1, "(]", note="0.8 = 80 %")])
         ok = np.flatnonzero((self.coverage >= target - 1e-12) & self._selectable)
         if len(ok):
             return self._point(int(ok[0]), {"coverage": target}, True)

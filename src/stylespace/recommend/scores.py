@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from stylespace.index.catalog_index import CatalogIndex, Neighbours
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, validate
 
 
 def to_distance(similarities: np.ndarray, metric: str) -> np.ndarray:
@@ -176,8 +176,7 @@ class NeighbourAgreement(ConfidenceScore):
     family = "agreement"
 
     def __init__(self, k: int = 10):
-        if k < 2:
-            raise StylespaceError(f"neighbour agreement needs k >= 2, got {k}")
+        validate([at_least("k", k, 2)], "neighbour agreement")
         self.k = k
         self.params = (self.k,)
         self.neighbours_needed = k
@@ -354,6 +353,5 @@ def score_by_name(name: str) -> ConfidenceScore:
 
 
 def _positive(k: int, name: str) -> int:
-    if not isinstance(k, int) or k < 1:
-        raise StylespaceError(f"{name} must be an integer >= 1, got {k!r}")
+    validate([at_least(name, k, 1)])
     return k

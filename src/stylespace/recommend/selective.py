@@ -25,7 +25,7 @@ from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverag
 from stylespace.recommend.saved import SavedCalibration, load_calibration, save_calibration
 from stylespace.recommend.scores import (ConfidenceScore, LocalAccuracy, NeighbourContext, default_scores,
                                          score_by_name)
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, validate
 
 DEFAULT_SCORE = "top1"
 
@@ -75,8 +75,7 @@ class SelectiveRecommender:
 
     def __init__(self, index: CatalogIndex, score: ConfidenceScore | str = DEFAULT_SCORE,
                  threshold: float | None = None, n_items: int = 3, junk: JunkRule | None = None):
-        if not isinstance(n_items, int) or n_items < 1:
-            raise StylespaceError(f"n_items must be an integer >= 1, got {n_items!r}")
+        validate([at_least("n_items", n_items, 1)])
         self.index = index
         self.score = score_by_name(score) if isinstance(score, str) else score
         self.threshold = threshold
@@ -129,8 +128,7 @@ class SelectiveRecommender:
         canonical views); those, and queries whose embedding fails the junk test, are never confident.
         """
         k = self.n_items if k is None else k
-        if not isinstance(k, int) or k < 1:
-            raise StylespaceError(f"k must be an integer >= 1, got {k!r}")
+        validate([at_least("k", k, 1)])
         context = self.context(queries, model_id=model_id, exclude_ids=exclude_ids, where=where, k=k)
         if blank is not None and len(blank) != len(context.neighbours):
             raise StylespaceError(f"{len(blank)} blank flags for {len(context.neighbours)} queries")

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.report.maps import as_labelled, symmetric_pair_scores
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, validate
 
 
 # --- confusion vs overlap on the 2-D maps ---------------------------------------------------------
@@ -175,8 +175,7 @@ def centroid_line(vectors: np.ndarray, labels: Sequence[str], class_a: str, clas
         steps: number of evenly spaced points on the line, both centroids included (>= 2).
     """
     vectors, labels = as_labelled(vectors, labels)
-    if steps < 2:
-        raise StylespaceError(f"steps must be >= 2 (both centroids), got {steps}")
+    validate([at_least("steps", steps, 2, note="both centroids")])
     if class_a == class_b:
         raise StylespaceError(f"the two classes must differ, got {class_a!r} twice")
     mask_a, mask_b = labels == class_a, labels == class_b
@@ -221,8 +220,7 @@ def sample_indices(n: int, size: int, seed: int = 0, labels: Sequence[str] | Non
 
     With ``labels``, every class keeps at least one item when ``size`` allows, so rare classes stay on the map.
     """
-    if size < 1:
-        raise StylespaceError(f"sample size must be >= 1, got {size}")
+    validate([at_least("sample size", size, 1)])
     if size >= n:
         return np.arange(n)
     rng = np.random.default_rng(seed)

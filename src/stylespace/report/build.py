@@ -27,11 +27,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from stylespace.data import ImageArray, SplitManifest
+from stylespace.evaluation.plan import all_class_sets, known_class_sets
 from stylespace.report import analysis
 from stylespace.report import figures as draw
 from stylespace.report.html import ReportFigure, Section, Table, render_html
 from stylespace.report.maps import MapConfig, Projector2D, knn_class_overlap
-from stylespace.utils import StylespaceError, atomic_write, to_jsonable
+from stylespace.utils import StylespaceError, at_least, atomic_write, one_of, to_jsonable, validate
 
 REPORT_JSON = "report.json"
 Embedder = Callable[[np.ndarray], np.ndarray]  # uint8 (N, H, W, 3) pixels -> (N, D) float32 embeddings
@@ -72,17 +73,17 @@ class ReportConfig:
     dpi: int = 110
 
     def __post_init__(self) -> None:
-        for name in ("map_classes", "map_sample", "thumbnail_sample", "centroid_sample", "overlap_k", "top_pairs",
-                     "max_pairs", "coverage_k"):
-            if int(getattr(self, name)) < 1:
-                raise StylespaceError(f"report option {name} must be >= 1, got {getattr(self, name)}")
-        if self.interpolation_steps < 2:
-            raise StylespaceError(f"interpolation_steps must be >= 2 (both centroids), got {self.interpolation_steps}")
         self.pair = tuple(self.pair)
-        if len(self.pair) != 2 or self.pair[0] == self.pair[1]:
-            raise StylespaceError(f"pair must name two different classes, e.g. Shirts,Tshirts; got {self.pair}")
-        if self.metric not in ("cosine", "euclidean"):
-            raise StylespaceError(f"metric must be cosine or euclidean, got {self.metric!r}")
+        validate([
+            *(at_least(name, getattr(self, name), 1) for name in (
+                "map_classes", "map_sample", "thumbnail_sample", "centroid_sample", "overlap_k", "top_pairs",
+                "max_pairs", "coverage_k", "dpi")),
+            at_least("interpolation_steps", self.interpolation_steps, 2, note="both centroids"),
+            (len(self.pair) == 2 and self.pair[0] != self.pair[1],
+             f"pair must name two different classes, e.g. Shirts,Tshirts; got {self.pair}"),
+            one_of("metric", self.metric, ("cosine", "euclidean")),
+        ], "report option")
+        self.map_config()  # the 2-D map settings check theirs
 
     def map_config(self) -> MapConfig:
         return MapConfig(self.perplexity, self.umap_neighbors, self.umap_epochs, self.seed, self.threads)
@@ -320,7 +321,7 @@ def section_confusion(ctx: ReportContext, test_maps: TestMaps) -> Section:
                       "classes. The reading compares, per class pair, how often the two are confused with how "
                       f"much they overlap on the test maps (overlap: mean fraction of an item's {cfg.overlap_k} "
                       "nearest map neighbours that belong to the other class, averaged both ways).")
-    support_manifest, query_manifest = ctx.manifest.scenario(2)
+    support_manifest, query_manifest = known_class_sets(ctx.manifest)
     support = ctx.labelled("support", support_manifest, classes=ctx.map_classes)
     query = ctx.labelled("test", query_manifest, classes=ctx.map_classes)
     if len(support) == 0 or len(query) == 0:
@@ -443,7 +444,7 @@ def section_hierarchy(ctx: ReportContext) -> Section:
                       "Scenario 2 on all main classes, without retraining: the 1-NN classifier scored on the "
                       "article type and on the coarser subCategory and masterCategory of each item (seed 004 "
                       "task 4 step 4). With 1-NN, voting on coarse labels and mapping the fine prediction up agree.")
-    support_manifest, query_manifest = ctx.manifest.scenario(2)
+    support_manifest, query_manifest = known_class_sets(ctx.manifest)
     if len(support_manifest) == 0 or len(query_manifest) == 0:
         section.missing.append("scenario 2 needs main support and main test items; this split has none")
         return section
@@ -523,7 +524,7 @@ def _risk_coverage(ctx: ReportContext, section: Section) -> None:
     from stylespace.recommend import calibrate
 
     cfg = ctx.config
-    support_manifest, query_manifest = ctx.manifest.scenario(4)
+    support_manifest, query_manifest = all_class_sets(ctx.manifest)
     if len(support_manifest) == 0 or len(query_manifest) == 0:
         section.missing.append("error rate vs coverage: scenario 4 needs support and test items (a protocol "
                                f"split); this split has {len(support_manifest)} and {len(query_manifest)}")
@@ -578,7 +579,7 @@ def verification_pairs(ctx: ReportContext) -> PairSet:
         second = np.array([index[p[1]] for p in pairs])
         same = np.array([bool(p[2]) for p in pairs])
         return PairSet(store, ids, first, second, same, f"{len(pairs):,} labelled pairs from the pairs file")
-    _, query = ctx.manifest.scenario(4)
+    _, query = all_class_sets(ctx.manifest)
     source = "scenario 4 test items (main + new test)"
     if len(query) == 0:
         query, source = ctx.split("test"), "test items"

@@ -9,7 +9,7 @@ import numpy as np
 
 from stylespace.data import SplitManifest, load_catalog, load_image_array
 from stylespace.report.build import Embedder, ReportInputs
-from stylespace.utils import StylespaceError, pick_device
+from stylespace.utils import StylespaceError, at_least, pick_device, validate
 
 # The name stylespace.training.trainer writes. Not imported from there: importing the training package
 # pulls in pytorch-metric-learning, which imports faiss.contrib.torch_utils, whose patched Index.search
@@ -61,8 +61,7 @@ def load_report_inputs(model_path: str | os.PathLike, split_path: str | os.PathL
     """Load every input of the report; user errors name the file and what to do."""
     from stylespace.models import load_model, model_id
 
-    if batch_size < 1:
-        raise StylespaceError(f"batch size must be >= 1, got {batch_size}")
+    validate([at_least("batch_size", batch_size, 1)])
     model_path, split_path = Path(model_path), Path(split_path)
     manifest = SplitManifest.load(split_path)
     catalog_path = Path(catalog) if catalog is not None else (Path(manifest.config.catalog) if manifest.config.catalog else None)

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, above, at_least, one_of, validate
 
 METHODS = ("tsne", "umap")
 
@@ -30,6 +30,14 @@ class MapConfig:
     seed: int = 0
     threads: int = 1
 
+    def __post_init__(self) -> None:
+        validate([
+            above("t-SNE perplexity", self.perplexity, 0),
+            at_least("UMAP n_neighbors", self.n_neighbors, 2),
+            at_least("UMAP epochs", self.umap_epochs, 1, none_ok=True, note="None: umap-learn's default"),
+            at_least("threads", self.threads, 1),
+        ])
+
 
 class Projector2D:
     """Project embeddings to 2-D with t-SNE (scikit-learn) or UMAP (umap-learn).
@@ -39,18 +47,9 @@ class Projector2D:
     """
 
     def __init__(self, method: str = "tsne", config: MapConfig | None = None):
-        if method not in METHODS:
-            raise StylespaceError(f"2-D map method must be one of {METHODS}, got {method!r}")
+        validate([one_of("2-D map method", method, METHODS)])
         self.method = method
         self.config = config or MapConfig()
-        if self.config.perplexity <= 0:
-            raise StylespaceError(f"t-SNE perplexity must be > 0, got {self.config.perplexity}")
-        if self.config.n_neighbors < 2:
-            raise StylespaceError(f"UMAP n_neighbors must be >= 2, got {self.config.n_neighbors}")
-        if self.config.threads < 1:
-            raise StylespaceError(f"threads must be >= 1, got {self.config.threads}")
-        if self.config.umap_epochs is not None and self.config.umap_epochs < 1:
-            raise StylespaceError(f"UMAP epochs must be >= 1 (or None for the default), got {self.config.umap_epochs}")
         self.used: dict = {}
 
     @property
@@ -114,8 +113,7 @@ def knn_class_overlap(points: np.ndarray, labels: Sequence[str], classes: Sequen
     from sklearn.neighbors import NearestNeighbors
 
     points, labels = as_labelled(points, labels, "points")
-    if k < 1:
-        raise StylespaceError(f"k must be >= 1, got {k}")
+    validate([at_least("k", k, 1)])
     n = len(points)
     if n < 2:
         raise StylespaceError("class overlap needs at least 2 points")

@@ -32,7 +32,7 @@ from stylespace.service.decoding import Busy, DecodeLimits, UploadDecoder
 from stylespace.service.engine import StyleEngine, UnknownItem
 from stylespace.service.headers import SecurityHeaders, public, short
 from stylespace.service.uploads import BodySizeLimit, UploadError, decode_probed_view, probe_upload, read_upload
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, validate
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_K = 100
@@ -60,8 +60,7 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         inference: what runs the query model: ``auto`` (ONNX Runtime on a CPU when installed, else PyTorch),
             ``onnx`` or ``torch`` (:mod:`stylespace.inference`).
     """
-    if not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
-        raise StylespaceError(f"max_upload_bytes must be a positive number of bytes, got {max_upload_bytes!r}")
+    validate([at_least("max_upload_bytes", max_upload_bytes, 1, note="bytes")])
     limits = decode_limits or DecodeLimits()
     engine = StyleEngine.load(index_dir, model_dir=model_dir, compat_dir=compat_dir, device=device,
                               max_batch=max_batch, inference=inference)
@@ -157,15 +156,15 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         view = await decode(data, engine.input_size, "image")
         ranking = await asyncio.wrap_future(engine.submit_search(view.pixels, k, view.blank))
         query = schemas.QueryInfo(kind="upload", filename=None if image.filename is None else short(image.filename))
-        return _search_result(ranking, query, k, started, engine.index.metric)
+        return _json(_search_result(ranking, query, k, started, engine.index.metric))
 
     @app.get("/items/{item_id}/similar", response_model=schemas.SearchResult, tags=["search"])
     async def similar(item_id: Annotated[str, PathParam(description="A catalog item id.")], k: int = K_QUERY):
         """The k catalog items closest in style to a catalog item (the item itself left out)."""
         started = time.perf_counter()
         ranking = await asyncio.wrap_future(engine.submit_similar(item_id, k))
-        return _search_result(ranking, schemas.QueryInfo(kind="item", id=short(item_id)), k, started,
-                              engine.index.metric)
+        return _json(_search_result(ranking, schemas.QueryInfo(kind="item", id=short(item_id)), k, started,
+                                    engine.index.metric))
 
     # --- the catalog --------------------------------------------------------------------------
     @app.get("/items/{item_id}", response_model=schemas.Item, tags=["catalog"])
@@ -221,6 +220,12 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         return schemas.Verdict(**verdict, a=sides[0][1], b=sides[1][1])
 
     return app
+
+
+def _json(answer) -> Response:
+    """A pydantic answer serialised once (its response_model still documents it; FastAPI would otherwise
+    validate it again and serialise it through jsonable_encoder, ~0.4 ms of a search's ~3 ms of CPU)."""
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def _short_error(error: dict) -> dict:

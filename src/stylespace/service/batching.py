@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Sequence
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, validate
 
 _STOP = object()
 
@@ -29,8 +29,7 @@ class QueryBatcher:
 
     def __init__(self, answer_batch: Callable[[Sequence[Any]], Sequence[Any]], max_batch: int = 32,
                  name: str = "query-batcher"):
-        if not isinstance(max_batch, int) or max_batch < 1:
-            raise StylespaceError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+        validate([at_least("max_batch", max_batch, 1)])
         self.answer_batch = answer_batch
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()

@@ -3,10 +3,12 @@
 An upload's cost is known from its header before a pixel is decoded (:func:`stylespace.data.images.probe_image`):
 the pixels it decodes at (a JPEG at 1/2, 1/4 or 1/8 scale, anything else whole). So:
 
-* over ``DecodeLimits.decoded_pixels`` it is refused (422, naming the limit) without being decoded;
 * over ``heavy_pixels`` it is *heavy*: it waits for one of ``heavy_workers`` threads that run at the
-  lowest CPU priority (nice 19 on Linux), so a few clients posting large PNGs queue behind one another
-  instead of taking the cores honest searches need;
+  lowest CPU priority (nice 19 on Linux) and start at most ``heavy_per_second`` uploads a second, so a
+  few clients posting large images queue behind one another instead of taking the cores honest searches
+  need; there, one over ``decoded_pixels`` is refused (422, naming the limit) without being decoded.
+  (Refused uploads wait their turn too: refusing is cheap, but a client posting one back to back would
+  otherwise be answered as fast as it can ask, a flood of requests costing a millisecond each);
 * the rest is decoded at once by one of ``workers`` threads.
 
 Each lane holds at most ``max_waiting`` (``max_heavy_waiting``) uploads in its queue; past that the
@@ -23,8 +25,8 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from stylespace.data.images import WORK_PIXELS, PixelBudget
-from stylespace.utils import StylespaceError
+from stylespace.data.images import DEFAULT_BUDGET, WORK_PIXELS, PixelBudget
+from stylespace.utils import above, at_least, validate
 
 _STOP = object()
 
@@ -35,14 +37,16 @@ class DecodeLimits:
 
     Attributes:
         decoded_pixels: the most pixels one upload may decode at (read from its header); over it: 422.
-            The default keeps one upload under ~100 MB and ~100 ms of CPU on one core of a small machine
-            (a 2000 x 2000 PNG with an alpha channel: 62 MB, 85 ms; docs/service.md).
+            The default keeps one upload under 100 MB and 100 ms of CPU on this 2-core machine (the dearest
+            kinds at the limit, 2000 x 2000 RGBA and 16-bit PNGs: 72 ms / 35 MB and 67 ms / 53 MB;
+            benchmarks/bench_uploads.py, docs/service.md).
         working_pixels: the most pixels of any array the canonical view makes after decoding (PixelBudget.working).
         heavy_pixels: uploads decoding at more pixels than this go to the heavy lane.
         workers: threads decoding ordinary uploads (0 = one per CPU core).
         heavy_workers: threads decoding heavy uploads, at the lowest CPU priority.
         max_waiting: ordinary uploads that may wait for a thread; more: 503 with Retry-After.
         max_heavy_waiting: heavy uploads that may wait; more: 503 with Retry-After.
+        heavy_per_second: the most heavy uploads started (decoded or refused) per second.
     """
 
     decoded_pixels: int = 4_000_000
@@ -52,14 +56,15 @@ class DecodeLimits:
     heavy_workers: int = 1
     max_waiting: int = 64
     max_heavy_waiting: int = 4
+    heavy_per_second: float = 4.0
 
     def __post_init__(self) -> None:
-        for name in ("decoded_pixels", "working_pixels", "heavy_pixels", "heavy_workers"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise StylespaceError(f"decode limit {name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("workers", "max_waiting", "max_heavy_waiting"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise StylespaceError(f"decode limit {name} must be an integer >= 0, got {getattr(self, name)!r}")
+        validate([
+            above("heavy_per_second", self.heavy_per_second, 0),
+            *(at_least(name, getattr(self, name), 1)
+              for name in ("decoded_pixels", "working_pixels", "heavy_pixels", "heavy_workers")),
+            *(at_least(name, getattr(self, name), 0) for name in ("workers", "max_waiting", "max_heavy_waiting")),
+        ], owner="decode limit")
         self.budget  # validates the pixel budget too
 
     @property
@@ -84,13 +89,16 @@ class DecodeLane:
         workers: worker threads.
         max_waiting: jobs that may wait for a worker; :meth:`submit` raises :class:`Busy` past that.
         nice: CPU priority the workers lower themselves to (Linux; 0 = unchanged).
+        per_second: the most jobs started per second, all workers together (None = no limit).
     """
 
-    def __init__(self, name: str, workers: int, max_waiting: int, nice: int = 0):
+    def __init__(self, name: str, workers: int, max_waiting: int, nice: int = 0, per_second: float | None = None):
         self.name = name
         self.workers = workers
         self.max_waiting = max_waiting
         self.nice = nice
+        self.interval = 0.0 if per_second is None else 1.0 / per_second
+        self._next_start = 0.0  # monotonic time the next job may start (per_second)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.waiting = 0  # jobs queued and not yet taken by a worker
@@ -139,21 +147,33 @@ class DecodeLane:
             fn, args, future = self._queue.get()
             if fn is _STOP:
                 return
+            if self.interval:
+                with self._lock:
+                    now = time.monotonic()
+                    start = max(now, self._next_start)
+                    self._next_start = start + self.interval
+                time.sleep(start - now)  # waits without using the CPU; the job keeps its place
             with self._lock:
                 self.waiting -= 1
                 self.running += 1
             started = time.perf_counter()
-            try:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn(*args))
-                    except BaseException as exc:  # the caller learns why; the worker goes on
-                        future.set_exception(exc)
-            finally:
-                with self._lock:
-                    self.running -= 1
-                    self.done += 1
-                    self._seconds += time.perf_counter() - started
+            result = error = None
+            live = future.set_running_or_notify_cancel()
+            if live:
+                try:
+                    result = fn(*args)
+                except BaseException as exc:  # the caller learns why; the worker goes on
+                    error = exc
+            # The place is free before the caller hears back, so its next upload finds room.
+            with self._lock:
+                self.running -= 1
+                self.done += 1
+                self._seconds += time.perf_counter() - started
+            if live:
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
 
 
 class UploadDecoder:
@@ -171,7 +191,8 @@ class UploadDecoder:
         self.limits = limits
         self.budget = limits.budget
         self.ordinary = DecodeLane("ordinary", limits.workers or os.cpu_count() or 1, limits.max_waiting)
-        self.heavy = DecodeLane("heavy", limits.heavy_workers, limits.max_heavy_waiting, nice=19)
+        self.heavy = DecodeLane("heavy", limits.heavy_workers, limits.max_heavy_waiting, nice=19,
+                                per_second=limits.heavy_per_second)
 
     def submit(self, data: bytes, size: tuple[int, int], field: str = "image") -> Future:
         """Start decoding ``data`` for a view of ``size``; the future holds the result or the refusal.
@@ -189,7 +210,7 @@ class UploadDecoder:
                 outer.set_result(result)
                 return
             try:
-                second = self.heavy.submit(self.decode_fn, data, size, field, self.budget)
+                second = self.heavy.submit(self._heavy, data, size, field)
             except Busy as exc:
                 outer.set_exception(exc)
                 return
@@ -199,13 +220,19 @@ class UploadDecoder:
         return outer
 
     def _ordinary(self, data: bytes, size: tuple[int, int], field: str):
-        pixels = self.probe_fn(data, size, field, self.budget)
+        # The header's format errors are answered here at once; the size is judged on the heavy lane.
+        pixels = self.probe_fn(data, size, field, DEFAULT_BUDGET)
         if pixels > self.limits.heavy_pixels:
             return _HEAVY
         return self.decode_fn(data, size, field, self.budget)
 
+    def _heavy(self, data: bytes, size: tuple[int, int], field: str):
+        self.probe_fn(data, size, field, self.budget)  # over the budget: refused here, in turn, undecoded
+        return self.decode_fn(data, size, field, self.budget)
+
     def stats(self) -> dict:
         return {"decoded_pixels": self.limits.decoded_pixels, "heavy_pixels": self.limits.heavy_pixels,
+                "heavy_per_second": self.limits.heavy_per_second,
                 "ordinary": self.ordinary.stats(), "heavy": self.heavy.stats()}
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from stylespace.data.images import border_connected
 from stylespace.models.inputs import as_model_input
-from stylespace.utils import StylespaceError
+from stylespace.utils import in_range, one_of, validate
 
 PADDINGS = ("border", "backdrop")
 
@@ -66,21 +66,19 @@ class AugmentConfig:
     jpeg: float = 0.0
     erase: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> "AugmentConfig":
-        for name in ("scale", "translate", "colour", "aspect"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise StylespaceError(f"augmentation {name} must be in [0, 1), got {value}")
-        for name in ("flip", "background", "greyscale", "blur", "jpeg", "erase"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise StylespaceError(f"augmentation {name} must be a probability in [0, 1], got {value}")
-        if not 0.0 <= self.rotate <= 45.0:
-            raise StylespaceError(f"augmentation rotate must be in [0, 45] degrees, got {self.rotate}")
-        if self.padding not in PADDINGS:
-            raise StylespaceError(f"augmentation padding {self.padding!r} is unknown; expected one of {', '.join(PADDINGS)}")
-        if self.background > 0 and self.padding != "backdrop":
-            raise StylespaceError("augmentation background needs padding='backdrop' (it paints the backdrop)")
+        validate([
+            *(in_range(name, getattr(self, name), 0, 1, "[)") for name in ("scale", "translate", "colour", "aspect")),
+            *(in_range(name, getattr(self, name), 0, 1, note="a probability")
+              for name in ("flip", "background", "greyscale", "blur", "jpeg", "erase")),
+            in_range("rotate", self.rotate, 0, 45, note="degrees"),
+            one_of("padding", self.padding, PADDINGS),
+            (self.background == 0 or self.padding == "backdrop",
+             "background needs padding='backdrop' (it paints the backdrop)"),
+        ], "augmentation")
         return self
 
 

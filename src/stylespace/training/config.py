@@ -4,9 +4,9 @@ from __future__ import annotations
 import dataclasses
 
 from stylespace.training.augment import AugmentConfig
-from stylespace.training.objectives import MINERS, ObjectiveConfig, parse_objective
+from stylespace.training.objectives import ObjectiveConfig, parse_objective
 from stylespace.training.samplers import SAMPLERS
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, above, at_least, in_range, is_number, one_of, validate
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -34,6 +34,13 @@ class TrainConfig:
         augment: apply ``augmentation`` on the fly. val_fraction: part of the training split kept for
             validation (stratified, fixed by ``seed``). num_threads: CPU threads for torch (0 = torch's default).
         eval_batch_size: batch size for validation and embedding.
+        init: fine-tune from this trained stylespace model (a run or model folder, or a shipped name such as
+            ``default``): its backbone and embedding head, with a new classifier for the catalog's classes;
+            empty = a new model from the model config.
+        freeze_backbone_epochs: the first epochs train everything but the backbone (a new classifier settles
+            before its gradients reach features that are already good).
+        backbone_lr_factor: the backbone learns at ``lr`` times this (below 1 when fine-tuning: keep most of
+            what the parent learnt).
     """
 
     objective: str = "ce"
@@ -59,48 +66,44 @@ class TrainConfig:
     val_fraction: float = 0.05
     num_threads: int = 0
     eval_batch_size: int = 512
+    init: str = ""
+    freeze_backbone_epochs: int = 0
+    backbone_lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
             self.loss = _nested(ObjectiveConfig, self.loss, "loss")
         if isinstance(self.augmentation, dict):
             self.augmentation = _nested(AugmentConfig, self.augmentation, "augmentation")
+        self.validate()
 
     def validate(self) -> "TrainConfig":
-        parse_objective(self.objective)
-        if self.loss.miner not in MINERS:
-            raise StylespaceError(f"miner {self.loss.miner!r} is unknown; expected one of {', '.join(MINERS)}")
-        if not 0.0 <= self.loss.label_smoothing < 1.0:
-            raise StylespaceError(f"label_smoothing must be in [0, 1), got {self.loss.label_smoothing}")
-        for name in ("margin", "gap", "pair_ratio", "temperature"):
-            if getattr(self.loss, name) <= 0:
-                raise StylespaceError(f"loss {name} must be > 0, got {getattr(self.loss, name)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise StylespaceError(f"optimizer {self.optimizer!r} is unknown; expected one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise StylespaceError(f"schedule {self.schedule!r} is unknown; expected one of {', '.join(SCHEDULES)}")
-        if self.sampler not in SAMPLERS:
-            raise StylespaceError(f"sampler {self.sampler!r} is unknown; expected one of {', '.join(SAMPLERS)}")
-        checks = [
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
-            (isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs}"),
-            (isinstance(self.batch_size, int) and self.batch_size >= 2, f"batch_size must be an integer >= 2, got {self.batch_size}"),
-            (self.patience >= 0, f"patience must be >= 0 (0 = no early stopping), got {self.patience}"),
-            (0.0 <= self.val_fraction < 0.5, f"val_fraction must be in [0, 0.5), got {self.val_fraction}"),
-            (self.num_threads >= 0, f"num_threads must be >= 0 (0 = torch's default), got {self.num_threads}"),
-            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
-            (isinstance(self.views, int) and self.views >= 1, f"views must be an integer >= 1, got {self.views}"),
-            ("instance" not in parse_objective(self.objective) or (self.views >= 2 and self.augment),
+        """Check the settings (run when the config is made; again by the trainer); ``loss`` and
+        ``augmentation`` check theirs when they are made."""
+        terms = parse_objective(self.objective)
+        validate([
+            one_of("optimizer", self.optimizer, OPTIMIZERS),
+            one_of("schedule", self.schedule, SCHEDULES),
+            one_of("sampler", self.sampler, SAMPLERS),
+            above("lr", self.lr, 0),
+            at_least("weight_decay", self.weight_decay, 0, integer=False),
+            in_range("momentum", self.momentum, 0, 1, "[)"),
+            at_least("warmup_epochs", self.warmup_epochs, 0, integer=False),
+            at_least("epochs", self.epochs, 1),
+            at_least("batch_size", self.batch_size, 2),
+            at_least("patience", self.patience, 0, note="0 = no early stopping"),
+            in_range("val_fraction", self.val_fraction, 0, 0.5, "[)"),
+            at_least("num_threads", self.num_threads, 0, note="0 = torch's default"),
+            at_least("eval_batch_size", self.eval_batch_size, 1),
+            at_least("views", self.views, 1),
+            in_range("balance_power", self.balance_power, 0, 1),
+            in_range("freeze_backbone_epochs", self.freeze_backbone_epochs, 0, self.epochs, "[)", integer=True,
+                     note="epochs that train everything but the backbone, fewer than epochs"),
+            in_range("backbone_lr_factor", self.backbone_lr_factor, 0, 10, "(]"),
+            ("instance" not in terms or (is_number(self.views) and self.views >= 2 and self.augment),
              f"the instance term compares augmented views of each item: it needs views >= 2 and augmentation "
              f"on, got views={self.views}, augment={self.augment}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise StylespaceError(message)
-        self.augmentation.validate()
+        ])
         return self
 
 

@@ -23,7 +23,7 @@ from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, above, at_least, in_range, one_of, validate
 
 
 class RatioPairMiner(BaseMiner):
@@ -35,8 +35,7 @@ class RatioPairMiner(BaseMiner):
 
     def __init__(self, ratio: float = 20.0, **kwargs):
         super().__init__(**kwargs)
-        if ratio <= 0:
-            raise StylespaceError(f"pair ratio (dissimilar per similar pair) must be > 0, got {ratio}")
+        validate([above("pair ratio", ratio, 0, note="dissimilar per similar pair")])
         self.ratio = ratio
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
@@ -151,6 +150,15 @@ class ObjectiveConfig:
     arcface_scale: float = 30.0
     temperature: float = 0.1
 
+    def __post_init__(self) -> None:
+        validate([
+            in_range("label_smoothing", self.label_smoothing, 0, 1, "[)"),
+            *(above(name, getattr(self, name), 0) for name in ("margin", "pair_ratio", "gap", "temperature")),
+            one_of("miner", self.miner, MINERS),
+            at_least("arcface_margin", self.arcface_margin, 0, integer=False, note="degrees"),
+            above("arcface_scale", self.arcface_scale, 0),
+        ], "loss")
+
 
 TERMS = ("ce", "contrastive", "triplet", "ms", "arcface", "instance")
 MINERS = ("semihard", "batch_hard", "all")
@@ -197,8 +205,7 @@ def parse_objective(spec: str) -> dict[str, float]:
             value = float(weight) if weight else 1.0
         except ValueError:
             raise StylespaceError(f"objective {spec!r}: weight {weight!r} of {name} is not a number") from None
-        if value <= 0:
-            raise StylespaceError(f"objective {spec!r}: weight of {name} must be > 0")
+        validate([above(f"objective {spec!r}: weight of {name}", value, 0)])
         if name in weights:
             raise StylespaceError(f"objective {spec!r}: term {name} given twice")
         weights[name] = value

@@ -8,6 +8,10 @@
   cores; its stride-4 stem keeps indexing and single-image search fast on a CPU.
 - ``packshot``: the recipe of the default model before (cross-entropy on lightly augmented packshots,
   24 epochs, about 30 minutes), kept to compare against.
+- ``finetune``: fine-tuning a trained model (``--init default``) on a small catalog of your own: the
+  ``default`` recipe at a third of the learning rate for 8 epochs, the backbone at 0.3 x that, frozen for
+  the first epoch while the new (imprinted) classifier settles (on the 1,000-photo tree of
+  benchmarks/bench_own_catalog.py the classifier's validation accuracy levels off after 2 epochs).
 - ``gpu``: a larger model and longer schedule for one modern GPU (a few minutes on an H100).
 - ``small``: small grey images such as Fashion-MNIST's 28 x 28: the stem keeps the full resolution for the
   first stage (a stride-4 stem would leave 7 x 7 of a 28 x 28 image), light augmentation that suits
@@ -41,6 +45,14 @@ PRESETS: dict[str, tuple[dict, dict]] = {
              embed_layer="features"),
         dict(objective="ce", epochs=24, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle",
              loss=dict(label_smoothing=0.1)),
+    ),
+    "finetune": (  # with --init: the architecture is the parent's; only the training settings apply
+        {},
+        dict(objective="ce+instance:0.5", views=2, epochs=8, batch_size=64, lr=1e-3, schedule="onecycle",
+             sampler="shuffle", freeze_backbone_epochs=1, backbone_lr_factor=0.3, patience=0,
+             loss=dict(label_smoothing=0.1, temperature=0.1),
+             augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
+                               padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
     ),
     "gpu": (
         dict(backbone="compact", width=48, depth=(2, 2, 2, 2), stem_stride=2, embedding_dim=128, classifier="cosine"),

@@ -10,6 +10,7 @@ trained on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import time
@@ -21,6 +22,7 @@ import torch
 
 from stylespace.models import EmbeddingModel, ModelConfig, model_id
 from stylespace.training.config import TrainConfig
+from stylespace.training.distributed import SingleProcess, join_process_group
 from stylespace.training.objectives import parse_objective
 from stylespace.training.trainer import FitResult, fit
 from stylespace.utils import StylespaceError, write_json
@@ -55,29 +57,115 @@ def training_rows(manifest):
     return rows
 
 
-def validation_rows(manifest, training):
-    """The manifest's own validation part: its val rows in the group of the ``training`` rows (may be empty)."""
-    return manifest.select(group=training.rows[0]["group"], split="val")
+class ParentModel:
+    """The trained model a fine-tuning run starts from (``TrainConfig.init``): its architecture, backbone and
+    embedding head are kept; the classifier is made anew for the catalog's classes."""
+
+    FILE = "parent.json"  # written into the run folder at the start, so a resumed run records the same parent
+
+    def __init__(self, spec: str):
+        from stylespace.models import load_model, resolve_model_dir
+
+        self.spec = spec
+        self.folder = resolve_model_dir(spec)
+        self.model = load_model(self.folder)
+        self.model_id = model_id(self.model)
+
+    @property
+    def record(self) -> dict:
+        return {"init": self.spec, "folder": str(self.folder), "model_id": self.model_id,
+                "classes": len(self.model.config.classes)}
+
+    def config_for(self, classes: list[str]) -> ModelConfig:
+        """The parent's architecture with ``classes`` for the new classifier (none: no classifier)."""
+        return dataclasses.replace(self.model.config, classes=list(classes), weights="")
+
+    def child(self, config: ModelConfig) -> EmbeddingModel:
+        """A model of ``config`` holding the parent's weights, except a new (seeded) classifier."""
+        model = EmbeddingModel(config, load_weights=False)
+        kept = {k: v for k, v in self.model.state_dict().items() if not k.startswith("classifier.")}
+        result = model.load_state_dict(kept, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("classifier.")]
+        if missing or result.unexpected_keys:
+            raise StylespaceError(f"{self.folder}: its weights do not fit its own config ({missing[:3]} missing, "
+                                  f"{result.unexpected_keys[:3]} unexpected); is the model folder damaged?")
+        return model
+
+    @staticmethod
+    @torch.no_grad()
+    def imprint(model: EmbeddingModel, pixels: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> None:
+        """Start a cosine classifier's class directions at each class's mean embedding under the parent's head
+        ("weight imprinting"): the new classifier is right from the first step, so its early gradients do
+        not push good features around. A linear classifier keeps its random start."""
+        if model.classifier is None or model.config.classifier != "cosine":
+            return
+        from stylespace.models.inputs import as_model_input
+
+        model.eval()
+        embedded = [torch.nn.functional.normalize(model(as_model_input(torch.from_numpy(np.ascontiguousarray(
+            pixels[start:start + batch_size])))), dim=1) for start in range(0, len(pixels), batch_size)]
+        embedded = torch.cat(embedded)
+        weight = model.classifier.weight
+        for code in np.unique(labels):
+            weight[int(code)] = torch.nn.functional.normalize(embedded[torch.from_numpy(labels == code)].mean(0), dim=0)
 
 
-def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.PathLike, model_config: ModelConfig,
-              config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
-              cache_dir: str | os.PathLike | None = None,
-              log: Callable[[str], None] = lambda message: None) -> tuple[EmbeddingModel, FitResult, dict]:
+def validation_rows(manifest, rows):
+    """The manifest's own validation rows beside the training ``rows`` (same group, split ``val``), if any:
+    a split made with a val part keeps it for choices like this one."""
+    group = rows.rows[0]["group"] if len(rows) else "all"
+    return manifest.select(group=group, split="val")
+
+
+def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.PathLike,
+              model_config: ModelConfig | None, config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
+              progress: bool = True, cache_dir: str | os.PathLike | None = None,
+              log: Callable[[str], None] = lambda message: None,
+              parallel: SingleProcess | None = None) -> tuple[EmbeddingModel, FitResult, dict]:
     """Train a model on a catalog's training split; returns (model, fit result, the run.json record).
 
+    With ``config.init`` the run fine-tunes that trained model (see :class:`ParentModel`) and
+    ``model_config`` must be None (the architecture is the parent's); else ``model_config`` says what to build.
     With ``resume`` the run continues from ``run_dir/checkpoint.pt``; the model and training settings
-    must be the ones the run started with (the checkpoint records both).
+    must be the ones the run started with (the checkpoint records both), the number of processes may differ.
+    Under torchrun every process calls this and they train one model together
+    (:mod:`stylespace.training.distributed`; ``parallel`` default: joined from torchrun's environment,
+    or this process alone); rank 0 writes the run folder, ``run.json`` records the world size.
     """
+    own_group = parallel is None
+    parallel = parallel or join_process_group(config.device)
+    try:
+        return _train_run(catalog_path, split_manifest_path, model_config, config, run_dir, resume,
+                          progress and parallel.is_primary, cache_dir, parallel.primary_only(log), parallel)
+    finally:
+        if own_group:
+            parallel.close()
+
+
+def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | None, config: TrainConfig, run_dir,
+               resume: bool, progress: bool, cache_dir, log: Callable[[str], None],
+               parallel: SingleProcess) -> tuple[EmbeddingModel, FitResult, dict]:
     from stylespace.data import SplitManifest, load_catalog, load_image_array
 
     run_dir = Path(run_dir)
     started = time.perf_counter()
+    parent = None
+    if config.init and not resume:
+        if model_config is not None:
+            raise StylespaceError("a fine-tuning run (init) takes its architecture from the parent model; "
+                                  "give no model config (no backbone, width, input size... options)")
+        parent = ParentModel(config.init)
+        model_config = parent.config_for([])
+        log(f"fine-tuning {parent.folder} (model {parent.model_id})")
+    elif model_config is None:
+        raise StylespaceError("give a model config, or an init model to fine-tune")
     catalog = load_catalog(catalog_path)
     manifest = SplitManifest.load(split_manifest_path)
     rows = training_rows(manifest)
     val_rows = validation_rows(manifest, rows)
-    array = load_image_array(catalog, size=tuple(model_config.input_size), cache_dir=cache_dir, progress=progress)
+    # Each node's first process fills the image cache; the others then read it.
+    array = parallel.primary_first(lambda: load_image_array(catalog, size=tuple(model_config.input_size),
+                                                            cache_dir=cache_dir, progress=progress))
     ids, labels = rows.ids + val_rows.ids, rows.labels + val_rows.labels
     is_val = np.array([False] * len(rows) + [True] * len(val_rows))
     unknown = [i for i in ids if i not in catalog]
@@ -89,7 +177,11 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
     if dropped:
         log(f"{dropped} training images fail to decode and are left out")
     ids, labels, is_val = [ids[k] for k in usable], [labels[k] for k in usable], is_val[usable]
-    classes = sorted(set(labels))
+    classes = sorted({label for label, val in zip(labels, is_val) if not val})
+    # a val row of a class training never sees cannot be scored by the classifier: it is left out
+    known = set(classes)
+    kept = [k for k, (label, val) in enumerate(zip(labels, is_val)) if not val or label in known]
+    ids, labels, is_val = [ids[k] for k in kept], [labels[k] for k in kept], is_val[kept]
     # A classifier is built (and trained) only when the objective has a cross-entropy term.
     model_config = dataclasses.replace(model_config, classes=classes if "ce" in parse_objective(config.objective) else [])
     index = {c: k for k, c in enumerate(classes)}
@@ -102,9 +194,12 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
         f"{model_config.input_size[0]}x{model_config.input_size[1]} px")
     pixels = array.take(ids)
     torch.manual_seed(config.seed)
-    model = EmbeddingModel(model_config)
+    model = parent.child(model_config) if parent is not None else EmbeddingModel(model_config)
+    parent_record = _parent_record(run_dir, parent, resume)
+    if parent is not None:
+        parent.imprint(model, pixels[train_idx], y[train_idx])
     result = fit(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config, run_dir,
-                 resume=resume, progress=progress, log=log)
+                 resume=resume, progress=progress, log=log, parallel=parallel)
     record = {
         "catalog": str(catalog_path),
         "catalog_fingerprint": catalog.fingerprint(),
@@ -112,9 +207,11 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
         "split_sha256": manifest.sha256,
         "train_items": int(len(train_idx)),
         "val_items": int(len(val_idx)),
+        "val_source": "the split's val rows" if is_val.any() else f"carved from train (val_fraction {config.val_fraction})",
         "skipped_undecodable": dropped,
         "classes": classes,
         "model_id": model_id(model),
+        **({"parent": parent_record} if parent_record else {}),
         "val_metric": result.val_metric,
         "best_epoch": result.best_epoch,
         "best_val_metric": result.best_val_metric,
@@ -123,12 +220,28 @@ def train_run(catalog_path: str | os.PathLike, split_manifest_path: str | os.Pat
         "train_seconds": result.seconds,
         "total_seconds": round(time.perf_counter() - started, 2),
         "device": result.device,
+        "world_size": parallel.world_size,
+        "backend": parallel.backend,
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "host": platform.node(),
     }
-    write_json(run_dir / RUN_FILE, record)
+    if parallel.is_primary:
+        write_json(run_dir / RUN_FILE, record)
+    parallel.barrier()
     return model, result, record
+
+
+def _parent_record(run_dir: Path, parent: ParentModel | None, resume: bool) -> dict | None:
+    """What run.json says about the parent: written at the start of the run, read back when it resumes."""
+    path = run_dir / ParentModel.FILE
+    if parent is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(path, parent.record)
+        return parent.record
+    if resume and path.is_file():
+        return json.loads(path.read_text())
+    return None
 
 
 def resume_configs(run_dir: str | os.PathLike) -> tuple[ModelConfig, TrainConfig]:

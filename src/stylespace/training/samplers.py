@@ -16,7 +16,7 @@ import numpy as np
 from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions as pml_common
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, at_least, in_range, validate
 
 Batch = tuple[np.ndarray, np.ndarray | None]  # (item indices, per-item augmentation strength or None)
 
@@ -58,8 +58,7 @@ class MPerClassBatches:
 
     def __init__(self, labels: np.ndarray, batch_size: int, m: int, seed: int = 0):
         n_classes = len(np.unique(labels))
-        if m < 2:
-            raise StylespaceError(f"m_per_class must be >= 2 so that every batch holds positives, got {m}")
+        validate([at_least("m_per_class", m, 2, note="so that every batch holds positives")])
         if batch_size % m:
             raise StylespaceError(f"batch_size ({batch_size}) must be a multiple of m_per_class ({m})")
         if m * n_classes < batch_size:
@@ -90,8 +89,7 @@ class RareClassAugmentSampler:
 
     def __init__(self, labels: np.ndarray, batch_size: int, power: float = 0.5, max_strength: float = 2.5,
                  seed: int = 0):
-        if not 0.0 <= power <= 1.0:
-            raise StylespaceError(f"balance_power must be in [0, 1], got {power}")
+        validate([in_range("balance_power", power, 0, 1)])
         counts = np.bincount(labels)
         weights = counts[labels].astype(np.float64) ** -power
         self.p = weights / weights.sum()
@@ -108,6 +106,31 @@ class RareClassAugmentSampler:
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             yield chunk, self.strength[chunk]
+
+
+class RankShard:
+    """One process's part of another sampler's batches in data-parallel training (``training.distributed``):
+    items ``rank``, ``rank + N``, ``rank + 2N`` ... of every batch, with their augmentation strengths.
+
+    Every rank draws the same batches (same seed and epoch), so the N parts together are the one-process
+    batch: m-per-class and rare-class batches keep their make-up over the global batch, and an m-per-class
+    batch gives each rank about m / N items of every class in it (batch-norm statistics over all of its
+    classes). A batch too small to give every rank 2 items (a shuffled epoch's last) is skipped.
+    """
+
+    def __init__(self, sampler, rank: int, world_size: int):
+        self.sampler, self.rank, self.world_size = sampler, rank, world_size
+        # Batch sizes do not depend on the epoch: count the usable batches once.
+        self.n_batches = sum(len(indices) >= 2 * world_size for indices, _ in sampler.batches(0))
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        for indices, strength in self.sampler.batches(epoch):
+            if len(indices) >= 2 * self.world_size:
+                part = slice(self.rank, None, self.world_size)
+                yield indices[part], None if strength is None else strength[part]
 
 
 SAMPLERS = ("shuffle", "m_per_class", "rare_augment")

@@ -22,11 +22,12 @@ from stylespace.models.inputs import as_model_input
 from stylespace.training.augment import BatchAugment
 from stylespace.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from stylespace.training.config import TrainConfig
+from stylespace.training.distributed import SingleProcess, TrainingForward
 from stylespace.training.history import plot_learning_curves, write_history_csv
 from stylespace.training.objectives import Objective, build_objective
 from stylespace.training.samplers import build_sampler
 from stylespace.progress import ProgressBar
-from stylespace.utils import StylespaceError, atomic_write, pick_device, save_dataclass
+from stylespace.utils import StylespaceError, atomic_write, save_dataclass
 
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "learning_curves.png"
@@ -113,12 +114,18 @@ def evaluate(model: EmbeddingModel, objective: Objective, pixels: torch.Tensor, 
     return loss, accuracy
 
 
-def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig,
+                   backbone: list[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
     """Weight decay on weight matrices and convolution kernels only: decaying biases, batch-norm scales
-    or GeM exponents only hurts."""
-    decay = [p for p in params if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in params if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    or GeM exponents only hurts. The ``backbone`` parameters learn at ``config.backbone_lr_factor`` x lr."""
+    slow = {id(p) for p in backbone} if config.backbone_lr_factor != 1.0 else set()
+    groups = []
+    for factor, members in ((1.0, [p for p in params if id(p) not in slow]),
+                            (config.backbone_lr_factor, [p for p in params if id(p) in slow])):
+        decay = [p for p in members if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in members if p.requires_grad and p.ndim < 2]
+        groups += [{"params": group, "weight_decay": wd, "lr": config.lr * factor}
+                   for group, wd in ((decay, config.weight_decay), (no_decay, 0.0)) if group or factor == 1.0]
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
     if config.optimizer == "adamw":
@@ -133,8 +140,9 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
     total = max(1, config.epochs * steps_per_epoch)
     warmup = min(total - 1, int(config.warmup_epochs * steps_per_epoch))
     if config.schedule == "onecycle" and total >= 4:  # torch's one-cycle needs a few steps per phase
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
-                                                   pct_start=min(0.5, max(warmup, 1) / total))
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=total,
+                                                   pct_start=min(0.5, max(warmup, 2) / total))  # a 1-step warm phase divides by 0
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -150,7 +158,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
 def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarray,
         val_pixels: np.ndarray | None, val_labels: np.ndarray | None, config: TrainConfig,
         run_dir: str | Path, resume: bool = False, progress: bool = True,
-        log: Callable[[str], None] = lambda message: None, objective: Objective | None = None) -> FitResult:
+        log: Callable[[str], None] = lambda message: None, objective: Objective | None = None,
+        parallel: SingleProcess | None = None) -> FitResult:
     """Train ``model`` in place and save it (best validation epoch) into ``run_dir``.
 
     Args:
@@ -166,8 +175,12 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
         objective: a ready :class:`Objective` (any composition of PML losses, miners and distances);
             default: the one ``config.objective`` names. Its parameters (e.g. ArcFace's class centres) are
             trained with the model and saved in the checkpoint.
+        parallel: this process's part in data-parallel training (:mod:`stylespace.training.distributed`,
+            under torchrun); default: training in this process alone.
     """
     config.validate()
+    parallel = parallel or SingleProcess()
+    log, progress = parallel.primary_only(log), progress and parallel.is_primary
     run_dir = Path(run_dir)
     size = tuple(model.config.input_size)
     train_labels = check_arrays(train_pixels, train_labels, size, "training")
@@ -185,7 +198,10 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
     if resume and not checkpoint_file.exists():
         raise StylespaceError(f"{run_dir}: no {CHECKPOINT_FILE} to resume from; start the run without --resume")
 
-    device = pick_device(config.device)
+    agreed = {"train": _plain(dataclasses.asdict(config)), "model": _plain(dataclasses.asdict(model.config)),
+              "run_dir": str(run_dir), "resume": resume, "items": [len(train_labels), len(val_labels)]}
+    parallel.check(config, agreed)  # every process: the same options and data, a batch that splits evenly
+    device = parallel.device(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
@@ -200,6 +216,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
                               "classifier; build it with the class names (ModelConfig.classes)")
     model.to(device).to(memory_format=torch.channels_last)
     objective.to(device)
+    forward = parallel.prepare(model, objective, changing_trainables=config.freeze_backbone_epochs > 0)
     # Pixels stay uint8 until a batch is drawn; on a GPU the whole training set lives in its memory.
     store = device if device.type == "cuda" else torch.device("cpu")
     train_x = torch.from_numpy(np.ascontiguousarray(train_pixels)).to(store)
@@ -209,11 +226,11 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
                                                   np.zeros((0, *size, 3), np.uint8))).to(store)
     val_y = torch.from_numpy(val_labels[order])
 
-    sampler = build_sampler(config.sampler, train_labels, config.batch_size, config.seed, config.m_per_class,
-                            config.balance_power)
+    sampler = parallel.shard(build_sampler(config.sampler, train_labels, config.batch_size, config.seed,
+                                           config.m_per_class, config.balance_power))
     augment = BatchAugment(config.augmentation) if config.augment else None
     params = list(model.parameters()) + list(objective.parameters())
-    optimizer = make_optimizer(params, config)
+    optimizer = make_optimizer(params, config, list(model.backbone.parameters()))
     schedule = make_schedule(optimizer, config, len(sampler))
     metric_name = ("val_accuracy" if model.classifier is not None else "val_1nn_accuracy") if has_val else "none"
 
@@ -222,7 +239,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
     if resume:
         state = _load_checkpoint(checkpoint_file, config, model, objective, optimizer, schedule)
         log(f"resuming {run_dir} after epoch {state['epoch']}")
-    else:
+    elif parallel.is_primary:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_dataclass(config, run_dir / TRAIN_CONFIG_FILE)
 
@@ -232,14 +249,15 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
             while state["epoch"] < config.epochs and not state["stopped_early"]:
                 epoch = state["epoch"] + 1
                 started = time.perf_counter()
-                generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+                model.backbone.requires_grad_(epoch > config.freeze_backbone_epochs)  # fine-tuning's warm-up
+                generator = parallel.generator(config.seed * 100_003 + epoch)
                 task = bar.start(f"epoch {epoch}/{config.epochs}", len(sampler))
                 last = state["history"][-1]["val_metric"] if state["history"] and has_val else None
                 suffix = f"  {metric_name} {100 * last:.1f}%" if last is not None else ""
                 train_loss, train_accuracy = train_epoch(
                     model, objective, optimizer, schedule, sampler.batches(epoch), train_x, train_y, augment, device,
                     use_amp, generator, lambda k, loss: bar.advance(task, k, info=f"loss {loss:.4f}{suffix}"),
-                    views=config.views)
+                    views=config.views, forward=forward, parallel=parallel)
                 bar.stop(task)
                 if not math.isfinite(train_loss):
                     raise StylespaceError(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning "
@@ -248,8 +266,8 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
                        "val_loss": None, "val_accuracy": None, "val_metric": None,
                        "lr": optimizer.param_groups[0]["lr"]}
                 if has_val:
-                    row["val_loss"], row["val_accuracy"] = evaluate(model, objective, val_x, val_y,
-                                                                    config.eval_batch_size, device)
+                    row["val_loss"], row["val_accuracy"] = parallel.from_primary(lambda: evaluate(
+                        model, objective, val_x, val_y, config.eval_batch_size, device))
                     row["val_metric"] = row[metric_name] = row["val_accuracy"]
                 row["seconds"] = round(time.perf_counter() - started, 2)
                 state["history"].append(row)
@@ -257,6 +275,8 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
                 state["epoch"] = epoch
                 state["seconds"] = time.perf_counter() - session_start
                 log(_epoch_line(row, config.epochs, metric_name, improved and has_val))
+                if not parallel.is_primary:
+                    continue  # rank 0 alone writes the run folder
                 write_history_csv(state["history"], run_dir / HISTORY_FILE)
                 plot_learning_curves(state["history"], run_dir / CURVES_FILE, title=f"{model.config.backbone}, {config.objective}")
                 _save_checkpoint(checkpoint_file, config, model, objective, optimizer, schedule, state)
@@ -268,7 +288,9 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     model.cpu().to(memory_format=torch.contiguous_format).eval()
-    save_model(model, run_dir)
+    if parallel.is_primary:
+        save_model(model, run_dir)
+    parallel.barrier()  # every rank returns once the model is on disk
     if state["stopped_early"]:
         log(f"stopped early after epoch {state['epoch']}: no better {metric_name} for {config.patience} epochs")
     return FitResult(state["history"], metric_name, state["best_epoch"],
@@ -279,11 +301,16 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
 def train_epoch(model: EmbeddingModel, objective: Objective, optimizer, schedule, batches, pixels: torch.Tensor,
                 labels: torch.Tensor, augment: BatchAugment | None, device: torch.device, use_amp: bool,
                 generator: torch.Generator, on_progress: Callable[[int, float], None],
-                views: int = 1) -> tuple[float, float | None]:
+                views: int = 1, forward: torch.nn.Module | None = None,
+                parallel: SingleProcess | None = None) -> tuple[float, float | None]:
     """One pass over ``batches`` ((indices, augmentation strength) pairs); returns (mean loss, accuracy of the
     classifier on the augmented batches, or None without a classifier). ``on_progress(batches done since
     the last call, running mean loss)`` is called every few batches. With ``views`` > 1 each item of a batch
-    is augmented that many times; the views of one item share an instance id (the instance term's labels)."""
+    is augmented that many times; the views of one item share an instance id (the instance term's labels).
+    ``forward`` is the model's training forward pass (wrapped in DistributedDataParallel under torchrun) and
+    ``parallel`` this process's part; under torchrun the returned means are over every rank's items."""
+    forward = forward or TrainingForward(model)
+    parallel = parallel or SingleProcess()
     model.train()
     loss_sum, correct, seen, pending = 0.0, 0, 0, 0
     search_on_features = model.config.embed_layer == "features"
@@ -296,17 +323,16 @@ def train_epoch(model: EmbeddingModel, objective: Objective, optimizer, schedule
             x = torch.cat([augment(batch, boost, generator) for _ in range(views)])
         else:
             x = as_model_input(batch).repeat(views, 1, 1, 1)
-        instances = torch.arange(len(y), device=y.device).repeat(views) if views > 1 else None
+        instances = parallel.instance_ids(len(y), y.device).repeat(views) if views > 1 else None
         y = y.repeat(views)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            features = model.features(x.contiguous(memory_format=torch.channels_last))
-            embeddings = model.head(features)
-            logits = model.classify(embeddings) if model.classifier is not None else None
+            features, embeddings, logits = forward(x.contiguous(memory_format=torch.channels_last))
         search = features.float() if search_on_features else None
         loss, _ = objective(embeddings.float(), None if logits is None else logits.float(), y,
                             instances=instances, search=search)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        parallel.average_objective_gradients(objective)
         optimizer.step()
         schedule.step()
         loss_sum += loss.item() * len(y)
@@ -319,6 +345,7 @@ def train_epoch(model: EmbeddingModel, objective: Objective, optimizer, schedule
             pending = 0
     if pending:
         on_progress(pending, loss_sum / max(seen, 1))
+    loss_sum, correct, seen = parallel.sum_over_ranks(loss_sum, correct, seen)
     return loss_sum / max(seen, 1), (correct / seen if model.classifier is not None and seen else None)
 
 
