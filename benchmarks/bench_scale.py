@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--milvus-kinds", nargs="+", default=["exact", "hnsw-sq8"])
     parser.add_argument("--nlist", type=int, default=0, help="IVF cells (0 = about 4 sqrt(N)).")
     parser.add_argument("--nprobe", type=int, default=16)
-    parser.add_argument("--rerank", type=int, default=10)
+    parser.add_argument("--rerank", type=int, default=20)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_scale")
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows here.")
     parser.add_argument("--one", nargs=3, metavar=("SIZE", "KIND", "BACKEND"), help=argparse.SUPPRESS)

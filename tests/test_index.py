@@ -494,7 +494,7 @@ def test_recall_at_k():
         recall_at_k(np.zeros((2, 3)), np.zeros((2, 4)))
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "ivf-pq", "hnsw-sq8"])
 def test_approximate_kinds_measure_their_recall(tmp_path, kind):
     ids, vectors, _, _ = clustered(n=3000, dim=24, classes=20, seed=3)
     index = CatalogIndex.create(tmp_path / kind, ids, vectors, model_id=MODEL, kind=kind, nprobe=8)
@@ -506,6 +506,13 @@ def test_approximate_kinds_measure_their_recall(tmp_path, kind):
         assert structures.cells(index.structure) == index.config.auto_nlist(3000)
         with pytest.raises(StylespaceError, match="at least 39"):
             CatalogIndex.create(tmp_path / "tiny", ids[:10], vectors[:10], model_id=MODEL, kind="ivf")
+    if index.config.compressed:  # the shortlist is re-ranked exactly: scores are the exact similarities
+        hits = index.search(vectors[:5], k=3)
+        assert [h[0].id for h in hits] == ids[:5]
+        np.testing.assert_allclose([h[1].score for h in hits], [h[1].score for h in exact.search(vectors[:5], k=3)],
+                                   atol=1e-5)
+        with pytest.raises(StylespaceError, match="at least 1,000"):
+            CatalogIndex.create(tmp_path / "small", ids[:500], vectors[:500], model_id=MODEL, kind=kind)
 
 
 def test_bad_settings_are_refused(tmp_path, data):

@@ -62,7 +62,7 @@ def build_cmd(
     hnsw_m: int = typer.Option(32, help="HNSW graph degree."),
     ef_search: int = typer.Option(64, help="HNSW search beam width."),
     pq_m: int = typer.Option(0, help="ivf-pq: bytes per vector (sub-quantisers; 0 = D / 8)."),
-    rerank: int = typer.Option(10, help="ivf-pq / hnsw-sq8: candidates per result re-ranked with exact vectors."),
+    rerank: int = typer.Option(20, help="ivf-pq / hnsw-sq8: candidates per result re-ranked with exact vectors."),
     whiten: bool = typer.Option(True, help="Whiten the vectors with a PCA fitted on this catalog (no labels "
                                            "needed; needs 4 items per dimension): better neighbours and confidence."),
     overwrite: bool = typer.Option(False, help="Replace an index already in the output folder."),

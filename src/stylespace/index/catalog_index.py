@@ -480,12 +480,19 @@ def _item_rows(ids, n: int, labels, metas, sources) -> ItemRows:
         dupes = [i for i, count in collections.Counter(ids).items() if count > 1]
         raise StylespaceError(f"item ids must be unique; repeated: {', '.join(map(repr, dupes[:5]))}")
     labels = [None] * n if labels is None else [None if v is None else str(v) for v in labels]
-    metas = [{}] * n if metas is None else [{str(c): str(v) for c, v in dict(m).items()} for m in metas]
+    metas = [{}] * n if metas is None else [_string_meta(m) for m in metas]
     sources = [""] * n if sources is None else [str(s) for s in sources]
     for name, values in (("labels", labels), ("metas", metas), ("sources", sources)):
         if len(values) != n:
             raise StylespaceError(f"{len(values)} {name} for {n} items; expected one per item")
     return ItemRows(ids, labels, metas, sources)
+
+
+def _string_meta(meta: Mapping) -> dict[str, str]:
+    """``meta`` as str -> str (the very dict when it is one already: ten million items may share a few)."""
+    if isinstance(meta, dict) and all(type(c) is str and type(v) is str for c, v in meta.items()):
+        return meta
+    return {str(c): str(v) for c, v in dict(meta).items()}
 
 
 def _per_query(exclude_ids, n_queries: int) -> list[list[str]]:

@@ -83,7 +83,7 @@ class IndexConfig:
     ef_construction: int = 80
     ef_search: int = 64
     pq_m: int = 0
-    rerank: int = 10
+    rerank: int = 20
     whiten: bool = False
     whitened_items: int = 0
     model_path: str = ""

@@ -64,6 +64,8 @@ CHECKPOINT_MIN_CHANGES = 2_000
 # where each query is compared with every vector).
 RECALL_QUERIES = 1000
 RECALL_QUERIES_LARGE = 200
+# Queries whose shortlists are re-ranked at once (their candidates' exact vectors are read into memory).
+RERANK_BLOCK = 256
 
 _FILE = re.compile(r"^(items-\d{6,}\.sqlite(-wal|-shm|-journal)?|vectors-\d{6,}\.f32|keys-\d{6,}\.i64|"
                    r"structure-\d{6,}-\d{6,}\.faiss|vectors-\d{6,}\.faiss)$")
@@ -419,7 +421,12 @@ class EmbeddedBackend(BackendPosition):
             return structures.search_structure(self.structure, self.config, queries, fetch)
         wide = min(int(self.structure.ntotal), fetch * self.config.rerank)
         _, candidates = structures.search_structure(self.structure, self.config, queries, wide)
-        return structures.rerank(self.structure, self.config, queries, candidates, self.vectors(candidates), fetch)
+        parts = [structures.rerank(self.structure, self.config, queries[i:i + RERANK_BLOCK], candidates[i:i + RERANK_BLOCK],
+                                   self.vectors(candidates[i:i + RERANK_BLOCK]), fetch)
+                 for i in range(0, len(queries), RERANK_BLOCK)]  # blocks: bounded memory for many queries
+        if not parts:
+            return np.empty((0, fetch), np.float32), np.empty((0, fetch), np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _allowed(self, where: Mapping[str, list[str]] | None) -> np.ndarray | None:
         """Sorted keys that pass ``where`` (None = no filter), cached per filter until the next change."""
