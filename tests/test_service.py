@@ -149,6 +149,37 @@ def test_images_are_served_from_a_zip_catalog(tmp_path, served, monkeypatch):
     assert result["threshold"] is None and result["confident"] is True and "calibrate" in result["message"]
 
 
+def test_a_folder_catalog_with_slashes_in_its_ids_is_served(tmp_path, served, monkeypatch):
+    """A folder-per-class catalog names its items CLASS/FILE: every item route and link takes such ids."""
+    import shutil
+    from urllib.parse import quote
+
+    from stylespace.data import load_catalog
+    from stylespace.index.build import build_index as index_catalog
+    from stylespace.models import load_model
+
+    monkeypatch.setenv("STYLESPACE_CACHE", str(tmp_path / "cache"))
+    images = sorted((served.catalog / "images").iterdir())[:8]
+    for number, image in enumerate(images):
+        folder = tmp_path / "tree" / ("Tshirts" if number % 2 else "Shirts")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, folder / image.name)
+    catalog = load_catalog(tmp_path / "tree")
+    item_id = catalog.ids[0]
+    assert "/" in item_id
+    index, _ = index_catalog(load_model(served.model), catalog, tmp_path / "index", model_path=served.model,
+                             device="cpu", progress=False)
+    index.close()
+    tree = TestClient(create_app(tmp_path / "index"))
+    path = f"/items/{quote(item_id, safe='')}"
+    item = tree.get(path)
+    assert item.status_code == 200 and item.json()["id"] == item_id
+    assert tree.get(item.json()["image_url"]).content == catalog.read_bytes(item_id)
+    similar = tree.get(item.json()["similar_url"], params={"k": 3})
+    assert similar.status_code == 200 and item_id not in [h["id"] for h in similar.json()["results"]] and similar.json()["results"]
+    assert tree.get(f"/items/{quote('Shirts/nothing', safe='')}").status_code == 404
+
+
 # --- search -----------------------------------------------------------------------------------------------
 
 

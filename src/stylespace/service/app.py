@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import time
+from urllib.parse import quote
 from pathlib import Path
 from typing import Annotated
 
@@ -158,7 +159,7 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         query = schemas.QueryInfo(kind="upload", filename=None if image.filename is None else short(image.filename))
         return _json(_search_result(ranking, query, k, started, engine.index.metric))
 
-    @app.get("/items/{item_id}/similar", response_model=schemas.SearchResult, tags=["search"])
+    @app.get("/items/{item_id:path}/similar", response_model=schemas.SearchResult, tags=["search"])
     async def similar(item_id: Annotated[str, PathParam(description="A catalog item id.")], k: int = K_QUERY):
         """The k catalog items closest in style to a catalog item (the item itself left out)."""
         started = time.perf_counter()
@@ -166,19 +167,18 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         return _json(_search_result(ranking, schemas.QueryInfo(kind="item", id=short(item_id)), k, started,
                                     engine.index.metric))
 
-    # --- the catalog --------------------------------------------------------------------------
-    @app.get("/items/{item_id}", response_model=schemas.Item, tags=["catalog"])
-    def item(item_id: str):
-        """One item's label and metadata."""
-        return _item(engine.item(item_id), full=True)
-
-    @app.get("/items/{item_id}/image", tags=["catalog"],
+    @app.get("/items/{item_id:path}/image", tags=["catalog"],
              responses={200: {"content": {"image/*": {}}, "description": "The item's image as stored."}})
     def item_image(item_id: str):
         """The item's image, read from the catalog's source (folder or zip)."""
         data, media_type = engine.image(item_id)
         # Catalog images change only when the catalog does (and then the index is rebuilt).
         return Response(data, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/items/{item_id:path}", response_model=schemas.Item, tags=["catalog"])
+    def item(item_id: str):
+        """One item's label and metadata."""
+        return _item(engine.item(item_id), full=True)
 
     @app.get("/classes", response_model=list[schemas.ClassCount], tags=["catalog"])
     def classes():
@@ -241,7 +241,8 @@ def _short_error(error: dict) -> dict:
 
 
 def _item(record, full: bool = False):
-    links = {"image_url": f"/items/{record.id}/image", "similar_url": f"/items/{record.id}/similar"}
+    quoted = quote(record.id, safe="")  # a folder catalog's ids hold slashes (Tshirts/10028)
+    links = {"image_url": f"/items/{quoted}/image", "similar_url": f"/items/{quoted}/similar"}
     base = {"id": record.id, "label": record.label, "name": record.name, **links}
     return schemas.Item(**base, metadata=record.meta) if full else schemas.ItemSummary(**base)
 
