@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from stylespace.models.inputs import as_model_input
 from stylespace.progress import steps
 from stylespace.utils import StylespaceError, at_least, atomic_write, pick_device, to_jsonable, validate
 
@@ -159,17 +157,21 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
     return out
 
 
-@torch.no_grad()
 def predict_classes(model, pixels: np.ndarray, batch_size: int = 512,
                     device: str | torch.device = "auto") -> np.ndarray:
     """Class indices from the model's classifier head (task 1): (N, H, W, 3) uint8 -> (N,) int64."""
+    import torch  # here, not at the top: reading and unwrapping embeddings (the index) needs no torch
+
+    from stylespace.models.inputs import as_model_input
+
     if model.classifier is None:
         raise StylespaceError("this model has no classifier head (it was trained without class labels)")
     target = device if isinstance(device, torch.device) else pick_device(device)
     model = model.to(target).eval()
-    out = [model.predict(as_model_input(torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size]))
-                                        .to(target))).cpu().numpy()
-           for start in range(0, len(pixels), batch_size)]
+    with torch.no_grad():
+        out = [model.predict(as_model_input(torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size]))
+                                            .to(target))).cpu().numpy()
+               for start in range(0, len(pixels), batch_size)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
