@@ -3,13 +3,17 @@ it is and the one fine-tuned from it serves a catalog better.
 
 The measure is 1-NN accuracy (cosine) from the split's training rows to its validation rows: what search
 does, on items neither model trained on. A split without val rows (004's protocol) uses main support as the
-queries. Ties go to the earlier candidate (the simpler one: the shipped model).
+queries. With held-out classes, their support items are queries too, each answered by the other support items
+(leave-one-out): a model fine-tuned on the known classes must not lose the new ones. Ties go to the earlier
+candidate (the simpler one: the shipped model).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 from typing import Sequence
+
+import numpy as np
 
 from stylespace.data import Catalog, SplitManifest
 from stylespace.evaluation.support_set import SupportSetClassifier
@@ -67,6 +71,7 @@ def choose_model(candidates: Sequence[tuple[str, str | os.PathLike]], catalog: C
     from stylespace.models import load_model, resolve_model_dir
 
     support, queries, description = validation_parts(manifest)
+    new_support = manifest.select(group="new", split="support")
     scored = []
     for name, folder in candidates:
         embeddings = embed_catalog(load_model(folder), catalog, progress=progress)
@@ -76,8 +81,11 @@ def choose_model(candidates: Sequence[tuple[str, str | os.PathLike]], catalog: C
         if len(X_s) == 0 or len(X_q) == 0:
             raise StylespaceError(f"{folder}: none of the split's {description} items has a vector; was the split "
                                   "made from this catalog?")
-        predicted = SupportSetClassifier("knn", k=1).fit(X_s, y_s).predict(X_q)
-        accuracy = float((predicted == y_q).mean())
-        scored.append(Candidate(name, str(resolve_model_dir(folder)), embeddings.model_id, accuracy, len(X_s), len(X_q)))
+        correct = SupportSetClassifier("knn", k=1).fit(X_s, y_s).predict(X_q) == y_q
+        X_n, y_n, _ = table.take(new_support.ids, new_support.labels)
+        if len(X_n) > 1:
+            correct = np.concatenate([correct, SupportSetClassifier("knn", k=1).fit(X_n, y_n).leave_one_out()[0] == y_n])
+        scored.append(Candidate(name, str(resolve_model_dir(folder)), embeddings.model_id, float(np.mean(correct)),
+                                len(X_s), len(correct)))
     best = max(scored, key=lambda c: c.accuracy)  # max keeps the first of equals
-    return ModelChoice(best, scored, description)
+    return ModelChoice(best, scored, description + (" and new support, leave-one-out" if len(new_support) > 1 else ""))
