@@ -9,6 +9,7 @@ every command and notebook that queries an index.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Sequence
@@ -70,10 +71,8 @@ def embed_queries(index: CatalogIndex, queries: Sequence[str], *, by_id: bool = 
         return QueryBatch(names, index.vectors(names), names, None)
     files = image_files(queries)
     model = open_query_model(index, model_path, device)
-    if progress:
-        with console.status(f"embedding {len(files)} query image(s)"):
-            vectors, blank = embed_query_views(model, files, device=device)
-    else:
+    status = console.status(f"embedding {len(files)} query image(s)") if progress else contextlib.nullcontext()
+    with status:
         vectors, blank = embed_query_views(model, files, device=device)
     return QueryBatch([str(f) for f in files], vectors, [f.stem for f in files], blank)
 

@@ -20,6 +20,11 @@ from stylespace.recommend.selective import Calibration, SelectiveRecommender, ca
 from stylespace.utils import StylespaceError
 
 
+# Why every recommendation is shown when the index has no threshold for the score in use.
+UNCALIBRATED_NOTE = ("this index has no calibrated threshold, so every recommendation is shown; run "
+                     "`stylespace calibrate-threshold` on labelled queries first")
+
+
 def choose_recommender(index: CatalogIndex, score: str | None = None,
                        threshold: float | None = None) -> tuple[SelectiveRecommender, str | None]:
     """The recommender saved with ``index``, with its score and/or threshold overridden.
@@ -29,10 +34,7 @@ def choose_recommender(index: CatalogIndex, score: str | None = None,
     """
     saved = SelectiveRecommender.from_index(index)
     if score is None and threshold is None:
-        note = None if saved.calibrated else (
-            "this index has no calibrated threshold, so every recommendation is shown; run "
-            "`stylespace calibrate-threshold` on labelled queries first")
-        return saved, note
+        return saved, None if saved.calibrated else UNCALIBRATED_NOTE
     same_score = score in (None, saved.score_name)
     calibration = load_calibration(index)
     # a local score can reuse the calibration queries the index saved (for its chosen score)
@@ -45,8 +47,7 @@ def choose_recommender(index: CatalogIndex, score: str | None = None,
         note = (f"the index's threshold was calibrated for the {calibration.confidence} score, not {score}; every "
                 "recommendation is shown (give --threshold, or calibrate with --score to choose one)")
     elif not recommender.calibrated:
-        note = ("this index has no calibrated threshold, so every recommendation is shown; run "
-                "`stylespace calibrate-threshold` on labelled queries first")
+        note = UNCALIBRATED_NOTE
     return recommender, note
 
 
