@@ -10,12 +10,14 @@ How a query is answered (``mode="auto"``, chosen per query by what the index hol
 
 - the text model reads the query (:meth:`stylespace.text.TextModel.read_query`); words it does not know
   are listed in the answer, and a query with no known word gets no embedding ranking;
-- the embedding ranking is a search of the index with the query's vector; its best item's similarity (cosine
-  in the image model's own space, before any whitening of the index) is compared with the floor the text
-  model calibrated: below it, the words are taken for something the model does not know;
+- the embedding ranking compares the query's vector with every item's vector as stored (cosine in the image
+  model's own space: an index's whitening, fitted for image queries, is left out, as it cost text queries
+  more than half their precision in a small run); its best item's similarity is compared with the floor the
+  text model calibrated: below it, the words are taken for something the model does not know;
 - where items have names, BM25 ranks the names by the query's words (``bm25s``, the same normalised words as
   the text model's), and the two rankings are fused by reciprocal rank fusion (each item scores
-  sum 1 / (60 + rank)); BM25 alone answers when the text model knows none of the words but the names do;
+  sum w / (60 + rank); w is 1 for the embedding, and for the names the share of the query's words some
+  name has); BM25 alone answers when the text model does not recognise the words but some names have them;
 - with neither a known word above the floor nor a name that matches, the answer is "no confident match",
   with the reason, and no items.
 
@@ -78,46 +80,73 @@ def default_text_model_dir(index: CatalogIndex) -> Path | None:
     return None if index.model_dir is None else index.model_dir / TEXT_MODEL_FOLDER
 
 
-class NameRanking:
-    """BM25 over the names of an index's items (built from the index as it is when made)."""
+class TextSpace:
+    """What text queries are compared with, read once from one state of an index: every item's vector as
+    stored (unit length, *not* whitened: the text model was trained against the image model's own vectors,
+    and an index's whitening, fitted for image queries, scrambles the directions words map to), its label
+    and metadata, and BM25 over the names where items have names. About 0.5 KB an item at D = 128."""
 
     def __init__(self, index: CatalogIndex, tokenizer):
         import bm25s
 
         from stylespace.text import item_name
 
-        self.tokenizer = tokenizer
+        self.marker = index.marker
         self.ids = index.ids
-        rows = index.items.rows(index.keys_of(self.ids)) if self.ids else {}
-        by_id = {item_id: (label, meta) for item_id, _, label, meta in rows.values()}
-        self.labels = [by_id.get(i, (None, {}))[0] for i in self.ids]
-        self.metas = [by_id.get(i, (None, {}))[1] for i in self.ids]
+        self.keys = index.keys_of(self.ids)
+        rows = index.items.rows(self.keys) if self.ids else {}
+        self.labels = [rows[int(k)][2] for k in self.keys]
+        self.metas = [rows[int(k)][3] for k in self.keys]
+        self.sources = [rows[int(k)][1] for k in self.keys]
+        self.vectors = np.ascontiguousarray(index.vectors_of_keys(self.keys), dtype=np.float32).reshape(
+            len(self.keys), index.config.dim)
+        self.position = {item_id: p for p, item_id in enumerate(self.ids)}
         names = [item_name(m) or "" for m in self.metas]
         self.named = sum(1 for n in names if n)
         self.bm25 = bm25s.BM25()
         if self.named:
             self.bm25.index([tokenizer.words_of(n) for n in names], show_progress=False)
+        self._masks: dict[str, np.ndarray] = {}
 
-    def rank(self, words: Sequence[str], limit: int, where: Mapping[str, list[str]] | None = None,
-             exclude: Sequence[str] = ()) -> tuple[list[int], np.ndarray, int]:
-        """(positions of the best ``limit`` items, their BM25 scores, how many items match a word at all)."""
+    def allowed(self, where: Mapping[str, list[str]] | None, exclude: Sequence[str] = ()) -> np.ndarray | None:
+        """(N,) bool: items that pass ``where`` (checked column -> values) and are not excluded; None = all."""
+        if not where and not exclude:
+            return None
+        mask = np.ones(len(self.ids), dtype=bool)
+        if where:
+            key = repr(sorted(where.items()))
+            if key not in self._masks:
+                if len(self._masks) > 64:  # bounded: a few filters are what a shop uses
+                    self._masks.clear()
+                self._masks[key] = np.array([_passes(label, meta, where) for label, meta in zip(self.labels, self.metas)],
+                                            dtype=bool)
+            mask &= self._masks[key]
+        for item_id in exclude:
+            if item_id in self.position:
+                mask[self.position[item_id]] = False
+        return mask
+
+    def nearest(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, cosine similarities) of the ``k`` items most similar to ``vector``, best first."""
+        similarity = self.vectors @ np.asarray(vector, dtype=np.float32)
+        if allowed is not None:
+            similarity = np.where(allowed, similarity, -np.inf)
+        return _top(similarity, k)
+
+    def keywords(self, words: Sequence[str], k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
+        """(positions, BM25 scores) of the best ``k`` names for ``words``, and how many names match a word at all."""
         known = [w for w in words if w in self.bm25.vocab_dict] if self.named else []
         if not known:
-            return [], np.zeros(0, np.float32), 0
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), 0
         scores = np.asarray(self.bm25.get_scores(known), dtype=np.float32)
-        if where or exclude:
-            scores = scores.copy()
-            banned = set(exclude)
-            for position, (item_id, label, meta) in enumerate(zip(self.ids, self.labels, self.metas)):
-                if scores[position] > 0 and (item_id in banned or not _passes(label, meta, where)):
-                    scores[position] = 0.0
+        if allowed is not None:
+            scores = np.where(allowed, scores, 0.0)
         matches = int((scores > 0).sum())
-        if not matches:
-            return [], np.zeros(0, np.float32), 0
-        top = np.argpartition(-scores, min(limit, len(scores) - 1))[:limit] if len(scores) > limit else np.arange(len(scores))
-        top = top[scores[top] > 0]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return top.tolist(), scores[top], matches
+        positions, best = _top(scores, min(k, matches))
+        return positions, best, matches
+
+    def hit(self, position: int, score: float) -> Hit:
+        return Hit(self.ids[position], float(score), self.metas[position], self.labels[position], self.sources[position])
 
 
 class TextSearch:
@@ -127,8 +156,7 @@ class TextSearch:
         text_model.check_image_model(index.model_id, f"the index at {index.folder}")
         self.index = index
         self.text_model = text_model
-        self._names: NameRanking | None = None
-        self._names_marker = None
+        self._space: TextSpace | None = None
 
     @classmethod
     def open(cls, index: CatalogIndex, text_model_dir: str | os.PathLike | None = None) -> "TextSearch":
@@ -147,16 +175,15 @@ class TextSearch:
         return cls(index, TextModel.load(folder, image_model_id=index.model_id))
 
     @property
-    def names(self) -> NameRanking:
-        """BM25 over the names, made on first use and again when the index has changed since."""
-        marker = self.index.marker
-        if self._names is None or marker != self._names_marker:
-            self._names, self._names_marker = NameRanking(self.index, self.text_model.tokenizer), marker
-        return self._names
+    def space(self) -> TextSpace:
+        """The index's items as text queries see them, read on first use and again when the index has changed."""
+        if self._space is None or self.index.marker != self._space.marker:
+            self._space = TextSpace(self.index, self.text_model.tokenizer)
+        return self._space
 
     @property
     def has_names(self) -> bool:
-        return self.names.named > 0
+        return self.space.named > 0
 
     def search(self, text: str, k: int = 10, *, where: Mapping[str, Any] | None = None, mode: str = "auto",
                image_vector: np.ndarray | None = None, text_weight: float = 1.0,
@@ -167,83 +194,75 @@ class TextSearch:
             where: metadata filters, as :meth:`CatalogIndex.search` takes them.
             mode: ``auto`` (hybrid where the index has names, else the embedding), ``embedding`` (names
                 ignored: what a catalog without names gets), ``hybrid``, or ``keywords`` (BM25 alone).
-            image_vector: (D,) an image's vector under the index's model: search for the image and the words
-                together (the image's vector plus ``text_weight`` times the words').
+            image_vector: (D,) an image's vector under the index's model (unwhitened, as the model makes it):
+                search for the image and the words together (the image plus ``text_weight`` times the words).
             exclude_ids: items never returned (the query item of a combined query).
         """
-        validate([one_of("mode", mode, MODES), (isinstance(k, int) and k >= 1, f"k must be an integer >= 1, got {k!r}")])
+        validate([one_of("mode", mode, MODES),
+                  (isinstance(k, int) and not isinstance(k, bool) and k >= 1, f"k must be an integer >= 1, got {k!r}")])
         text = str(text)
         read = self.text_model.read_query(text)
         floor = self.text_model.floor
+        space = self.space
+        allowed = space.allowed(self.index._allowed(where), [str(i) for i in exclude_ids])
         base = dict(query=text, unknown_words=read.unknown, floor=floor)
         if image_vector is not None:
-            return self._combined(read, image_vector, text_weight, k, where, exclude_ids, base)
-        use_names = mode in ("hybrid", "keywords") or (mode == "auto" and self.has_names)
-        named: tuple[list[int], np.ndarray, int] = ([], np.zeros(0), 0)
-        if use_names and read.words:
-            named = self.names.rank(read.words, max(CANDIDATES, k), self.index._allowed(where), exclude_ids)
+            return self._combined(read, image_vector, text_weight, k, allowed, base)
+        use_names = mode in ("hybrid", "keywords") or (mode == "auto" and space.named > 0)
+        named = space.keywords(read.words, max(CANDIDATES, k), allowed) if use_names else (np.zeros(0, np.int64), None, 0)
         base["name_matches"] = named[2]
+        has_named = len(named[0]) > 0
         if mode == "keywords":
-            if not named[0]:
+            if not has_named:
                 return TextAnswer(**base, method="none", hits=[], confident=False, score_name="bm25",
                                   reason=self._no_name_reason(read))
-            return TextAnswer(**base, method="keywords", hits=self._name_hits(named, k), confident=True,
+            return TextAnswer(**base, method="keywords", hits=self._hits(*named[:2], k), confident=True,
                               score_name="bm25")
-        embedded, similarity = self._embedding(read, max(CANDIDATES, k) if named[0] else k, where, exclude_ids)
-        base["similarity"] = None if embedded is None else round(similarity, 5)
-        understood = embedded is not None and similarity >= floor
-        if not understood and not named[0]:
-            reason = read.reason or (f"the closest item's similarity to these words, {similarity:.3f}, is below the "
-                                     f"floor {floor:.3f} calibrated on the catalog's own phrases and names: the text "
-                                     "model does not recognise them")
-            if use_names and self.has_names:
+        embedded, similarity = None, None
+        if read.vector is not None:
+            embedded = space.nearest(read.vector, max(CANDIDATES, k) if has_named else k, allowed)
+            similarity = round(float(embedded[1][0]), 5) if len(embedded[0]) else None
+        base["similarity"] = similarity
+        understood = similarity is not None and similarity >= floor
+        if not understood and not has_named:
+            reason = read.reason
+            if reason is None and similarity is None:
+                reason = "no item passes the filters"
+            elif reason is None:
+                reason = (f"the closest item's similarity to these words, {similarity:.3f}, is below the floor "
+                          f"{floor:.3f} calibrated on the catalog's own phrases and names: the text model does not "
+                          "recognise them")
+            if use_names and space.named:
                 reason += "; and no item's name has any of these words"
             return TextAnswer(**base, method="none", hits=[], confident=False, score_name="cosine", reason=reason)
-        if not named[0]:
-            return TextAnswer(**base, method="embedding", hits=embedded[:k], confident=True,
-                              score_name=self.index.metric)
+        if not has_named:
+            return TextAnswer(**base, method="embedding", hits=self._hits(*embedded, k), confident=True,
+                              score_name="cosine")
         if not understood:  # the names know the words, the text model does not: keywords alone
-            return TextAnswer(**base, method="keywords", hits=self._name_hits(named, k), confident=True,
+            return TextAnswer(**base, method="keywords", hits=self._hits(*named[:2], k), confident=True,
                               score_name="bm25")
-        return TextAnswer(**base, method="hybrid", hits=self._fuse(embedded, named, k), confident=True,
+        coverage = sum(w in space.bm25.vocab_dict for w in read.words) / len(read.words)
+        return TextAnswer(**base, method="hybrid", hits=self._fuse(embedded[0], named[0], coverage, k), confident=True,
                           score_name="rrf")
 
     # --- the rankings -------------------------------------------------------------------------------------------
 
-    def _embedding(self, read, k: int, where, exclude_ids) -> tuple[list[Hit] | None, float]:
-        if read.vector is None:
-            return None, float("-inf")
-        neighbours = self.index.neighbours(read.vector[None, :], k, where=where,
-                                           exclude_ids=list(exclude_ids) or None)
-        keys = neighbours.keys[0]
-        if keys[0] < 0:
-            return [], float("-inf")  # every item filtered out
-        similarity = float(self.index.vectors_of_keys(keys[:1])[0] @ read.vector)
-        return self.index.hits(neighbours)[0], similarity
+    def _hits(self, positions: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
+        return [self.space.hit(int(p), float(s)) for p, s in zip(positions[:k], scores[:k])]
 
-    def _name_hits(self, named, k: int) -> list[Hit]:
-        positions, scores, _ = named
-        ids = [self.names.ids[p] for p in positions[:k]]
-        return [dataclasses.replace(hit, score=float(score)) for hit, score in zip(self._hits_of(ids), scores)]
+    def _fuse(self, embedded: np.ndarray, named: np.ndarray, coverage: float, k: int) -> list[Hit]:
+        """Reciprocal rank fusion of two rankings (positions, best first), the names' weighted by the share of
+        the query's words that some name has: BM25 ignores the rest ("yelow tshirt" is any T-shirt to it),
+        while the text model reads them, misspelt or not."""
+        fused: dict[int, float] = {}
+        for ranking, weight in ((embedded, 1.0), (named, coverage)):
+            for rank, position in enumerate(ranking.tolist(), 1):
+                fused[position] = fused.get(position, 0.0) + weight / (RRF_K + rank)
+        best = sorted(fused, key=lambda p: -fused[p])[:k]
+        return [self.space.hit(p, round(fused[p], 6)) for p in best]
 
-    def _fuse(self, embedded: list[Hit], named, k: int) -> list[Hit]:
-        fused: dict[str, float] = {}
-        for rank, hit in enumerate(embedded, 1):
-            fused[hit.id] = fused.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
-        for rank, position in enumerate(named[0], 1):
-            item_id = self.names.ids[position]
-            fused[item_id] = fused.get(item_id, 0.0) + 1.0 / (RRF_K + rank)
-        best = sorted(fused, key=lambda i: -fused[i])[:k]
-        return [dataclasses.replace(hit, score=round(fused[hit.id], 6)) for hit in self._hits_of(best)]
-
-    def _hits_of(self, ids: Sequence[str]) -> list[Hit]:
-        keys = self.index.keys_of(ids)
-        rows = self.index.items.rows(keys)
-        return [Hit(item_id, 0.0, meta, label, source)
-                for item_id, source, label, meta in (rows[int(key)] for key in keys if int(key) in rows)]
-
-    def _combined(self, read, image_vector, text_weight: float, k: int, where, exclude_ids, base) -> TextAnswer:
-        validate([(isinstance(text_weight, (int, float)) and text_weight >= 0,
+    def _combined(self, read, image_vector, text_weight: float, k: int, allowed, base) -> TextAnswer:
+        validate([(isinstance(text_weight, (int, float)) and not isinstance(text_weight, bool) and text_weight >= 0,
                    f"text_weight must be a number >= 0, got {text_weight!r}")])
         image = np.asarray(image_vector, dtype=np.float32).reshape(-1)
         if image.shape[0] != self.index.config.dim:
@@ -252,13 +271,26 @@ class TextSearch:
         if read.vector is None:
             return TextAnswer(**base, method="none", hits=[], confident=False, score_name="cosine", reason=read.reason)
         query = image / max(float(np.linalg.norm(image)), 1e-12) + text_weight * read.vector
-        hits = self.index.search(query[None, :], k, where=where, exclude_ids=list(exclude_ids) or None)[0]
-        return TextAnswer(**base, method="image+text", hits=hits, confident=True, score_name=self.index.metric)
+        query /= max(float(np.linalg.norm(query)), 1e-12)
+        positions, scores = self.space.nearest(query, k, allowed)
+        return TextAnswer(**base, method="image+text", hits=self._hits(positions, scores, k), confident=True,
+                          score_name="cosine")
 
     def _no_name_reason(self, read) -> str:
-        if not self.has_names:
+        if not self.space.named:
             return "the index's items have no names to match words against"
         return read.reason or "no item's name has any of these words"
+
+
+def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, scores) of the ``k`` highest finite scores, best first."""
+    k = min(int(k), int(np.isfinite(scores).sum()))
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.isfinite(scores[top])]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return top, scores[top]
 
 
 def _passes(label: str | None, meta: Mapping[str, str], where: Mapping[str, list[str]] | None) -> bool:

@@ -274,3 +274,31 @@ def _calibrate(model: TextModel, pools, metas, measured: np.ndarray, train: np.n
     model.info.floor_note = (f"the {model.config.floor_quantile:.0%} quantile of the best item's similarity for "
                              f"{len(tops)} held-out phrases and names")
     model.info.metrics = metrics
+
+
+def train_text_run(image_model_dir, catalog_path, out_dir, split_path=None, config: TextConfig | None = None, *,
+                   device: str = "auto", progress: bool = True, log: Callable[[str], None] | None = None) -> TextModel:
+    """What ``stylespace text-train`` does: load the image model (a folder or a shipped name) and the catalog,
+    train on the split's ``train`` rows (every item without a split), and save the text model to ``out_dir``."""
+    from stylespace.data import SplitManifest, load_catalog
+    from stylespace.models import load_model
+    from stylespace.models.shipped import resolve_model_dir
+
+    image_dir = resolve_model_dir(image_model_dir)
+    image_model = load_model(image_dir)
+    catalog = load_catalog(catalog_path)
+    ids = None
+    if split_path is not None:
+        manifest = SplitManifest.load(split_path)
+        ids = [r["id"] for r in manifest.rows if r["split"] == "train"]
+        if not ids:
+            raise StylespaceError(f"{split_path}: the split has no train rows to learn from")
+        unknown = [i for i in ids[:1000] if i not in catalog]
+        if unknown:
+            raise StylespaceError(f"{split_path}: ids such as {unknown[:3]} are not in {catalog_path}; give the "
+                                  "catalog the split was made from")
+    model = train_text_model(image_model, catalog, ids, config, image_model_path=str(image_dir),
+                             split_path="" if split_path is None else str(split_path), device=device,
+                             progress=progress, log=log)
+    model.save(out_dir)
+    return model
