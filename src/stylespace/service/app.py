@@ -29,6 +29,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stylespace.service import schemas
+from stylespace.service.routers import text as text_routes
 from stylespace.service.decoding import Busy, DecodeLimits, UploadDecoder
 from stylespace.service.engine import StyleEngine, UnknownItem
 from stylespace.service.headers import SecurityHeaders, public, short
@@ -47,7 +48,7 @@ K_QUERY = Query(10, ge=1, le=MAX_K, description=f"How many items to return (1..{
 def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
                compat_dir: str | os.PathLike | None = None, max_upload_bytes: int = 10_000_000,
                device: str = "auto", max_batch: int = 32, decode_limits: DecodeLimits | None = None,
-               inference: str = "auto") -> FastAPI:
+               inference: str = "auto", text_model_dir: str | os.PathLike | None = None) -> FastAPI:
     """Build the app over the index in ``index_dir``; everything is loaded here, once.
 
     Args:
@@ -60,11 +61,13 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         decode_limits: the pixel budget and decoding lanes for uploads (:class:`DecodeLimits`; default: its defaults).
         inference: what runs the query model: ``auto`` (ONNX Runtime on a CPU when installed, else PyTorch),
             ``onnx`` or ``torch`` (:mod:`stylespace.inference`).
+        text_model_dir: the text model for POST /search/text (default: MODEL/text beside the image model, when
+            there is one; without one /search/text answers 503).
     """
     validate([at_least("max_upload_bytes", max_upload_bytes, 1, note="bytes")])
     limits = decode_limits or DecodeLimits()
     engine = StyleEngine.load(index_dir, model_dir=model_dir, compat_dir=compat_dir, device=device,
-                              max_batch=max_batch, inference=inference)
+                              max_batch=max_batch, inference=inference, text_model_dir=text_model_dir)
     decoder = UploadDecoder(decode_probed_view, probe_upload, limits)
 
     @contextlib.asynccontextmanager
@@ -193,6 +196,8 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         total, records = engine.items(label, offset, limit)
         return schemas.ItemPage(label=label, total=total, offset=offset, limit=limit,
                                 items=[_item(r) for r in records])
+
+    app.include_router(text_routes.router)
 
     # --- compatibility --------------------------------------------------------------------------
     @app.post("/compare", response_model=schemas.Verdict, tags=["compatibility"])
