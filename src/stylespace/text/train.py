@@ -29,6 +29,7 @@ from stylespace.utils import StylespaceError
 
 FACT_COLUMNS = ("name", *ATTRIBUTES)
 PHRASES_PER_ITEM = 8
+FEATURE_CACHE = 50_000  # texts whose features are kept between epochs
 # Strings of random letters: what the floor should turn away (reported as ``gibberish_below_floor``).
 GIBBERISH = 200
 
@@ -93,11 +94,14 @@ def train_text_model(image_model, catalog, ids: Sequence[str] | None = None, con
     features_cache: dict[str, object] = {}
 
     def featurise(texts: list[Text]):
+        # the attribute phrases repeat (a few thousand distinct), the names do not: a bounded cache holds the former
         out = []
         for t in texts:
             found = features_cache.get(t.text)
             if found is None:
-                found = features_cache[t.text] = tokenizer.features(t.text)
+                found = tokenizer.features(t.text)
+                if len(features_cache) < FEATURE_CACHE:
+                    features_cache[t.text] = found
             out.append(found)
         return out
 
@@ -248,15 +252,15 @@ def _calibrate(model: TextModel, pools, metas, measured: np.ndarray, train: np.n
         if not texts:
             continue
         items = np.array([k for k, _ in texts])
-        similarity = model.encode([t for _, t in texts]) @ gallery_vectors.T
-        top = np.argsort(-similarity, axis=1)[:, :10]
+        encoded = model.encode([t for _, t in texts])
+        top, most = _top10(encoded, gallery_vectors)
         # a hit: the item itself, or one with its gender, colour and article type
         wanted = codes[items][:, [FACT_COLUMNS.index(c) for c in full]]
         found = gallery_codes[:, [FACT_COLUMNS.index(c) for c in full]][top]
         hit = (found == wanted[:, None, :]).all(-1) | (gallery[top] == items[:, None])
         metrics[f"r10_{kind}"] = round(float(hit.any(1).mean()), 4)
         metrics[f"p10_{kind}"] = round(float(hit.mean()), 4)
-        best.append(similarity.max(1))
+        best.append(most)
     tops = np.concatenate(best)
     floor = float(np.quantile(tops, model.config.floor_quantile))
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
@@ -267,13 +271,27 @@ def _calibrate(model: TextModel, pools, metas, measured: np.ndarray, train: np.n
     refused_words = sum(r.vector is None for r in read)
     below = 0
     if vectors_read:
-        below = int(((np.stack(vectors_read) @ gallery_vectors.T).max(1) < floor).sum())
+        below = int((_top10(np.stack(vectors_read), gallery_vectors)[1] < floor).sum())
     metrics["gibberish_refused"] = round((refused_words + below) / len(gibberish), 4)
     metrics["gibberish_unknown_words"] = round(refused_words / len(gibberish), 4)
     model.info.floor = round(floor, 5)
     model.info.floor_note = (f"the {model.config.floor_quantile:.0%} quantile of the best item's similarity for "
                              f"{len(tops)} held-out phrases and names")
     model.info.metrics = metrics
+
+
+def _top10(queries: np.ndarray, gallery: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """((Q, 10) gallery rows most similar to each query, best first; (Q,) the best similarity), in chunks
+    (the held-out queries of the whole catalog against 36k images would be a 260 MB matrix at once)."""
+    tops, best = [], []
+    for start in range(0, len(queries), chunk):
+        similarity = queries[start:start + chunk] @ gallery.T
+        k = min(10, similarity.shape[1])
+        part = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(similarity, part, 1), axis=1)
+        tops.append(np.take_along_axis(part, order, 1))
+        best.append(similarity.max(1))
+    return np.concatenate(tops), np.concatenate(best)
 
 
 def train_text_run(image_model_dir, catalog_path, out_dir, split_path=None, config: TextConfig | None = None, *,
