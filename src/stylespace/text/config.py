@@ -38,7 +38,7 @@ class TextConfig:
     hidden_dim: int = 512
     layers: int = 1
     heads: int = 4
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 512
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -47,7 +47,9 @@ class TextConfig:
     holdout: float = 0.05
     floor_quantile: float = 0.02
     seed: int = 0
-    threads: int = 0  # torch threads while training (0 = torch's default)
+    # torch threads while training (0 = torch's default). One: the steps are small (a sparse embedding bag and
+    # a 512 x 512 score matrix), and on a busy 2-core machine two OpenMP threads made an epoch ten times slower
+    threads: int = 1
 
     def __post_init__(self) -> None:
         validate([
