@@ -15,7 +15,7 @@ How a query is answered (``mode="auto"``, chosen per query by what the index hol
   more than half their precision in a small run); its best item's similarity is compared with the floor the
   text model calibrated: below it, the words are taken for something the model does not know;
 - where items have names, BM25 ranks the names by the query's words (``bm25s``, the same normalised words as
-  the text model's), and the two rankings are fused by reciprocal rank fusion (each item scores
+  the text model's, in the singular, stopwords left out: :func:`keyword_terms`), and the two rankings are fused by reciprocal rank fusion (each item scores
   sum w / (60 + rank); w is 1 for the embedding, and for the names the share of the query's words some
   name has); BM25 alone answers when the text model does not recognise the words but some names have them;
 - with neither a known word above the floor nor a name that matches, the answer is "no confident match",
@@ -40,6 +40,16 @@ MODES = ("auto", "embedding", "hybrid", "keywords")
 RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al. 2009): damps the top ranks' weight
 CANDIDATES = 100  # items each ranking contributes to the fusion
 TEXT_MODEL_FOLDER = "text"  # where a text model lives beside its image model: MODEL/text
+# Words BM25 leaves out: in a few names each, so their rarity would rank those names first for "tops for women".
+STOPWORDS = frozenset({"a", "an", "and", "for", "in", "of", "on", "the", "to", "with", "s"})
+
+
+def keyword_terms(words: Sequence[str]) -> list[str]:
+    """The terms BM25 indexes and looks up: the text model's normalised words, in the singular ("tops" and
+    "Top" meet, as do "jeans" and "jean"), stopwords left out."""
+    from stylespace.text import singular
+
+    return [singular(w) for w in words if w not in STOPWORDS]
 
 
 @dataclasses.dataclass
@@ -105,7 +115,7 @@ class TextSpace:
         self.named = sum(1 for n in names if n)
         self.bm25 = bm25s.BM25()
         if self.named:
-            self.bm25.index([tokenizer.words_of(n) for n in names], show_progress=False)
+            self.bm25.index([keyword_terms(tokenizer.words_of(n)) for n in names], show_progress=False)
         self._masks: dict[str, np.ndarray] = {}
 
     def allowed(self, where: Mapping[str, list[str]] | None, exclude: Sequence[str] = ()) -> np.ndarray | None:
@@ -135,7 +145,7 @@ class TextSpace:
 
     def keywords(self, words: Sequence[str], k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
         """(positions, BM25 scores) of the best ``k`` names for ``words``, and how many names match a word at all."""
-        known = [w for w in words if w in self.bm25.vocab_dict] if self.named else []
+        known = [w for w in keyword_terms(words) if w in self.bm25.vocab_dict] if self.named else []
         if not known:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), 0
         scores = np.asarray(self.bm25.get_scores(known), dtype=np.float32)
@@ -241,7 +251,8 @@ class TextSearch:
         if not understood:  # the names know the words, the text model does not: keywords alone
             return TextAnswer(**base, method="keywords", hits=self._hits(*named[:2], k), confident=True,
                               score_name="bm25")
-        coverage = sum(w in space.bm25.vocab_dict for w in read.words) / len(read.words)
+        terms = keyword_terms(read.words)
+        coverage = sum(w in space.bm25.vocab_dict for w in terms) / max(1, len(terms))
         return TextAnswer(**base, method="hybrid", hits=self._fuse(embedded[0], named[0], coverage, k), confident=True,
                           score_name="rrf")
 

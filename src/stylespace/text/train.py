@@ -80,8 +80,19 @@ def train_text_model(image_model, catalog, ids: Sequence[str] | None = None, con
                                     (config.ngram_min, config.ngram_max), config.min_count, config.max_ngrams)
     codes = _fact_codes(metas)
 
+    threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    try:
+        return _fit(config, tokenizer, vectors, codes, pools, metas, train, holdout, rng, image_id, image_model_path,
+                    catalog, split_path, started, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(config, tokenizer, vectors, codes, pools, metas, train, holdout, rng, image_id, image_model_path, catalog,
+         split_path, started, log) -> TextModel:
+    """The training loop, the held-out measures and the floor (see :func:`train_text_model`)."""
     torch.manual_seed(config.seed)
     encoder = TextEncoder(tokenizer.size, tokenizer.pieces, vectors.shape[1], config)
     sparse = torch.optim.SparseAdam(encoder.sparse_parameters(), lr=config.lr)
