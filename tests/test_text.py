@@ -91,6 +91,15 @@ def test_the_text_model_round_trips_and_refuses_another_image_model(built, searc
 
     loaded = TextModel.load(built.text_model)
     assert np.allclose(loaded.encode(["green watch"]), search.text_model.encode(["green watch"]), atol=1e-6)
+    # queries run the bag in NumPy: the same vectors as the torch module that was trained
+    import torch
+
+    from stylespace.text.encoder import batch_inputs
+
+    texts = ["green watch", "blue jeans for men", "", "yelow"]
+    with torch.no_grad():
+        by_torch = loaded.encoder(*batch_inputs(loaded.features(texts), loaded.tokenizer.pieces, False)).numpy()
+    assert np.allclose(loaded.encode(texts), by_torch, atol=1e-5)
     with pytest.raises(StylespaceError, match="trained for image model .* uses image model 0123456789ab"):
         TextModel.load(built.text_model, image_model_id="0123456789ab")
     vectors = np.random.default_rng(0).normal(size=(20, 32)).astype(np.float32)
