@@ -138,7 +138,9 @@ class TextSpace:
 
     def nearest(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(positions, cosine similarities) of the ``k`` items most similar to ``vector``, best first."""
-        similarity = self.vectors @ np.asarray(vector, dtype=np.float32)
+        # einsum, not BLAS: OpenBLAS splits this matrix-vector product over its threads, and on a busy CPU the
+        # threads' hand-off cost 32 ms per query against 1 ms single-threaded (44k x 128, measured)
+        similarity = np.einsum("ij,j->i", self.vectors, np.asarray(vector, dtype=np.float32))
         if allowed is not None:
             similarity = np.where(allowed, similarity, -np.inf)
         return _top(similarity, k)

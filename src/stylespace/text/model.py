@@ -219,7 +219,13 @@ class _NumpyBag:
         mean = hidden.mean(1, keepdims=True)
         var = hidden.var(1, keepdims=True)
         hidden = (hidden - mean) / np.sqrt(var + self.eps) * self.norm_weight + self.norm_bias
-        inner = hidden @ self.w1 + self.b1
+        inner = _product(hidden, self.w1) + self.b1
         inner = 0.5 * inner * (1.0 + erf(inner / np.sqrt(2.0)))  # exact GELU, as nn.GELU()
-        out = inner @ self.w2 + self.b2 + hidden @ self.skip_w + self.skip_b
+        out = _product(inner, self.w2) + self.b2 + _product(hidden, self.skip_w) + self.skip_b
         return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b``; for a query or a few, without BLAS's thread pool (on a busy CPU its threads' hand-off costs
+    far more than the product itself)."""
+    return np.einsum("ij,jk->ik", a, b) if len(a) <= 8 else a @ b
