@@ -126,11 +126,19 @@ class EmbeddingModel(nn.Module):
         layer = self.config.embed_layer
         if layer == "features":
             return F.normalize(features, dim=1)
+        return self.search_vectors(features, self.head(features))
+
+    def search_vectors(self, features: torch.Tensor, head_output: torch.Tensor) -> torch.Tensor:
+        """The unit vectors :meth:`embed` gives, from the pooled ``features`` (B, feature_dim) and the head's
+        output on them (B, D): what training's instance term pulls together, without a second head pass."""
+        layer = self.config.embed_layer
+        if layer == "features":
+            return F.normalize(features, dim=1)
         if layer == "head":
-            return F.normalize(self.head(features), dim=1)
+            return F.normalize(head_output, dim=1)
         share = self.config.head_share
         return torch.cat([(1.0 - share) ** 0.5 * F.normalize(features, dim=1),
-                          share ** 0.5 * F.normalize(self.head(features), dim=1)], dim=1)
+                          share ** 0.5 * F.normalize(head_output, dim=1)], dim=1)
 
     def _require_classifier(self) -> None:
         if self.classifier is None:

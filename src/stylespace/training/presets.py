@@ -54,6 +54,14 @@ PRESETS: dict[str, tuple[dict, dict]] = {
              augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
                                padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
     ),
+    "lite0": (
+        dict(backbone="efficientnet-lite0", weights="imagenet", network_size=(160, 120), embedding_dim=256,
+             head_hidden=1024, dropout=0.1, classifier="cosine", embed_layer="both", head_share=0.5),
+        dict(objective="ce+instance:0.5", views=2, cached_views=3, epochs=30, batch_size=256, lr=2e-3,
+             schedule="onecycle", sampler="shuffle", loss=dict(label_smoothing=0.1, temperature=0.1),
+             augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
+                               padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
+    ),
     "gpu": (
         dict(backbone="compact", width=48, depth=(2, 2, 2, 2), stem_stride=2, embedding_dim=128, classifier="cosine"),
         dict(objective="ce", epochs=30, batch_size=256, lr=4e-3, schedule="onecycle", sampler="shuffle"),
