@@ -38,7 +38,8 @@ def train_cmd(
                                                              "head trained on cached features), packshot (the earlier "
                                                              "default), gpu, small "
                                                              "(28 x 28 grey images; the default up to 32 px a side), or "
-                                                             "finetune (the default with --init)."),
+                                                             "finetune (the default with --init; finetune-frozen for a "
+                                                             "lite0 parent)."),
     init: Optional[str] = typer.Option(None, "--init", help="Fine-tune a trained stylespace model: `default` (the "
                                        "shipped one), a run folder or a model folder. Its architecture, backbone and "
                                        "embedding head are kept; the classifier is new, for this catalog's classes."),
@@ -99,7 +100,7 @@ def train_cmd(
     from stylespace.cli.data import parse_size
     from stylespace.training import preset, resume_configs, train_run
     from stylespace.training.distributed import is_primary_process
-    from stylespace.training.presets import default_preset, override
+    from stylespace.training.presets import default_preset, finetune_preset, override
 
     if resume:
         model_config, train_config = resume_configs(out_dir)
@@ -107,7 +108,7 @@ def train_cmd(
         console.print(f"resuming {out_dir} with its saved settings ({model_config.backbone}, {train_config.objective})")
     else:
         size = parse_size(input_size) if input_size else None
-        model_config, train_config = preset(preset_name or ("finetune" if init else default_preset(size)))
+        model_config, train_config = preset(preset_name or (finetune_preset(init) if init else default_preset(size)))
         architecture = dict(backbone=backbone, weights=weights, embedding_dim=embedding_dim, input_size=size,
                             width=width, depth=_ints(depth, "--depth"), stem_stride=stem_stride, multiscale=multiscale,
                             pooling=pooling, dropout=dropout, classifier=classifier, embed_layer=embed_layer,
