@@ -120,12 +120,10 @@ def run_benchmark(config: BenchConfig, progress: bool = False,
 
 
 def _fashion_mnist(config: BenchConfig, folder: Path, progress: bool, log) -> BenchResult:
-    data = _data_path(config.data, FASHION_MNIST_DIR, "Fashion-MNIST's IDX files: `apt-get install -y "
-                                                      "dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist")
-    catalog = load_catalog(data)
-    if "subset" not in catalog.metadata_columns:
-        raise StylespaceError(f"{data}: not a Fashion-MNIST folder (no train / test subset column); expected the "
-                              "IDX files train-images-idx3-ubyte[.gz] ... t10k-labels-idx1-ubyte[.gz]")
+    data, catalog = _catalog(config.data, FASHION_MNIST_DIR, "Fashion-MNIST's IDX files (`apt-get install -y "
+                             "dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist)", "subset",
+                             "not a Fashion-MNIST folder (no train / test subset column); expected the IDX files "
+                             "train-images-idx3-ubyte[.gz] ... t10k-labels-idx1-ubyte[.gz]")
     manifest = column_split(catalog, "subset", val_fraction=0.05, seed=config.seed)
     split_path = manifest.save(folder / "split.csv")
     model, about = (_given_model(config.model) if config.model else
@@ -162,12 +160,9 @@ def _fashion_mnist(config: BenchConfig, folder: Path, progress: bool, log) -> Be
 
 
 def _year_split(config: BenchConfig, folder: Path, progress: bool, log) -> BenchResult:
-    data = _data_path(config.data, SHARED_CATALOG, "the Fashion Product Images catalog (a Kaggle folder or zip "
-                                                   "with a year column)")
-    catalog = load_catalog(data)
-    if "year" not in catalog.metadata_columns:
-        raise StylespaceError(f"{data}: no year column; the year split needs Fashion Product Images' styles.csv "
-                              "(columns ..., year, ...)")
+    data, catalog = _catalog(config.data, SHARED_CATALOG, "the Fashion Product Images catalog (a Kaggle folder "
+                             "or zip)", "year", "no year column; the year split needs Fashion Product Images' "
+                             "styles.csv (columns ..., year, ...)")
     given = None if config.train else _given_model(config.model or "default")
     size = given[0].config.input_size if given else _preset_configs(config, "default")[0].input_size
     catalog = catalog.without(load_image_array(catalog, size=tuple(size), progress=progress).failed)
@@ -222,9 +217,8 @@ def _top_k(scores: np.ndarray, classes: Sequence, truth: Sequence) -> dict[str, 
 
 
 def _episodes(config: BenchConfig, folder: Path, progress: bool, log) -> BenchResult:
-    data = _data_path(config.data, SHARED_CATALOG, "the Fashion Product Images catalog")
+    data, catalog = _catalog(config.data, SHARED_CATALOG, "the Fashion Product Images catalog")
     model, about = _given_model(config.model or "default")
-    catalog = load_catalog(data)
     array = _image_array(catalog, model, progress)
     catalog = catalog.without(array.failed)
     if config.split:
@@ -267,11 +261,16 @@ def _episodes(config: BenchConfig, folder: Path, progress: bool, log) -> BenchRe
 # --- shared steps ---------------------------------------------------------------------------------------
 
 
-def _data_path(given: str | None, default: Path, what: str) -> Path:
+def _catalog(given: str | None, default: Path, what: str, column: str | None = None,
+             without_column: str = "") -> tuple[Path, Catalog]:
+    """(path, catalog) of the run's data: ``given`` or ``default``, which must exist (and have ``column``)."""
     path = Path(given) if given else default
     if not path.exists():
         raise StylespaceError(f"{path}: not found; give {what} with --data")
-    return path
+    catalog = load_catalog(path)
+    if column is not None and column not in catalog.metadata_columns:
+        raise StylespaceError(f"{path}: {without_column}")
+    return path, catalog
 
 
 def _given_model(spec: str):

@@ -83,9 +83,8 @@ class EpisodeResult:
 def sample_episodes(labels: Sequence, config: EpisodeConfig) -> Iterator[Episode]:
     """The episodes of ``config`` over items labelled ``labels``: only classes with at least
     ``shots + queries`` items take part, and within an episode no item is both support and query."""
-    by_class = _rows_by_class(labels)
+    by_class, eligible = _eligible(labels, config)
     need = config.shots + config.queries
-    eligible = sorted(c for c, rows in by_class.items() if len(rows) >= need)
     if len(eligible) < config.ways:
         raise StylespaceError(f"{config.name} episodes with {config.queries} quer{'y' if config.queries == 1 else 'ies'} "
                               f"per class need {config.ways} classes of at least {need} items; "
@@ -117,9 +116,7 @@ def evaluate_episodes(vectors: np.ndarray, labels: Sequence, config: EpisodeConf
         prototypes = _normalise(support.mean(axis=1))
         predicted = (unit[episode.query] @ prototypes.T).argmax(axis=1)
         accuracies[k] = float((predicted == episode.query_class).mean())
-    need = config.shots + config.queries
-    by_class = _rows_by_class(labels)
-    eligible = [c for c, rows in by_class.items() if len(rows) >= need]
+    by_class, eligible = _eligible(labels, config)
     return EpisodeResult(config, float(accuracies.mean()), mean_interval(accuracies), accuracies, len(eligible),
                          int(sum(len(by_class[c]) for c in eligible)))
 
@@ -132,12 +129,14 @@ def mean_interval(values: np.ndarray) -> float:
     return float(Z_95 * values.std(ddof=1) / np.sqrt(len(values)))
 
 
-def _rows_by_class(labels: Sequence) -> dict:
+def _eligible(labels: Sequence, config: EpisodeConfig) -> tuple[dict, list]:
+    """(label -> its rows, the labels with enough items for an episode of ``config``, sorted)."""
     rows: dict = collections.defaultdict(list)
     for row, label in enumerate(labels):
         if label is not None:
             rows[label].append(row)
-    return {label: np.asarray(members) for label, members in rows.items()}
+    by_class = {label: np.asarray(members) for label, members in rows.items()}
+    return by_class, sorted(c for c, members in by_class.items() if len(members) >= config.shots + config.queries)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
