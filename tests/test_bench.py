@@ -103,6 +103,8 @@ def test_bench_config_refuses_what_does_not_belong_to_the_protocol():
         BenchConfig("episodes", epochs=3)
     with pytest.raises(StylespaceError, match="split belongs to episodes"):
         BenchConfig("year-split", split="split.csv")
+    with pytest.raises(StylespaceError, match="episodes must be an integer in"):
+        BenchConfig("episodes", episodes=10**9)
     assert BenchConfig("year-split", train=True, epochs=2).folder == Path("runs/bench/year-split")
 
 

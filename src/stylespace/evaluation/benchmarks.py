@@ -33,7 +33,7 @@ from stylespace.evaluation.episodes import EpisodeConfig, evaluate_episodes
 from stylespace.evaluation.probe import LinearProbe, top_k_accuracy
 from stylespace.evaluation.published import BENCHMARKS, BenchResult, BenchRow, benchmark
 from stylespace.evaluation.search import ExactSearch
-from stylespace.utils import StylespaceError, at_least, one_of, validate, write_json
+from stylespace.utils import StylespaceError, at_least, in_range, one_of, validate, write_json
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 SHARED_CATALOG = Path("../shared/datasets/fashion-product-images-small.zip")
@@ -41,6 +41,7 @@ RESULT_FILE = "result.json"
 CONFIG_FILE = "bench.json"
 EPISODE_SETTINGS = {"5w1s": (5, 1), "5w5s": (5, 5), "15w5s": (15, 5)}  # metric key -> (ways, shots)
 EMBED_CHUNK = 4096  # images taken from the cache at once: memory stays bounded whatever the catalog
+MAX_EPISODES, MAX_QUERIES = 100_000, 100  # bounds on what one run may be asked to compute
 
 
 @dataclasses.dataclass
@@ -83,8 +84,8 @@ class BenchConfig:
             one_of("benchmark", self.name, BENCHMARKS),
             at_least("epochs", self.epochs, 1, none_ok=True),
             at_least("classes", self.classes, 2),
-            at_least("episodes", self.episodes, 1),
-            at_least("queries", self.queries, 1),
+            in_range("episodes", self.episodes, 1, MAX_EPISODES, integer=True),
+            in_range("queries", self.queries, 1, MAX_QUERIES, integer=True),
             at_least("seed", self.seed, 0),
             at_least("batch_size", self.batch_size, 1),
             (not (self.train and self.model), "train and model are two ways to get the model: give one"),
