@@ -240,3 +240,24 @@ def test_api_without_a_text_model_says_how_to_get_one(built, tmp_path):
         assert client.get("/stats").json()["text_search"] is None
         answer = client.post("/search/text", json={"text": "red"})
         assert answer.status_code == 503 and "text-train" in answer.json()["detail"]
+
+
+def test_wide_vectors_are_ranked_through_a_shortlist_that_finds_the_exact_top(monkeypatch):
+    """A 1,536-dimension model's items are ranked in their top principal directions, then exactly: on vectors
+    of a few hundred effective dimensions, the shortlist holds the exact top 10 for every query."""
+    from stylespace.index import text_search
+
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(3000, 48)) @ rng.normal(size=(48, 600)) + 0.05 * rng.normal(size=(3000, 600))
+    items = (items / np.linalg.norm(items, axis=1, keepdims=True)).astype(np.float32)
+    basis, reduced = text_search._reduction(items)
+    assert basis.shape == (600, text_search.REDUCED_DIM) and reduced.shape == (3000, text_search.REDUCED_DIM)
+    space = object.__new__(text_search.TextSpace)
+    space.vectors, space.basis, space.reduced = items, basis, reduced
+    for query in items[rng.choice(3000, 20, replace=False)] + 0.1 * rng.normal(size=(20, 600)).astype(np.float32):
+        found, scores = space.nearest(query, 10, None)
+        exact = np.argsort(-(items @ query))[:10]
+        assert list(found) == list(exact) and np.allclose(scores, (items @ query)[exact], atol=1e-5)
+    allowed = np.arange(3000) % 2 == 0
+    found, _ = space.nearest(items[1], 10, allowed)
+    assert all(p % 2 == 0 for p in found)
