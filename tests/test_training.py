@@ -94,9 +94,9 @@ def test_objective_loss_decreases(tmp_path, data, objective, loss, sampler):
     x, y, _, _ = data
     needs_classes = "ce" in parse_objective(objective)
     model = tiny_model(classes=needs_classes)
-    config = tiny_config(objective=objective, loss=ObjectiveConfig(**loss), sampler=sampler, m_per_class=8,
+    config = tiny_config(objective=objective, objective_config=ObjectiveConfig(**loss), sampler=sampler, m_per_class=8,
                          augment=False, epochs=6)
-    trained = build_objective(objective, config.loss, 4, 16)  # composed here, handed to fit
+    trained = build_objective(objective, config.objective_config, 4, 16)  # composed here, handed to fit
     probe = build_objective(objective, ObjectiveConfig(miner="all"), 4, 16)
     for term in probe.terms.values():
         if isinstance(term.loss, TripletMarginLoss):
@@ -268,7 +268,7 @@ def test_instance_objective_loss_falls_and_needs_views(tmp_path, data):
     model = tiny_model(classes=False)
     augmentation = AugmentConfig(scale=0.1, flip=0.5, colour=0.1, aspect=0.1, rotate=5, padding="backdrop")
     config = tiny_config(objective="instance", views=2, epochs=16, lr=5e-3, augmentation=augmentation)
-    objective = build_objective("instance", config.loss, 4, 16)
+    objective = build_objective("instance", config.objective_config, 4, 16)
     augment = BatchAugment(augmentation)
     batch = torch.from_numpy(x[:32])
 
@@ -424,7 +424,7 @@ def test_train_config_validation(field, value, message):
 def test_train_config_round_trips_through_json(tmp_path):
     from stylespace.utils import load_dataclass, save_dataclass
 
-    config = TrainConfig(objective="ce+triplet:0.5", loss=ObjectiveConfig(gap=0.3), augmentation=AugmentConfig(flip=0))
+    config = TrainConfig(objective="ce+triplet:0.5", objective_config=ObjectiveConfig(gap=0.3), augmentation=AugmentConfig(flip=0))
     save_dataclass(config, tmp_path / "train.json")
     assert load_dataclass(TrainConfig, tmp_path / "train.json") == config
 

@@ -7,7 +7,7 @@ pixel vectors without one); nothing here writes to the catalog.
 >>> result.counts()["pixel-identical groups"], result.save("audit/")
 """
 from stylespace.audit.calibrate import COPY_DISTORTIONS, CopyMeasurement, measure_copy_distances
-from stylespace.audit.config import NEAR_DISTANCE, NEAR_PIXELS, NEAR_SHIFT, AuditConfig
+from stylespace.audit.config import NEAR_DISTANCE, NEAR_PIXELS, NEAR_SHIFT, AuditConfig, AuditSettings
 from stylespace.audit.evaluation_copies import EvaluationCopies
 from stylespace.audit.copies import CopyClusters, cluster_copies, pixel_difference, pixel_hashes, pooled_views
 from stylespace.audit.quality import Blank, Outlier, OutlierRule, Tiny, blank_items, outliers, tiny_items

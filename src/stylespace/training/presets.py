@@ -20,11 +20,9 @@
 """
 from __future__ import annotations
 
-import dataclasses
-
 from stylespace.models import ModelConfig
 from stylespace.training.config import TrainConfig
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, override  # noqa: F401  (override: where presets were overridden from)
 
 PRESETS: dict[str, tuple[dict, dict]] = {
     "cpu": (
@@ -36,7 +34,7 @@ PRESETS: dict[str, tuple[dict, dict]] = {
         dict(backbone="compact", width=32, stem_stride=4, embedding_dim=128, classifier="cosine",
              embed_layer="features"),
         dict(objective="ce+instance:0.5", views=2, epochs=22, batch_size=128, lr=3e-3, schedule="onecycle",
-             sampler="shuffle", loss=dict(label_smoothing=0.1, temperature=0.1),
+             sampler="shuffle", objective_config=dict(label_smoothing=0.1, temperature=0.1),
              augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
                                padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
     ),
@@ -44,13 +42,13 @@ PRESETS: dict[str, tuple[dict, dict]] = {
         dict(backbone="compact", width=32, stem_stride=4, embedding_dim=128, classifier="cosine",
              embed_layer="features"),
         dict(objective="ce", epochs=24, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle",
-             loss=dict(label_smoothing=0.1)),
+             objective_config=dict(label_smoothing=0.1)),
     ),
     "finetune": (  # with --init: the architecture is the parent's; only the training settings apply
         {},
         dict(objective="ce+instance:0.5", views=2, epochs=8, batch_size=64, lr=1e-3, schedule="onecycle",
              sampler="shuffle", freeze_backbone_epochs=1, backbone_lr_factor=0.3, patience=0,
-             loss=dict(label_smoothing=0.1, temperature=0.1),
+             objective_config=dict(label_smoothing=0.1, temperature=0.1),
              augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
                                padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
     ),
@@ -62,7 +60,7 @@ PRESETS: dict[str, tuple[dict, dict]] = {
         dict(backbone="compact", width=32, stem_stride=2, input_size=(28, 28), embedding_dim=128, classifier="cosine",
              embed_layer="features"),
         dict(objective="ce", epochs=30, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle",
-             loss=dict(label_smoothing=0.1), augmentation=dict(scale=0.1, translate=0.1, flip=0.5, colour=0.0)),
+             objective_config=dict(label_smoothing=0.1), augmentation=dict(scale=0.1, translate=0.1, flip=0.5, colour=0.0)),
     ),
 }
 # `stylespace train` without --preset: ``small`` for images of at most this many pixels a side, else ``cpu``.
@@ -80,8 +78,3 @@ def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
         raise StylespaceError(f"preset {name!r} is unknown; expected one of {', '.join(PRESETS)}")
     model_kwargs, train_kwargs = PRESETS[name]
     return ModelConfig(**model_kwargs).validate(), TrainConfig(**train_kwargs).validate()
-
-
-def override(config, **changes):
-    """A copy of a config dataclass with the non-None ``changes`` applied (the CLI's explicit options)."""
-    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
