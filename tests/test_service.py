@@ -221,7 +221,7 @@ def test_search_finds_an_uploaded_catalog_image_first(client, served):
 
 @pytest.mark.parametrize("kind", ["blank", "near-uniform", "noise", "gradient", "text", "landscape"])
 def test_a_picture_that_is_not_a_product_photo_is_no_confident_match_with_the_reason(client, kind):
-    from test_junk import JUNK
+    from conftest import JUNK
 
     from stylespace.recommend.junk import BLANK, JUNK_REASONS, UNSURE
 

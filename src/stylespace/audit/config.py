@@ -1,7 +1,7 @@
 """How an audit is made: one dataclass, saved as ``config.json`` beside ``audit.json`` (and inside it).
 
 How the near-copy thresholds were chosen (``stylespace.audit.calibrate.measure_copy_distances``, which
-``stylespace audit --near-distance auto`` runs; shared catalog, the model now in models/packshot, 400 sampled items that are
+``stylespace audit --near-distance auto`` runs; shared catalog, the model in models/packshot, 400 sampled items that are
 neither blank nor pixel-identical to another, one copy each made by ``stylespace.data.distortions``:
 ``jpeg30``, ``upscale4``, ``crop85``, as upload bytes through the canonical view). Distance: cosine
 ``1 - cos`` of the embeddings; pixels and shift: :func:`stylespace.audit.copies.pixel_difference` of the
