@@ -40,6 +40,7 @@ CODES: dict[str, tuple[int, str]] = {
     "unreadable_catalog_image": (422, "a catalog item's image cannot be read from the catalog"),
     "bad_request": (400, "the request cannot be read as HTTP the server understands"),
     "upload_too_large": (413, "an uploaded file or the request body is over the byte limit"),
+    "conflict": (409, "the request conflicts with the catalog's current state (an id already there...)"),
     "not_an_image": (415, "an uploaded file is not in any image format the server reads"),
     "unknown_item": (404, "no catalog item has this id"),
     "unknown_label": (404, "no catalog item has this label"),
@@ -50,7 +51,7 @@ CODES: dict[str, tuple[int, str]] = {
     "internal_error": (500, "an unexpected failure on the server (logged there)"),
 }
 # Errors FastAPI and Starlette raise themselves, by status.
-_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "upload_too_large", 415: "not_an_image",
+_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict", 413: "upload_too_large", 415: "not_an_image",
                  422: "invalid_request", 503: "busy"}
 MESSAGE_CHARS = 600
 
@@ -164,10 +165,10 @@ def _document(app: FastAPI) -> None:
         ours = error_responses("invalid_request")[422]
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
-                answer = operation.get("responses", {}).get("422")
-                if answer and answer.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref") == theirs:
-                    answer["description"] = ours["description"]
-                    answer["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/ErrorBody"}
+                body = operation.get("responses", {}).get("422", {}).get("content", {}).get("application/json", {})
+                if body.get("schema", {}).get("$ref") == theirs:
+                    operation["responses"]["422"]["description"] = ours["description"]
+                    body["schema"] = {"$ref": "#/components/schemas/ErrorBody"}
         components = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
