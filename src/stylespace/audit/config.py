@@ -35,7 +35,7 @@ import dataclasses
 from stylespace.utils import at_least, each, in_range, one_of, validate
 
 # The embedding gate of a near copy (cosine distance) per embedder: the 99th percentile of copy distances,
-# measured by `--near-distance auto`. It belongs to the embedder: models/default (74fbd996b385, trained with
+# measured by `--near-distance auto`. It belongs to the embedder: models/compact (74fbd996b385, trained with
 # the instance term, which spreads distances) measures 0.140 where the model of the table above measured
 # 0.031; coarse pixel vectors 0.31.
 NEAR_DISTANCE = {"model": 0.140, "pixels": 0.31}
