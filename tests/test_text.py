@@ -212,8 +212,10 @@ def test_api_search_text(built):
         assert all(r["metadata"]["gender"] == "Women" for r in filtered["results"])
         assert client.post("/search/text", json={"text": ""}).status_code == 422
         assert client.post("/search/text", json={"text": "x" * 600}).status_code == 422
-        assert client.post("/search/text", json={"text": "jeans", "where": {"colour": "Red"}}).status_code == 422
-        assert client.post("/search/text", json={"text": "jeans", "like_id": "nope"}).status_code == 404
+        bad_filter = client.post("/search/text", json={"text": "jeans", "where": {"colour": "Red"}})
+        assert bad_filter.status_code == 422 and "colour" in bad_filter.json()["error"]["message"]
+        unknown = client.post("/search/text", json={"text": "jeans", "like_id": "nope"})
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_item"
 
 
 def test_api_without_a_text_model_says_how_to_get_one(built, tmp_path):
@@ -223,12 +225,9 @@ def test_api_without_a_text_model_says_how_to_get_one(built, tmp_path):
 
     from stylespace.service import create_app
 
+    # the same image model in a folder without a text model beside it, recorded by a copy of the index
     model = tmp_path / "model"
     shutil.copytree(built.model, model, ignore=shutil.ignore_patterns("text"))
-    with TestClient(create_app(built.index, model_dir=model, inference="torch")) as client:
-        # the index records its own model folder (with a text model); this one has none beside it, so the
-        # engine looks beside the index's recorded model: point the test at a folder without one
-        pass
     index_copy = tmp_path / "index"
     shutil.copytree(built.index, index_copy)
     import json
@@ -239,7 +238,8 @@ def test_api_without_a_text_model_says_how_to_get_one(built, tmp_path):
     with TestClient(create_app(index_copy, inference="torch")) as client:
         assert client.get("/stats").json()["text_search"] is None
         answer = client.post("/search/text", json={"text": "red"})
-        assert answer.status_code == 503 and "text-train" in answer.json()["detail"]
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "text_search_unavailable"
+        assert "text-train" in answer.json()["error"]["message"]
 
 
 def test_wide_vectors_are_ranked_through_a_shortlist_that_finds_the_exact_top(monkeypatch):

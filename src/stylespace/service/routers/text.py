@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import time
 from typing import Literal
-from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from stylespace.service import schemas
+from stylespace.service.answers import item_links, json_answer
+from stylespace.service.dependencies import MAX_K, Engine
+from stylespace.service.errors import api_error, error_responses
 from stylespace.service.headers import short
 
 MAX_TEXT = 512
-MAX_K = 100
 
 router = APIRouter(tags=["search"])
 
@@ -56,33 +56,27 @@ class TextSearchResult(BaseModel):
     took_ms: float
 
 
-@router.post("/search/text", response_model=TextSearchResult)
-async def search_text(query: TextQuery, request: Request):
+@router.post("/search/text", response_model=TextSearchResult,
+             responses=error_responses("invalid_request", "invalid_input", "unknown_item", "text_search_unavailable"))
+async def search_text(engine: Engine, query: TextQuery):
     """Catalog items for words; with ``like_id``, for a catalog item and the words together."""
-    engine = request.app.state.engine
     if not engine.can_search_text:
-        raise HTTPException(503, "no text model is loaded: train one for the index's image model with `stylespace "
-                                 "text-train MODEL CATALOG --split SPLIT` (it is found in MODEL/text), or start the "
-                                 "server with --text-model DIR")
+        api_error(503, "text_search_unavailable",
+                  "no text model is loaded: train one for the index's image model with `stylespace text-train MODEL "
+                  "CATALOG --split SPLIT` (it is found in MODEL/text), or start the server with --text-model DIR")
     started = time.perf_counter()
     answer = await run_in_threadpool(engine.search_text, query.text, query.k, where=query.where,
                                      like_id=query.like_id, mode=query.mode, text_weight=query.text_weight)
-    hits = [_hit(engine.item(hit.id), rank, hit.score) for rank, hit in enumerate(answer.hits, 1)]
+    hits = [schemas.Hit(**item_links(engine.item(hit.id)), rank=rank, score=hit.score, metadata=engine.item(hit.id).meta)
+            for rank, hit in enumerate(answer.hits, 1)]
     if answer.confident:
         unknown = f" (not known: {', '.join(answer.unknown_words)})" if answer.unknown_words else ""
         message = f"{len(hits)} items by {answer.method}{unknown}."
     else:
         message = f"No confident match: {answer.reason}."
-    result = TextSearchResult(
-        query=short(query.text, 200), like=None if query.like_id is None else schemas.QueryInfo(kind="item", id=short(query.like_id)),
-        k=query.k, method=answer.method, results=hits, confident=answer.confident, reason=answer.reason,
-        score_name=answer.score_name, similarity=answer.similarity, floor=answer.floor,
-        unknown_words=[short(w, 60) for w in answer.unknown_words], name_matches=answer.name_matches,
-        message=message, took_ms=1000 * (time.perf_counter() - started))
-    return Response(result.model_dump_json(), media_type="application/json")
-
-
-def _hit(record, rank: int, score: float) -> schemas.Hit:
-    quoted = quote(record.id, safe="")
-    return schemas.Hit(id=record.id, label=record.label, name=record.name, image_url=f"/items/{quoted}/image",
-                       similar_url=f"/items/{quoted}/similar", rank=rank, score=score, metadata=record.meta)
+    like = None if query.like_id is None else schemas.QueryInfo(kind="item", id=short(query.like_id))
+    return json_answer(TextSearchResult(
+        query=short(query.text, 200), like=like, k=query.k, method=answer.method, results=hits,
+        confident=answer.confident, reason=answer.reason, score_name=answer.score_name, similarity=answer.similarity,
+        floor=answer.floor, unknown_words=[short(w, 60) for w in answer.unknown_words],
+        name_matches=answer.name_matches, message=message, took_ms=1000 * (time.perf_counter() - started)))
