@@ -304,7 +304,10 @@ def _trained_model(config: BenchConfig, default_preset: str, data: Path, split_p
     log(f"training the {preset_name} preset ({train_config.epochs} epochs) -> {run_dir}")
     model, _, record = train_run(data, split_path, model_config, train_config, run_dir, progress=progress, log=log)
     deviation = "" if config.epochs is None else f", epochs changed to {config.epochs}"
-    note = (f"{model_config.backbone} w{model_config.width} stem {model_config.stem_stride}, "
+    network = (f"{model_config.backbone} w{model_config.width} stem {model_config.stem_stride}"
+               if model_config.backbone == "compact" else
+               f"{model_config.backbone} at {'x'.join(map(str, model_config.network_size or model_config.input_size))}")
+    note = (f"{network}, "
             f"{record['epochs_run']} epochs (kept {record['best_epoch']}, validation "
             f"{100 * record['best_val_metric']:.2f} %), trained in {record['train_seconds']:,.0f} s{deviation}")
     return model, {"name": f"{preset_name} preset, trained here", "path": str(run_dir), "model_id": record["model_id"],
