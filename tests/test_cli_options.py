@@ -7,6 +7,7 @@ Every command of the `stylespace` app is walked, so a new option that restates a
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -88,6 +89,9 @@ def test_every_json_option_is_the_shared_one():
               if param.param_type_name == "option" and "--json" in param.opts
               and (param.help != JSON_OPTION.help or param.default is not False)]
     assert not inline, inline
+    cli = Path(__file__).resolve().parents[1] / "src" / "stylespace" / "cli"
+    declared = [p.name for p in cli.glob("*.py") if p.name != "_options.py" and '"--json"' in p.read_text()]
+    assert not declared, f"declare --json as cli._options.JSON_OPTION, not inline: {declared}"
     assert sum(1 for _, command in commands() for p in command.params if "--json" in getattr(p, "opts", ())) >= 12
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from stylespace.cli._options import with_engine
+from stylespace.cli._options import JSON_OPTION, with_engine
 from stylespace.cli._output import console, emit, out
 from stylespace.evaluation.published import BENCHMARKS, BenchResult, benchmark, percent
 
@@ -46,7 +46,7 @@ def bench_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     published: bool = typer.Option(False, "--published", help="Only print the published figures with their sources "
                                                               "(runs nothing)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.evaluation.benchmarks import BenchConfig, run_benchmark
 
