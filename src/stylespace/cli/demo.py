@@ -128,7 +128,8 @@ def _model_step(step: "_Steps", catalog: Path, cat, manifest, split: Path, workd
                  skip=(trained / "run.json").exists() and not redo)
         return trained
     record = _run_record(shipped)
-    if record.get("catalog_fingerprint") == cat.fingerprint():
+    # the content fingerprint, or the path one that records made before it hold (on the machine that made them)
+    if cat.matches_fingerprint(record.get("catalog_fingerprint"), record.get("catalog_path_fingerprint")):
         step.begin("model", str(shipped))
         step.done(f"the shipped model {record.get('model_id', '')}, trained on this catalog (see its model card)")
         return shipped
