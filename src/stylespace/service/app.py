@@ -248,7 +248,8 @@ def _item(record, full: bool = False):
 
 
 def _search_result(ranking, query: schemas.QueryInfo, k: int, started: float, metric: str) -> schemas.SearchResult:
-    hits = [schemas.Hit(**_item(record).model_dump(), rank=rank, score=score, metadata=record.meta)
+    hits = [schemas.Hit(**_item(record).model_dump(), rank=rank, score=score, metadata=record.meta,
+                        cosine_similarity=score if metric == "cosine" else None)
             for rank, (record, score) in enumerate(ranking.hits, start=1)]
     if ranking.not_a_product:
         message = (f"No confident match: {ranking.reason}, so it is not taken for a product photo "
@@ -262,6 +263,7 @@ def _search_result(ranking, query: schemas.QueryInfo, k: int, started: float, me
         message = (f"No confident match: confidence {ranking.confidence:.4f} is below the threshold "
                    f"{ranking.threshold:.4f}; no recommendation is better than an unrelated one.")
     return schemas.SearchResult(query=query, k=k, results=hits, confidence=ranking.confidence,
+                                match_score=ranking.match_score, match_threshold=ranking.match_threshold,
                                 confidence_score=ranking.score_name, threshold=ranking.threshold,
                                 confident=ranking.confident, reason=ranking.reason,
                                 not_a_product=ranking.not_a_product, message=message, metric=metric,
