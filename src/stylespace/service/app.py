@@ -247,6 +247,15 @@ def _item(record, full: bool = False):
     return schemas.Item(**base, metadata=record.meta) if full else schemas.ItemSummary(**base)
 
 
+def _scores(ranking, relation: str) -> str:
+    """The match score against its threshold (0-1), then the confidence on its own scale."""
+    raw = (f"confidence {ranking.confidence:.4f} {relation} threshold {ranking.threshold:.4f} "
+           f"({ranking.score_name} score)")
+    if ranking.match_score is None:
+        return raw
+    return f"match score {ranking.match_score:.3f} {relation} {ranking.match_threshold:.3f}; {raw}"
+
+
 def _search_result(ranking, query: schemas.QueryInfo, k: int, started: float, metric: str) -> schemas.SearchResult:
     hits = [schemas.Hit(**_item(record).model_dump(), rank=rank, score=score, metadata=record.meta,
                         cosine_similarity=score if metric == "cosine" else None)
@@ -258,10 +267,10 @@ def _search_result(ranking, query: schemas.QueryInfo, k: int, started: float, me
         message = ("This index has no calibrated threshold, so every result is shown; calibrate one with "
                    "`stylespace calibrate-threshold`.")
     elif ranking.confident:
-        message = f"Confident match: confidence {ranking.confidence:.4f} >= threshold {ranking.threshold:.4f}."
+        message = f"Confident match: {_scores(ranking, '>=')}."
     else:
-        message = (f"No confident match: confidence {ranking.confidence:.4f} is below the threshold "
-                   f"{ranking.threshold:.4f}; no recommendation is better than an unrelated one.")
+        message = (f"No confident match: {_scores(ranking, '<')}; no recommendation is better than an "
+                   "unrelated one.")
     return schemas.SearchResult(query=query, k=k, results=hits, confidence=ranking.confidence,
                                 match_score=ranking.match_score, match_threshold=ranking.match_threshold,
                                 confidence_score=ranking.score_name, threshold=ranking.threshold,

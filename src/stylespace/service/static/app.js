@@ -181,6 +181,15 @@ function setBusy(busy) {
   }
 }
 
+// The match score in whole percent, rounded so that every confident answer reads more than every other one.
+function matchPercent(result) {
+  if (typeof result.match_score !== "number") return null;
+  const score = Math.floor(100 * result.match_score);
+  if (typeof result.match_threshold !== "number") return score;
+  const needed = Math.ceil(100 * result.match_threshold);
+  return result.confident ? Math.max(score, needed) : Math.max(0, Math.min(score, needed - 1));
+}
+
 function showResults(result) {
   const grid = $("#results");
   const status = $("#search-status");
@@ -188,7 +197,7 @@ function showResults(result) {
   const render = (weak) => {
     grid.replaceChildren(...result.results.map((hit) => card(hit, { score: hit.score, rank: hit.rank, weak })));
   };
-  const match = typeof result.match_score === "number" ? Math.round(100 * result.match_score) : null;
+  const match = matchPercent(result);
   if (result.confident) {
     setStatus(status, "good", `${result.results.length} similar items`, "Best match first.");
     render(false);
@@ -206,7 +215,7 @@ function showResults(result) {
     status.append(document.createElement("br"), reveal);
   }
   if (match !== null) {
-    const scored = meter(result.match_score, `Match ${match} %`);
+    const scored = meter(match / 100, `Match ${match} %`);
     scored.title = "How likely these are the right kind of product, from how often answers this sure were right";
     status.insertBefore(scored, status.childNodes[1] || null);
   }
@@ -349,6 +358,7 @@ function setSlot(name, choice) {
   $(".dropzone-title", slot).hidden = true;
   $(".dropzone-hint", slot).hidden = true;
   $(".caption", slot).textContent = choice.caption;
+  $("[data-role=slot-status]", slot).hidden = true;  // a refusal from before no longer applies
   $("#compare-button").disabled = !(state.compare.a && state.compare.b);
   $("#verdict").hidden = true;
 }
@@ -374,7 +384,7 @@ async function isPicture(file) {
 
 async function offerToSlot(name, file) {
   const slot = $(`.slot[data-slot="${name}"]`);
-  const note = $(".slot-status", slot);
+  const note = $("[data-role=slot-status]", slot);  // by role: setStatus rewrites its classes
   if (!(await isPicture(file))) {
     setStatus(note, "error", "Not a picture", `${file.name} doesn't look like a photo. Please choose a JPEG, PNG or WebP image.`);
     note.hidden = false;
