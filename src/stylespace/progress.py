@@ -44,11 +44,11 @@ class _PlainLines:
         self.stopped.set()
         self.thread.join(timeout=1.0)
 
-    def add_task(self, description: str, total: int) -> int:
+    def add_task(self, description: str, total: int, info: str = "") -> int:
         with self.lock:
             handle = self.next_handle
             self.next_handle += 1
-            self.tasks[handle] = {"description": description, "total": total, "done": 0, "info": "",
+            self.tasks[handle] = {"description": description, "total": total, "done": 0, "info": info,
                                   "started": time.perf_counter()}
         return handle
 
