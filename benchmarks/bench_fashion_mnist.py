@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path("runs/fashion_mnist"))
     parser.add_argument("--ce-epochs", type=int, default=None, help="default: the small preset's")
-    parser.add_argument("--ce-stem-stride", type=int, default=None, help="ce: compact stem stride (small preset: 2)")
+    parser.add_argument("--ce-stem-stride", type=int, default=None, help="ce: compact stem stride (small preset: 1)")
     parser.add_argument("--ce-erase", type=float, default=None, help="ce: random-erasing probability (small preset: 0)")
     parser.add_argument("--metric-epochs", type=int, default=None, help="contrastive / triplet epochs (default: as ce)")
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: ce, contrastive, triplet, "

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,27 @@ def write_kaggle_catalog(root: Path, per_class: int = 12, classes=SYNTH_CLASSES,
         writer.writerow(header)
         writer.writerows(rows)
     return root
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
+    """One IDX file (Fashion-MNIST's format) holding ``array`` as uint8, gzipped as ``<path>.gz`` when ``gz``."""
+    header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def write_idx_catalog(folder: Path, train_labels: np.ndarray, test_labels: np.ndarray) -> Path:
+    """A Fashion-MNIST-like folder (train and t10k IDX pairs, gzipped) of 28 x 28 noise images."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, labels in (("train", train_labels), ("t10k", test_labels)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (len(labels), 28, 28)), True)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.asarray(labels), True)
+    return folder
 
 
 @pytest.fixture

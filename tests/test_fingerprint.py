@@ -75,12 +75,13 @@ def test_the_image_cache_is_reused_after_the_catalog_moves(small_catalog, tmp_pa
 
 
 def test_the_shipped_models_name_the_shared_catalog_by_content():
-    """models/default (and the models trained with it) record the shared catalog's content fingerprint, which
-    the demo compares to decide that the shipped model was trained on it; the old path fingerprint is kept."""
-    run = json.loads((ROOT / "models" / "default" / "run.json").read_text())
+    """The shipped models record the shared catalog's content fingerprint, which the demo compares to decide
+    that the shipped model was trained on it; an older model keeps its old path fingerprint beside it."""
+    records = {name: json.loads((ROOT / "models" / name / "run.json").read_text())
+               for name in ("default", "compact", "packshot")}
     compat = json.loads((ROOT / "models" / "compat" / "evaluation.json").read_text())
-    assert run["catalog_fingerprint"] == compat["catalog_fingerprint"]
-    assert run["catalog_path_fingerprint"] == "f0294e85dc36cdaa"
+    assert {r["catalog_fingerprint"] for r in records.values()} == {compat["catalog_fingerprint"]}
+    assert records["compact"]["catalog_path_fingerprint"] == "f0294e85dc36cdaa"
 
 
 @pytest.mark.integration

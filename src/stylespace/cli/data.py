@@ -81,7 +81,9 @@ def split_cmd(
         None, "--by", help="Train / test from a column the catalog has (e.g. subset: Fashion-MNIST's official split, "
                            "or year with --map), a stratified val part carved from train."),
     column_map: Optional[str] = typer.Option(
-        None, "--map", help="--by: column value -> train, val, test or skip, e.g. 2017=test,*=train (* = the rest)."),
+        None, "--map", help="--by: column value -> train, val, test or skip, e.g. 2017=test,*=train (* = the rest); "
+                          "even / odd name whole numbers of that parity: --by year --map even=train,odd=test,*=skip "
+                          "is the published year split."),
     val_fraction: float = typer.Option(0.1, help="--by: share of each class's train items kept for validation."),
     drop_unshared: bool = typer.Option(False, "--drop-unshared", help="--by: leave out classes found on one side only."),
     hold_out: Optional[int] = typer.Option(None, "--hold-out", help="Hold this many classes out of training as "

@@ -2,9 +2,10 @@
 set, bounded-memory retrieval, coarser labels, pair verification, and the report that holds them all.
 
 Nothing here needs a model: every function takes vectors and labels (numpy arrays), so embeddings from
-any extractor can be scored the same way. Search is exact, with FAISS. The one exception is
+any extractor can be scored the same way. Search is exact, with FAISS. The two exceptions run models:
 :mod:`stylespace.evaluation.sources` (`SplitEvaluator`), which turns model folders and embeddings files
-into those vectors for `stylespace evaluate`.
+into those vectors for `stylespace evaluate`, and :mod:`stylespace.evaluation.benchmarks` (`run_benchmark`), which
+runs the published protocols of `stylespace bench` (training a model where the protocol does).
 """
 from stylespace.evaluation.classification import (
     ClassificationMetrics,

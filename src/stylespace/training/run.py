@@ -23,6 +23,7 @@ import torch
 from stylespace.models import EmbeddingModel, ModelConfig, model_id
 from stylespace.training.config import TrainConfig
 from stylespace.training.distributed import SingleProcess, join_process_group
+from stylespace.training.frozen import fit_on_cached_features
 from stylespace.training.objectives import parse_objective
 from stylespace.training.trainer import FitResult, fit
 from stylespace.utils import StylespaceError, write_json
@@ -198,8 +199,15 @@ def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | No
     parent_record = _parent_record(run_dir, parent, resume)
     if parent is not None:
         parent.imprint(model, pixels[train_idx], y[train_idx])
-    result = fit(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config, run_dir,
-                 resume=resume, progress=progress, log=log, parallel=parallel)
+    if config.cached_views:
+        if resume or parallel.world_size > 1:
+            raise StylespaceError("a run on cached backbone features (cached_views) takes minutes and runs in one "
+                                  "process: start it again without --resume or torchrun (the cache is kept)")
+        result = fit_on_cached_features(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config,
+                                        run_dir, progress=progress, log=log)
+    else:
+        result = fit(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config, run_dir,
+                     resume=resume, progress=progress, log=log, parallel=parallel)
     record = {
         "catalog": str(catalog_path),
         "catalog_fingerprint": catalog.fingerprint(),
@@ -212,6 +220,7 @@ def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | No
         "classes": classes,
         "model_id": model_id(model),
         **({"parent": parent_record} if parent_record else {}),
+        **({"pretrained": pretrained_record(model_config.backbone)} if model_config.weights == "imagenet" else {}),
         "val_metric": result.val_metric,
         "best_epoch": result.best_epoch,
         "best_val_metric": result.best_val_metric,
@@ -230,6 +239,22 @@ def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | No
         write_json(run_dir / RUN_FILE, record)
     parallel.barrier()
     return model, result, record
+
+
+def pretrained_record(backbone: str) -> dict:
+    """Where a packaged backbone's starting weights came from: the pip package, its version, the file and its
+    SHA-256 (the model's own weights file holds them too, as training left them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from stylespace.models.pretrained import file_sha256, spec_for, weights_file
+
+    spec, path = spec_for(backbone), weights_file(backbone)
+    try:
+        package_version = version(spec.package)
+    except PackageNotFoundError:
+        package_version = None
+    return {"package": spec.package, "version": package_version, "file": path.name, "sha256": file_sha256(path),
+            "imagenet_top1": spec.imagenet_top1}
 
 
 def _parent_record(run_dir: Path, parent: ParentModel | None, resume: bool) -> dict | None:
