@@ -31,7 +31,8 @@ SECONDS_PER_ITEM = {
     "image cache": 98 / 44_441,         # decoding + canonical view, 2 processes
     "evaluate": 71 / 44_441,            # every scenario, --dedupe
     "index": 27 / 44_441,               # embedding the catalog (image cache warm)
-    "fine-tune epoch": 1_287 / 8 / 34_146,  # one epoch per training item (8 epochs of 34,146 items: 1,287 s)
+    "fine-tune epoch": 1_287 / 8 / 34_146,  # compact model, whole network (8 epochs of 34,146 items: 1,287 s)
+    "head epoch": 17 / 34_146,  # lite0 model, its head on cached features (the backbone's pass not counted)
 }
 
 
@@ -159,14 +160,18 @@ def _model_step(step: "_Steps", catalog: Path, cat, manifest, split: Path, workd
         import shutil
 
         shutil.rmtree(finetuned)
-    from stylespace.training.presets import preset
+    from stylespace.training.presets import finetune_preset, preset
 
-    epochs = preset("finetune")[1].epochs
+    recipe = finetune_preset("default")
+    epochs = preset(recipe)[1].epochs
     training = sum(1 for r in manifest.rows if r["split"] == "train")
+    frozen = recipe == "finetune-frozen"
     step.run("fine-tune the shipped model on this catalog's training items",
              ["train", str(catalog), "--split", str(split), "--init", "default", "-o", str(finetuned)],
-             skip=(finetuned / "run.json").exists(), seconds=estimate("fine-tune epoch", training, epochs),
-             why=f"({epochs} epochs at most, of {training:,} items; fewer if it stops early)")
+             skip=(finetuned / "run.json").exists(),
+             seconds=estimate("head epoch" if frozen else "fine-tune epoch", training, epochs),
+             why=f"({epochs} epochs at most, of {training:,} items" + (
+                 ", plus one pass of the backbone over them first" if frozen else "") + ")")
     step.begin("choose the model", "(1-NN on the split's validation items, never its test items)")
     choice = choose_model([("the shipped model as it is", shipped), ("the fine-tuned model", finetuned)],
                           cat, manifest)
