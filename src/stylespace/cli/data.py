@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from stylespace.cli._options import JSON_OPTION
 from stylespace.cli._output import console, emit, out
 from stylespace.data import (column_split, load_catalog, load_image_array, parse_column_map, parse_merge, protocol_split,
                              stratified_split)
@@ -28,7 +29,7 @@ def catalog_cmd(
                                            "and those that are blank or nearly uniform."),
     size: str = typer.Option("80x60", help="Cache image size HxW used when verifying."),
     top: int = typer.Option(20, help="Classes to list in the table (all with --json)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     started = time.perf_counter()
     catalog = load_catalog(path, kind=kind, label_column=label_column)
@@ -99,7 +100,7 @@ def split_cmd(
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same manifest."),
     label_column: Optional[str] = typer.Option(None, help="Column holding the class."),
     verify: bool = typer.Option(True, help="Leave out items whose image fails to decode (uses the image cache)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     catalog = load_catalog(catalog_path, label_column=label_column)
     if verify:

@@ -25,6 +25,9 @@ def serve_cmd(
     model: Optional[Path] = typer.Option(None, help="Model folder that embeds queries (default: the index's own)."),
     compat: Optional[Path] = typer.Option(None, help="Compatibility model folder (`stylespace compat-train`) for "
                                                      "the compare view; without it /compare answers 503."),
+    text_model: Optional[Path] = typer.Option(None, "--text-model", help="Text model folder for search by words "
+                                                                          "(default: MODEL/text beside the index's "
+                                                                          "image model, when there is one)."),
     max_upload_mb: float = typer.Option(10.0, help="Largest image upload accepted, in MB (10^6 bytes)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     engine: str = ENGINE_OPTION,
@@ -48,6 +51,7 @@ def serve_cmd(
     console.print(f"loading {index_dir} ...")
     application = create_app(index_dir, model_dir=model, compat_dir=compat,
                              max_upload_bytes=int(max_upload_mb * 1_000_000), device=device, inference=engine,
+                             text_model_dir=text_model,
                              decode_limits=DecodeLimits(decoded_pixels=int(max_decode_mpx * 1_000_000)))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}"

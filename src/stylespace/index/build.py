@@ -14,6 +14,7 @@ import numpy as np
 
 from stylespace.data.images import VIEW_VERSION
 from stylespace.index.catalog_index import CatalogIndex
+from stylespace.index.config import IndexSettings
 from stylespace.models.shipped import resolve_model_dir
 from stylespace.progress import steps
 from stylespace.utils import StylespaceError
@@ -36,7 +37,7 @@ def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: 
     if ray is not None:
         return _embed_items_on_ray(model, catalog, ids, ray, batch_size, device, progress, include_blank)
     from stylespace.data import load_image_array
-    from stylespace.embeddings import embed_images
+    from stylespace.embeddings import array_vectors, cached_array_vectors, embed_images
 
     array = load_image_array(catalog, size=tuple(model.config.input_size), cache_dir=cache_dir, progress=progress)
     wanted = array.ids if ids is None else [str(i) for i in ids]
@@ -47,6 +48,13 @@ def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: 
         failed.update({i: BLANK_REASON for i in wanted if i in blank})
     kept = [i for i in wanted if i not in failed]
     contiguous = ids is None and len(kept) == len(array.ids)  # kept is then array.ids, row for row
+    # the whole array's vectors kept in the cache (another command embedded it, or this one keeps them)
+    whole = cached_array_vectors(model, array)
+    if whole is None and ids is None:
+        whole = array_vectors(model, array, batch_size=batch_size, device=device, progress=progress)
+    if whole is not None:
+        vectors = np.asarray(whole)[[array.index_of(i) for i in kept]] if not contiguous else np.asarray(whole)
+        return _item_embeddings(model, catalog, kept, vectors), failed
     vectors = np.empty((len(kept), model.output_dim), dtype=np.float32)
     with steps(progress, len(kept), f"embedding {len(kept):,} images") as advance:
         for start in range(0, len(kept), _CHUNK):
@@ -81,7 +89,8 @@ def _item_embeddings(model, catalog, ids: list[str], vectors: np.ndarray):
 
 def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str] | None = None,
                 labels: Mapping[str, str] | None = None, model_path: str | os.PathLike = "",
-                kind: str = "exact", metric: str = "cosine", whiten: bool = True, overwrite: bool = False,
+                kind: str = IndexSettings.kind, metric: str = IndexSettings.metric,
+                whiten: bool = IndexSettings.whiten, overwrite: bool = False,
                 cache_dir: str | os.PathLike | None = None, batch_size: int = 256, device: str = "auto",
                 progress: bool = True, include_blank: bool = False, ray=None,
                 **settings: Any) -> tuple[CatalogIndex, dict[str, str]]:

@@ -28,7 +28,18 @@ log = logging.getLogger("stylespace.service")
 
 
 class UnknownItem(StylespaceError):
-    """An item id that is not in the index (the API answers 404)."""
+    """An item id (or a label) that is not in the index: the API answers 404 with ``code`` (a code of
+    :data:`stylespace.service.errors.CODES`) naming the request ``field``."""
+
+    def __init__(self, message: str, code: str = "unknown_item", field: str = "item_id"):
+        super().__init__(message)
+        self.code, self.field = code, field
+
+
+class UnreadableCatalogImage(StylespaceError):
+    """A catalog item whose image cannot be read from the catalog (moved, damaged)."""
+
+    code = "unreadable_catalog_image"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +138,7 @@ class StyleEngine:
     """
 
     def __init__(self, index, model, recommender, catalog, judge=None, device="cpu", max_batch: int = 32,
-                 inference: str = "auto"):
+                 inference: str = "auto", text_model=None):
         from stylespace.inference import make_embedder
         from stylespace.models import model_id
 
@@ -139,6 +150,7 @@ class StyleEngine:
         self.catalog = catalog
         self.judge = judge
         self.device = device
+        self.text_search = _text_search(index, text_model)
         # The index's items, read once per index generation: browsing and item pages never touch SQLite.
         self._view = _CatalogView.of(index)
         self.refresh_seconds = REFRESH_SECONDS
@@ -152,22 +164,19 @@ class StyleEngine:
     @classmethod
     def load(cls, index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
              compat_dir: str | os.PathLike | None = None, device: str = "auto",
-             max_batch: int = 32, inference: str = "auto") -> "StyleEngine":
-        """Load everything the service needs from disk (once, at start-up)."""
+             max_batch: int = 32, inference: str = "auto",
+             text_model_dir: str | os.PathLike | None = None) -> "StyleEngine":
+        """Load everything the service needs from disk (once, at start-up). The text model is
+        ``text_model_dir``, else the one beside the image model (``MODEL/text``) when there is one."""
         from stylespace.data import load_catalog
         from stylespace.index import CatalogIndex
-        from stylespace.models import load_model
+        from stylespace.index.queries import open_query_model
         from stylespace.recommend import SelectiveRecommender
         from stylespace.utils import pick_device
 
         target = pick_device(device)
         index = CatalogIndex.open(index_dir)
-        folder = model_dir or index.model_dir
-        if folder is None:
-            raise StylespaceError(f"the index at {index_dir} records no model folder; pass the model that built it "
-                                  "(--model MODEL_DIR)")
-        model = load_model(folder, device=target)
-        index.check_view()
+        model = open_query_model(index, model_dir, device)
         if index.catalog_path is None or not index.catalog_path.exists():
             raise StylespaceError(f"the index at {index_dir} names the catalog {index.catalog_path}, which is not "
                                   "there; its images are served from it (rebuild the index from where the catalog is)")
@@ -177,7 +186,9 @@ class StyleEngine:
             from stylespace.compat.judge import CompatibilityJudge
 
             judge = CompatibilityJudge.load(compat_dir, device=str(target))
-        return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target, max_batch, inference)
+        text_model = _load_text_model(index, text_model_dir)
+        return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target, max_batch, inference,
+                   text_model)
 
     # --- what is loaded -----------------------------------------------------------------------------
     @property
@@ -191,6 +202,10 @@ class StyleEngine:
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.model.config.input_size)
+
+    @property
+    def can_search_text(self) -> bool:
+        return self.text_search is not None
 
     @property
     def can_compare(self) -> bool:
@@ -212,6 +227,9 @@ class StyleEngine:
                 "match_threshold": self.recommender.match_threshold,
                 "junk": self.recommender.junk.to_dict(),
                 "compatibility": compat, "catalog": Path(str(self.catalog.source_path)).name,
+                "text_search": None if self.text_search is None else {
+                    "floor": self.text_search.text_model.floor, "names": self.text_search.has_names,
+                    "encoder": self.text_search.text_model.config.encoder},
                 "engine": self.embedder.engine,
                 "searches": self._batcher.queries, "search_batches": self._batcher.batches}
 
@@ -236,10 +254,6 @@ class StyleEngine:
     def search(self, pixels: np.ndarray, k: int, blank: bool = False) -> Ranking:
         """The ``k`` items closest to an image (H, W, 3) uint8 at :attr:`input_size`."""
         return self.submit_search(pixels, k, blank).result()
-
-    def search_view(self, view, k: int) -> Ranking:
-        """The ``k`` items closest to a canonical :class:`stylespace.data.View` at :attr:`input_size`."""
-        return self.search(view.pixels, k, view.blank)
 
     def similar(self, item_id: str, k: int) -> Ranking:
         """The ``k`` items closest to a catalog item, the item itself left out."""
@@ -270,8 +284,9 @@ class StyleEngine:
             return False
         recommender = SelectiveRecommender.from_index(fresh)
         view = _CatalogView.of(fresh)
+        text_search = None if self.text_search is None else _text_search(fresh, self.text_search.text_model)
         old, self.index = self.index, fresh
-        self.recommender, self._view, self._stamp = recommender, view, current
+        self.recommender, self._view, self._stamp, self.text_search = recommender, view, current, text_search
         old.close()
         log.info("index %s reloaded: generation %d, %d items", fresh.folder, fresh.config.generation, view.size)
         return True
@@ -310,6 +325,20 @@ class StyleEngine:
                         match_threshold=self.recommender.match_threshold)
                 for q, r in zip(queries, recommendations)]
 
+    def search_text(self, text: str, k: int, *, where=None, like_id: str | None = None, mode: str = "auto",
+                    text_weight: float = 1.0):
+        """Items for words (a :class:`stylespace.index.text_search.TextAnswer`); with ``like_id``, for that
+        catalog item and the words together, the item itself left out. Runs on the caller's thread."""
+        search = self.text_search
+        if search is None:
+            raise StylespaceError("no text model is loaded")
+        if like_id is None:
+            return search.search(text, k, where=where, mode=mode)
+        self.item(like_id)
+        vector = search.index.vectors([like_id])[0]
+        return search.search(text, k, where=where, image_vector=vector, text_weight=text_weight,
+                             exclude_ids=[like_id])
+
     def close(self) -> None:
         """Stop the search worker (queued searches are answered first)."""
         self._batcher.close()
@@ -329,8 +358,8 @@ class StyleEngine:
         try:
             data, media_type = self.catalog.read_bytes(item), self.catalog.media_type(item)
         except (OSError, KeyError) as exc:
-            raise StylespaceError(f"item {item_id!r}: cannot read its image {Path(item.source).name!r} from "
-                                  f"the catalog {Path(str(self.catalog.source_path)).name} ({exc})") from None
+            raise UnreadableCatalogImage(f"item {item_id!r}: cannot read its image {Path(item.source).name!r} "
+                                         f"from the catalog {Path(str(self.catalog.source_path)).name} ({exc})") from None
         return data, media_type
 
     def item_pixels(self, item_id: str, size: tuple[int, int]) -> np.ndarray:
@@ -351,7 +380,8 @@ class StyleEngine:
         elif label in view.by_label:
             ids = view.by_label[label]
         else:
-            raise UnknownItem(f"no items with label {short(label)!r}; GET /classes lists the labels")
+            raise UnknownItem(f"no items with label {short(label)!r}; GET /classes lists the labels", "unknown_label",
+                              "label")
         return len(ids), [view.records[i] for i in ids[offset:offset + limit]]
 
     # --- compatibility ------------------------------------------------------------------------------
@@ -362,6 +392,28 @@ class StyleEngine:
             verdict = self.judge.judge(pixels_a, pixels_b)
         return {"distance": verdict.distance, "cutoff": verdict.cutoff, "cutoff_method": self.judge.cutoff.method,
                 "compatible": verdict.compatible, "message": verdict.message}
+
+
+def _load_text_model(index, text_model_dir):
+    """The text model to serve: ``text_model_dir`` (which must load and fit the index's image model), else the
+    one beside the index's image model when there is one, else None (search by words answers 503)."""
+    from stylespace.index.text_search import default_text_model_dir
+    from stylespace.text import TextModel
+
+    folder = text_model_dir or default_text_model_dir(index)
+    if folder is None or (text_model_dir is None and not Path(folder).exists()):
+        return None
+    return TextModel.load(folder, image_model_id=index.model_id)
+
+
+def _text_search(index, text_model):
+    from stylespace.index.text_search import TextSearch
+
+    if text_model is None:
+        return None
+    search = TextSearch(index, text_model)
+    search.space  # read the items and index their names now, not on the first query
+    return search
 
 
 def _record(item_id: str, label: str | None, meta: dict) -> ItemRecord:

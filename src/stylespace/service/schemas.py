@@ -27,8 +27,10 @@ class Hit(ItemSummary):
     cosine_similarity: float | None = Field(None, description="The raw cosine similarity of the item's embedding "
                                             "to the query's, from -1 to 1 (null for a Euclidean index). Not a "
                                             "probability: read `match_score` for how good the answer is.")
-    score: float = Field(description="Closeness to the query in the index's metric: cosine similarity (higher is "
-                                     "closer) or Euclidean distance (lower is closer).")
+    score: float = Field(description="Closeness to the query in the index's metric (`metric`). Unit: for 'cosine', "
+                                     "the cosine similarity of two unit vectors, a pure number in [-1, 1] (1 = the "
+                                     "same direction, higher is closer); for 'euclidean', the Euclidean distance "
+                                     "between two unit vectors, in embedding units, in [0, 2] (lower is closer).")
     metadata: dict[str, str]
 
 
@@ -53,13 +55,14 @@ class SearchResult(BaseModel):
     match_threshold: float | None = Field(None, ge=0, le=1, description="The match score (0 to 1) a result "
                                           "needs to be shown; null without a calibration.")
     confidence: float = Field(description="How sure the recommender is that the top items are relevant "
-                                          "(computed without the catalog's labels), on the confidence score's own "
-                                          "scale (named by `confidence_score`; not 0 to 1, e.g. log-odds for "
-                                          "'combined'). Shoppers read `match_score`.")
+                                          "(computed without the catalog's labels). Unit: that of the score "
+                                          "`confidence_score` names (a cosine similarity for 'top1', a mean or "
+                                          "difference of them for 'mean3', 'margin1-10'...); comparable only with "
+                                          "`threshold`, not a probability: shoppers read `match_score`.")
     confidence_score: str = Field(description="Which confidence score this is.")
-    threshold: float | None = Field(description="The calibrated threshold the confidence must reach, on the "
-                                                "confidence score's own scale; null when the index was never "
-                                                "calibrated (`stylespace calibrate-threshold`).")
+    threshold: float | None = Field(description="The calibrated threshold the confidence must reach, in the "
+                                                "confidence's unit; null when the "
+                                                "index was never calibrated (`stylespace calibrate-threshold`).")
     confident: bool = Field(description="confidence >= threshold and the query looks like a product photo: show "
                                         "the results; otherwise 'No confident match'. Without a threshold, true "
                                         "unless the query is not a product photo.")
@@ -70,14 +73,15 @@ class SearchResult(BaseModel):
                                                    "match, whatever the confidence.")
     metric: str = Field(description="What `score` is: 'cosine' (similarity) or 'euclidean' (distance).")
     message: str
-    took_ms: float
+    took_ms: float = Field(description="Time to answer on the server, in milliseconds.")
 
 
 class Verdict(BaseModel):
     """003's style evaluator: the style distance of two items and whether they go well together."""
 
-    distance: float = Field(description="Euclidean distance in the compatibility style space (small = compatible).")
-    cutoff: float = Field(description="Pairs at distance <= cutoff go well together.")
+    distance: float = Field(description="Euclidean distance between the two items in the compatibility style space, "
+                                        "in that space's units (a pure number >= 0; small = compatible).")
+    cutoff: float = Field(description="Pairs at distance <= cutoff go well together (same unit as `distance`).")
     cutoff_method: str
     compatible: bool
     message: str
@@ -113,6 +117,9 @@ class Stats(BaseModel):
                                                 "catalog's own items when the index was made.")
     compatibility: dict | None = Field(description="The loaded compatibility model (cutoff, backbone), or null.")
     catalog: str = Field(description="The catalog's file or folder name (never a path on the server).")
+    text_search: dict | None = Field(None, description="Search by words (POST /search/text): the text model's "
+                                                       "similarity floor, whether items have names (hybrid), its "
+                                                       "encoder; null when no text model is loaded.")
     engine: str = Field(description="What embeds queries: 'onnx' (ONNX Runtime) or 'torch' (PyTorch).")
     max_upload_bytes: int
     max_k: int

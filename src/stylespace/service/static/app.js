@@ -1,8 +1,8 @@
 // The stylespace page: search by photo or by catalog item, browse article types, compare two items.
 // Plain DOM and fetch, no build step, no inline script or style (the page's Content-Security-Policy
 // allows neither). Views are picked by the URL hash:
-//   #search  #item/<id>  #browse  #browse/<label>  #compare  #about
-// Shoppers see items, ranks and one match score per answer (0-100 %, calibrated: a confident answer always
+//   #search  #item/<id>  #text/<words>  #browse  #browse/<label>  #compare  #about
+// Shoppers see items, ranks and one match score per photo answer (0-100 %, calibrated: a confident answer always
 // scores at least what the page needs to show it); the model id, threshold and confidence figures are for
 // staff, on the About view (and /stats). Compare says its verdict in words, with a strength bar; the distance
 // and cutoff are behind a "details" toggle.
@@ -14,17 +14,31 @@ const bytes = (n) => (n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(
 const NARROW = window.matchMedia("(max-width: 760px)");
 const state = {
   stats: null, classes: null, browse: { label: null, offset: 0, scroll: 0, loaded: false },
-  compare: { a: null, b: null }, lastUpload: null, busy: false, searchSeq: 0, view: null,
+  compare: { a: null, b: null }, lastUpload: null, lastText: null, busy: false, searchSeq: 0, view: null,
 };
 
 // An error the page can explain: a friendly sentence for the shopper, the server's words for the curious.
+// The server answers every error as {"error": {code, message, field}}; the page branches on the stable code.
 class ApiError extends Error {
-  constructor(status, detail, retryAfter) {
-    super(detail);
+  constructor(status, code, message, retryAfter) {
+    super(message);
     this.status = status;
-    this.detail = detail;
+    this.code = code;
     this.retryAfter = retryAfter;
   }
+}
+
+// A server of before this page's error shape answered {"detail": "..."} (or a list for 422): its words, and the
+// code its status meant, so that the shopper's sentence stays right.
+const LEGACY_CODES = { 404: "unknown_item", 413: "upload_too_large", 415: "not_an_image", 503: "busy" };
+
+function legacyError(status, detail) {
+  const message = typeof detail === "string" ? detail
+    : Array.isArray(detail) ? detail.map((d) => `${(d.loc || []).slice(-1)[0]}: ${d.msg}`).join("; ") : null;
+  const lower = (message || "").toLowerCase();
+  const code = LEGACY_CODES[status] || (status === 422 ? (lower.includes("limit") ? "image_too_large"
+    : lower.includes("empty") ? "empty_upload" : "unreadable_image") : "unknown");
+  return { code, message };
 }
 
 async function api(path, options) {
@@ -32,41 +46,39 @@ async function api(path, options) {
   try {
     response = await fetch(path, options);
   } catch (error) {
-    throw new ApiError(0, `network error: ${error.message}`, null);
+    throw new ApiError(0, "network", `network error: ${error.message}`, null);
   }
   let body = null;
   try { body = await response.json(); } catch (_) { /* images and empty bodies */ }
   if (!response.ok) {
-    // either error shape: {"error": {"code", "message", "field"}} or FastAPI's {"detail": ...}
-    const detail = body && (body.error && body.error.message ? body.error.message : body.detail);
-    const message = typeof detail === "string" ? detail
-      : Array.isArray(detail) ? detail.map((d) => `${(d.loc || []).slice(-1)[0]}: ${d.msg}`).join("; ")
-      : `${response.status} ${response.statusText}`;
-    throw new ApiError(response.status, message, response.headers.get("Retry-After"));
+    // one error shape, {"error": {"code", "message", "field"}}; a server of before answered {"detail": ...}
+    const error = (body && body.error) || legacyError(response.status, body && body.detail);
+    throw new ApiError(response.status, error.code || "unknown", error.message || `${response.status} ${response.statusText}`,
+      response.headers.get("Retry-After"));
   }
   return body;
 }
 
-function friendly(error, what) {
-  const status = error.status;
-  const detail = (error.detail || error.message || "").toLowerCase();
-  if (status === 0) return "We can't reach the shop's server right now. Please check your connection and try again.";
-  if (status === 413) {
+// What the shopper reads for each error code of the API (stylespace.service.errors.CODES).
+const FRIENDLY = {
+  network: () => "We can't reach the shop's server right now. Please check your connection and try again.",
+  upload_too_large: () => {
     const mb = state.stats ? ` of up to ${(state.stats.max_upload_bytes / 1e6).toFixed(0)} MB` : "";
     return `That file is too large. Please choose a smaller photo${mb}.`;
-  }
-  if (status === 415) return "That file doesn't look like a photo. Please choose a JPEG, PNG or WebP image.";
-  if (status === 422 && detail.includes("limit")) {
-    return "That picture is too large for us to look at. A smaller photo, or the same photo saved as JPEG, will work.";
-  }
-  if (status === 422 && detail.includes("empty")) return "That file is empty. Please choose another photo.";
-  if (status === 422) return "We couldn't read that picture. It may be damaged; please try another photo.";
-  if (status === 503) {
-    const wait = error.retryAfter ? ` in ${error.retryAfter} seconds` : " in a moment";
-    return `We're busy right now. Please try again${wait}.`;
-  }
-  if (status === 404) return `We couldn't find ${what || "that"}. It may no longer be in the catalog.`;
-  return "Something went wrong on our side. Please try again.";
+  },
+  not_an_image: () => "That file doesn't look like a photo. Please choose a JPEG, PNG or WebP image.",
+  image_too_large: () => "That picture is too large for us to look at. A smaller photo, or the same photo saved as JPEG, will work.",
+  empty_upload: () => "That file is empty. Please choose another photo.",
+  unreadable_image: () => "We couldn't read that picture. It may be damaged; please try another photo.",
+  busy: (error) => `We're busy right now. Please try again${error.retryAfter ? ` in ${error.retryAfter} seconds` : " in a moment"}.`,
+  unknown_item: (error, what) => `We couldn't find ${what || "that"}. It may no longer be in the catalog.`,
+  unknown_label: (error, what) => `We couldn't find ${what || "that"}. It may no longer be in the catalog.`,
+  compare_unavailable: () => "Comparing items isn't available on this shop right now.",
+};
+
+function friendly(error, what) {
+  const say = FRIENDLY[error.code];
+  return say ? say(error, what) : "Something went wrong on our side. Please try again.";
 }
 
 function setStatus(element, kind, headline, text) {
@@ -89,12 +101,20 @@ function showError(element, headline, error, what) {
   const summary = document.createElement("summary");
   summary.textContent = "Technical detail";
   const code = document.createElement("code");
-  code.textContent = `${error.status ? `HTTP ${error.status}: ` : ""}${error.detail || error.message}`;
+  code.textContent = `${error.status ? `HTTP ${error.status} ${error.code}: ` : ""}${error.message}`;
   more.append(summary, code);
   element.append(more);
 }
 
 // --- cards ------------------------------------------------------------------------------------
+
+// A card's own score: only for words searched with the text model alone (its similarity); a photo's answer has
+// one match score for the whole answer instead.
+function scoreText(score) {
+  const euclidean = state.stats && state.stats.metric === "euclidean";
+  return euclidean ? { label: `distance ${score.toFixed(2)}`, share: Math.max(0, 1 - score / 2) }
+    : { label: `similarity ${Math.round(Math.max(0, score) * 100)}%`, share: Math.max(0, Math.min(1, score)) };
+}
 
 // A share (0-1) as a bar: the match score of an answer, the strength of a Compare verdict.
 function meter(share, label) {
@@ -133,6 +153,14 @@ function card(item, extra = {}) {
     rank.hidden = false;
     rank.textContent = `#${extra.rank}`;
     rank.setAttribute("aria-label", `rank ${extra.rank}`);
+  }
+  if (extra.score !== undefined && extra.score !== null) {
+    const { label, share } = scoreText(extra.score);
+    const score = $(".score", node);
+    score.hidden = false;
+    $(".score-text", score).textContent = label;
+    $(".fill", score).style.width = `${(100 * share).toFixed(0)}%`;
+    score.title = `${label} (${fmt(extra.score)})`;
   }
   if (extra.weak) node.classList.add("weak");
   const compareButton = $(".to-compare", node);
@@ -174,6 +202,7 @@ function setBusy(busy) {
   zone.setAttribute("aria-disabled", String(busy));
   $("#file-input").disabled = busy;
   $("#k").disabled = busy;
+  $("#text-button").disabled = busy;
   $("#results").setAttribute("aria-busy", String(busy));
   if (busy) {
     setStatus($("#search-status"), "waiting", "Searching…", "Looking for items in the same style.");
@@ -190,12 +219,40 @@ function matchPercent(result) {
   return result.confident ? Math.max(score, needed) : Math.max(0, Math.min(score, needed - 1));
 }
 
+// Items for words: shown only when confident; otherwise the reason, and no items (never unrelated ones).
+// Scores are shown where they are similarities (the text model alone); a fused or keyword rank has no percentage.
+function showTextResults(result) {
+  const grid = $("#results");
+  const status = $("#search-status");
+  const cosine = result.score_name === "cosine";
+  grid.replaceChildren(...result.results.map((hit) => card(hit, { rank: hit.rank, score: cosine ? hit.score : null })));
+  if (result.confident) {
+    const unknown = result.unknown_words.length ? ` Not recognised: ${result.unknown_words.join(", ")}.` : "";
+    setStatus(status, "good", `${result.results.length} items for “${result.query}”`, `Best match first.${unknown}`);
+  } else {
+    setStatus(status, "bad", "No confident match", `${capitalise(result.reason)}. Try other words, or a photo.`);
+  }
+  grid.dataset.query = result.query;
+}
+
+function searchText(text) {
+  state.lastUpload = null;
+  state.lastText = text;
+  $("#text-input").value = text;
+  $("#query").hidden = true;
+  return runSearch(() => api("/search/text", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ text, k: Number($("#k").value) }),
+  }), "Those words could not be searched", null, showTextResults);
+}
+
 function showResults(result) {
   const grid = $("#results");
   const status = $("#search-status");
   grid.replaceChildren();
   const render = (weak) => {
-    grid.replaceChildren(...result.results.map((hit) => card(hit, { score: hit.score, rank: hit.rank, weak })));
+    // one match score for the answer (above), no raw similarity per card
+    grid.replaceChildren(...result.results.map((hit) => card(hit, { rank: hit.rank, weak })));
   };
   const match = matchPercent(result);
   if (result.confident) {
@@ -232,12 +289,12 @@ function intoView(element) {
   }
 }
 
-async function runSearch(request, errorHeadline, what) {
+async function runSearch(request, errorHeadline, what, show = showResults) {
   const seq = ++state.searchSeq;  // a later search wins; an earlier answer arriving late is dropped
   setBusy(true);
   try {
     const result = await request();
-    if (seq === state.searchSeq) showResults(result);
+    if (seq === state.searchSeq) show(result);
   } catch (error) {
     if (seq === state.searchSeq) {
       $("#results").replaceChildren();
@@ -251,6 +308,7 @@ async function runSearch(request, errorHeadline, what) {
 function searchUpload(file) {
   if (state.busy) return;
   state.lastUpload = file;
+  state.lastText = null;
   if (location.hash !== "#search") history.replaceState(null, "", "#search");
   route(false);
   showQuery(URL.createObjectURL(file), [file.name, `your photo · ${bytes(file.size)}`], `Your photo: ${file.name}`);
@@ -262,6 +320,7 @@ function searchUpload(file) {
 
 async function searchItem(id) {
   state.lastUpload = null;
+  state.lastText = null;
   return runSearch(async () => {
     const item = await api(`/items/${encodeURIComponent(id)}`);
     showQuery(item.image_url, [item.name || item.id, `${item.label || "no label"} · id ${item.id}`],
@@ -463,6 +522,10 @@ function renderAbout() {
       `${(stats.decoding.decoded_pixels / 1e6).toFixed(0)} megapixels as decoded`],
     ["Searches answered", `${stats.searches.toLocaleString()} in ${stats.search_batches.toLocaleString()} batches`],
   ];
+  if (stats.text_search) {
+    const how = stats.text_search.names ? "product names (BM25) fused with the text model" : "the text model";
+    rows.push(["Search by words", `${how}; similarity floor ${fmt(stats.text_search.floor)}`]);
+  }
   if (stats.compatibility) {
     const compat = stats.compatibility;
     rows.push(["Compatibility", `${compat.model || "a compatibility model"} (on the ${compat.backbone} ` +
@@ -483,7 +546,7 @@ function route(load = true) {
   const hash = decodeURIComponent(location.hash.slice(1));
   const [view, ...rest] = hash.split("/");
   const arg = rest.join("/");
-  const name = view === "item" ? "search" : ["browse", "compare", "about"].includes(view) ? view : "search";
+  const name = ["item", "text"].includes(view) ? "search" : ["browse", "compare", "about"].includes(view) ? view : "search";
   if (state.view === "browse" && name !== "browse") state.browse.scroll = window.scrollY;
   const changed = state.view !== name;
   state.view = name;
@@ -496,6 +559,7 @@ function route(load = true) {
   if (changed && name !== "browse") window.scrollTo(0, 0);
   if (!load) return;
   if (view === "item" && arg) searchItem(arg);
+  if (view === "text" && arg) searchText(arg);
   if (view === "browse") browse(arg || null);
   if (view === "about") loadStats().then(renderAbout);
 }
@@ -505,6 +569,7 @@ async function loadStats() {
     const stats = await api("/stats");
     state.stats = stats;
     $("#stats").textContent = `${stats.items.toLocaleString()} items · ${stats.classes} article types`;
+    $("#text-form").hidden = !stats.text_search;  // no text model on this server: no search box
     if (!stats.compatibility) {
       $("#compare-button").title = "No compatibility model is loaded on this server";
     }
@@ -520,11 +585,19 @@ document.addEventListener("DOMContentLoaded", () => {
     wireDropzone($(".dropzone", slot), (file) => { offerToSlot(name, file); });
   }
   $("#compare-button").addEventListener("click", compare);
+  $("#text-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("#text-input").value.trim();
+    if (!text || state.busy) return;
+    const hash = `#text/${encodeURIComponent(text)}`;
+    if (location.hash === hash) searchText(text);  // the same words again (e.g. another result count)
+    else location.hash = hash;  // routed: the words are in the address, so back and reload work
+  });
   $("#more").addEventListener("click", () => browse(state.browse.label, true));
   $("#class-filter").addEventListener("input", () => loadClasses());
   // The result count applies to whatever was searched last: an item, or the photo uploaded.
   $("#k").addEventListener("change", () => {
-    if (location.hash.startsWith("#item/")) route();
+    if (location.hash.startsWith("#item/") || location.hash.startsWith("#text/")) route();
     else if (state.lastUpload) searchUpload(state.lastUpload);
   });
   window.addEventListener("hashchange", () => route());
