@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CATALOG ?= ../shared/datasets/fashion-product-images-small.zip
+DEMO_ARGS ?=  # e.g. DEMO_ARGS=--no-serve (stop before serving), DEMO_ARGS=--redo
 
 .PHONY: venv demo test apt-deps clean
 
@@ -29,7 +30,7 @@ apt-deps:
 	fi
 
 demo: venv
-	$(VENV)/bin/stylespace demo --catalog $(CATALOG)
+	$(VENV)/bin/stylespace demo --catalog $(CATALOG) $(DEMO_ARGS)
 
 test: venv apt-deps
 	$(PY) -m pytest -q

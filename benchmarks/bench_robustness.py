@@ -10,7 +10,13 @@ R@10 and the article type of the first other hit, per distortion. Prints one Mar
 
 ``NAME=PATH:legacy`` measures a model with the preprocessing it was trained with before the canonical
 view (no EXIF orientation, no margin trimming: pad on white and resize), so the old model is measured
-as it was shipped; without ``:legacy`` the canonical view of today is used.
+as it was shipped; ``NAME=PATH:working-copy`` with the canonical view as it was before issue 29 (the
+product cut from the reduced working copy, not from the decoded image: the "before" of the small-in-frame
+family); without either the canonical view of today is used. ``--family small_in_frame`` measures one
+family of distortions (the product at 10 / 25 / 50 % of a 1200 px frame):
+
+    .venv/bin/python benchmarks/bench_robustness.py --family small_in_frame --items 300 \
+        --model before=models/default:working-copy --model after=models/default
 """
 from __future__ import annotations
 
@@ -45,26 +51,52 @@ def legacy_view():
         images.canonical_view, cache.canonical_view, images._upright, cache.VIEW_VERSION = saved
 
 
+@contextlib.contextmanager
+def working_copy_view():
+    """The canonical view as it was before issue 29 (VIEW_VERSION 3): the product cut from the working copy,
+    a JPEG decoded once. A catalog packshot's view is the same in both, so the image cache is shared."""
+    import functools
+
+    from stylespace.data import images
+
+    saved = images._view_and_trim, images._stored_size
+    images._view_and_trim = functools.partial(saved[0], refine=False)
+    images._stored_size = lambda source: None
+    try:
+        yield
+    finally:
+        images._view_and_trim, images._stored_size = saved
+
+
+VIEWS = {"legacy": (legacy_view, "legacy view"), "working-copy": (working_copy_view, "view cut from the working copy"),
+         "": (contextlib.nullcontext, "canonical view")}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
-    parser.add_argument("--model", action="append", required=True, help="NAME=PATH[:legacy], repeatable")
+    parser.add_argument("--model", action="append", required=True,
+                        help="NAME=PATH[:legacy|:working-copy], repeatable")
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--distortions", default="", help="comma-separated names (default: all)")
+    parser.add_argument("--family", default="", help="one family of distortions instead (small_in_frame)")
     parser.add_argument("-o", "--output", type=Path, help="write all reports as JSON")
     args = parser.parse_args()
 
     import torch
 
     from stylespace.data import load_catalog
-    from stylespace.data.distortions import DISTORTIONS
+    from stylespace.data.distortions import DISTORTIONS, FAMILIES
     from stylespace.index.build import build_index
     from stylespace.index.robustness import RobustnessConfig, markdown_table, measure_robustness
     from stylespace.models import load_model
 
     torch.set_num_threads(torch.get_num_threads())
-    names = tuple(n for n in args.distortions.split(",") if n) or tuple(DISTORTIONS)
+    if args.family and args.family not in FAMILIES:
+        parser.error(f"--family {args.family!r}: expected one of {', '.join(FAMILIES)}")
+    names = (FAMILIES[args.family] if args.family else tuple(n for n in args.distortions.split(",") if n)) \
+        or tuple(DISTORTIONS)
     config = RobustnessConfig(items=args.items, seed=args.seed, distortions=names)
     catalog = load_catalog(args.catalog)
     reports, records = [], {}
@@ -72,14 +104,17 @@ def main() -> int:
         name, _, path = spec.partition("=")
         path, _, mode = path.partition(":")
         started = time.perf_counter()
-        with (legacy_view() if mode == "legacy" else contextlib.nullcontext()), \
+        if mode not in VIEWS:
+            parser.error(f"--model {spec}: unknown view {mode!r}; expected legacy or working-copy")
+        view, view_name = VIEWS[mode]
+        with view(), \
                 tempfile.TemporaryDirectory(prefix="bench-robustness-") as scratch:
             model = load_model(path)
             index, _ = build_index(model, catalog, Path(scratch) / "index", model_path=path, progress=False)
             print(f"{name}: indexed {len(index):,} items in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             report = measure_robustness(model, catalog, index, config, log=lambda line: print(f"  {name} {line}", file=sys.stderr))
             index.close()
-        label = f"{name} ({'legacy view' if mode == 'legacy' else 'canonical view'})"
+        label = f"{name} ({view_name})"
         reports.append((label, report))
         records[label] = {"model": path, "view": mode or "canonical", **report.to_dict()}
     table = markdown_table(reports)

@@ -157,3 +157,75 @@ def test_transparency_goes_onto_white_exactly_as_alpha_compositing_would():
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         expected = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
         assert np.array_equal(np.asarray(to_rgb(image)), np.asarray(expected)), image.mode
+
+
+# --- a product small in a large frame ---------------------------------------------------------------------
+
+
+def banded_product(width: int = 240, height: int = 320) -> Image.Image:
+    """A packshot with broad features at known places (four colour bands, a dark bar, a white disc): a view
+    cut from too few pixels blurs them and shifts its edges."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for k, colour in enumerate([(30, 60, 160), (200, 40, 40), (40, 150, 60), (230, 200, 40)]):
+        draw.rectangle([width * (0.1 + 0.2 * k), height * 0.1, width * (0.3 + 0.2 * k), height * 0.9], fill=colour)
+    draw.rectangle([width * 0.1, height * 0.4, width * 0.9, height * 0.48], fill=(20, 20, 20))
+    draw.ellipse([width * 0.4, height * 0.6, width * 0.6, height * 0.75], fill=(250, 250, 250))
+    return image
+
+
+def in_frame(product: Image.Image, share: float, frame: int = 1200, backdrop=(210, 210, 210)) -> Image.Image:
+    """``product`` at ``share`` of the frame's width, off-centre on a light-grey square (a shopper's photo of
+    one item on a table)."""
+    width = round(frame * share)
+    height = round(width * product.height / product.width)
+    canvas = Image.new("RGB", (frame, frame), backdrop)
+    canvas.paste(product.resize((width, height), Image.Resampling.LANCZOS), ((frame - width) // 3, (frame - height) // 2))
+    return canvas
+
+
+@pytest.mark.parametrize("share", [0.10, 0.25, 0.50])
+@pytest.mark.parametrize("encoding", ["png", "jpeg"])
+def test_a_small_product_in_a_large_frame_keeps_its_pixels(share, encoding):
+    """The view of a product at 10 / 25 / 50 % of a 1200 px frame's width is the view of the product alone.
+    Cut from the working copy (about 80 x 80 here), the 10 % product had 8 x 11 pixels: mean difference 55 (PNG)
+    and 43 (JPEG) from the reference, against under 12 now."""
+    expected = load_view(banded_product()).pixels.astype(int)
+    scene = in_frame(banded_product(), share)
+    if encoding == "png":
+        buffer = io.BytesIO()
+        scene.save(buffer, "PNG")
+        data = buffer.getvalue()
+    else:
+        data = jpeg(scene, quality=92)  # decoded at 1/8 first, then again at the scale the product needs
+    view = load_view(data)
+    assert np.abs(view.pixels.astype(int) - expected).mean() < 12
+    left, top, right, bottom = view.box
+    assert 0.7 * share <= right - left <= share + 0.01  # the bands (80 % of the packshot) with a little room
+
+
+def test_a_catalog_packshot_in_a_grey_square_mirrored_is_cut_from_its_own_pixels():
+    """The issue's case: a 60 x 80 packshot pasted on a 400 x 400 light-grey square and mirrored."""
+    from PIL import ImageOps
+
+    packshot = banded_product(60, 80)
+    canvas = Image.new("RGB", (400, 400), (225, 225, 225))
+    canvas.paste(packshot, (150, 160))
+    view = load_view(jpeg(ImageOps.mirror(canvas), quality=92))
+    expected = load_view(ImageOps.mirror(packshot)).pixels.astype(int)
+    assert np.abs(view.pixels.astype(int) - expected).mean() < 12
+
+
+def test_an_image_at_most_twice_the_input_is_viewed_as_before():
+    """No reduced working copy, no second cut: a catalog packshot's view is the working copy's trim, byte for
+    byte (the image cache and indexes of packshot catalogs hold the same pixels as before)."""
+    from stylespace.data.images import _view_and_trim
+
+    image = in_frame(banded_product(40, 53), 0.5, frame=100)
+    view, trim = _view_and_trim(image, SIZE, 10**6)
+    top, bottom, left, right = trim.box
+    assert trim.work_size == image.size
+    unrefined, _ = _view_and_trim(image, SIZE, 10**6, refine=False)
+    assert np.array_equal(view.pixels, unrefined.pixels)

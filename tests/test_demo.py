@@ -39,6 +39,10 @@ def test_demo_runs_every_step_then_reuses_them(tmp_path, cache_dir):
     assert (workdir / "risk_coverage.png").stat().st_size > 0
     assert (workdir / "report" / "report.html").stat().st_size > 0
     assert "demo ready" in first.stderr
+    # a log, not a terminal: every command whole on one line (copyable), no developer log lines
+    serve = [line for line in first.stdout.splitlines() if line.startswith("to serve it: $ stylespace serve ")]
+    assert len(serve) == 1 and "--port 8000" in serve[0]
+    assert "report.py:" not in first.stdout + first.stderr
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-3000:]

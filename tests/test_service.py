@@ -205,6 +205,11 @@ def test_low_confidence_says_no_confident_match(client):
         assert r["confidence"] < r["threshold"] and r["message"].startswith("No confident match")
     for r in shown:
         assert r["confidence"] >= r["threshold"] and r["message"].startswith("Confident match")
+    # one score for shoppers, in [0, 1]: "confident" means match score >= the match threshold, always
+    for r in results:
+        assert 0 <= r["match_score"] <= 1 and 0 <= r["match_threshold"] <= 1
+        assert (r["match_score"] >= r["match_threshold"]) == r["confident"]
+        assert all(hit["cosine_similarity"] == hit["score"] for hit in r["results"])
 
 
 def test_search_finds_an_uploaded_catalog_image_first(client, served):
@@ -235,6 +240,9 @@ def test_a_picture_that_is_not_a_product_photo_is_no_confident_match_with_the_re
     assert len(result["results"]) == 3  # kept for "show the weak matches anyway"
     if kind in ("blank", "near-uniform"):  # the upload's own view says so, whatever its embedding
         assert result["not_a_product"] is True and result["reason"] == BLANK and BLANK in result["message"]
+    assert result["match_score"] < result["match_threshold"]  # whatever its confidence
+    if result["not_a_product"]:
+        assert result["match_score"] == 0.0
 
 
 def test_search_takes_large_jpeg_and_transparent_png(client, served):

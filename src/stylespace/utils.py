@@ -332,3 +332,21 @@ def cache_root() -> Path:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "stylespace"
     )
     return Path(root)
+
+
+LOG_WIDTH = 1000  # a Rich console's width when it writes to a file or a pipe: wide enough that nothing wraps
+
+
+def plain_console(stderr: bool = False):
+    """A Rich console for stdout (or stderr) that wraps only on a terminal: written to a log or a pipe it is
+    :data:`LOG_WIDTH` columns wide, so a command it prints stays on one line (copyable) and a table row is
+    not broken across lines. ``$COLUMNS`` still sets the width when given."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None
+    if not os.environ.get("COLUMNS") and not (hasattr(stream, "isatty") and stream.isatty()):
+        width = LOG_WIDTH
+    return Console(stderr=stderr, width=width)

@@ -5,15 +5,13 @@ import json
 import sys
 from typing import Any, Callable
 
-from rich.console import Console
-
-from stylespace.utils import to_jsonable
+from stylespace.utils import plain_console, to_jsonable
 
 # Progress bars and notes go to stderr (stylespace.progress's console) so that stdout holds only the result
 # (one JSON document with --json).
 from stylespace.progress import console  # noqa: E402  (re-exported: the CLI's modules import it from here)
 
-out = Console()
+out = plain_console()  # wraps on a terminal only: a log gets every command whole
 
 
 def emit(result: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:

@@ -25,6 +25,23 @@ from stylespace.cli._output import console, out
 from stylespace.utils import StylespaceError
 
 
+# What the long steps cost per item on a 2-core CPU (README, docs/benchmarks.md): a step that will take a
+# minute or more says so before it starts (and shows a progress line at least every 10 s while it runs).
+SECONDS_PER_ITEM = {
+    "image cache": 98 / 44_441,         # decoding + canonical view, 2 processes
+    "evaluate": 71 / 44_441,            # every scenario, --dedupe
+    "index": 27 / 44_441,               # embedding the catalog (image cache warm)
+    "fine-tune epoch": 1_287 / 8 / 34_146,  # compact model, whole network (8 epochs of 34,146 items: 1,287 s)
+    "head epoch": 17 / 34_146,  # lite0 model, its head on cached features (the backbone's pass not counted)
+}
+
+
+def estimate(step: str, items: int, times: int = 1) -> float:
+    """Seconds ``step`` takes for ``items`` items (``times`` over: epochs) on a 2-core CPU, from the measured
+    rates in :data:`SECONDS_PER_ITEM`."""
+    return SECONDS_PER_ITEM[step] * items * times
+
+
 def register(app: typer.Typer) -> None:
     app.command("demo", help="Run the main job on a catalog (ours, or yours): split, model, evaluate, index, "
                              "calibrate, report, serve.")(demo_cmd)
@@ -56,6 +73,10 @@ def demo_cmd(
     step.done(f"{cat.summary_line()}; {labelled:,} labelled, {classes} classes")
 
     step.begin("image cache", "(built once, memory-mapped, reused by every later step)")
+    from stylespace.data.cache import cache_exists
+
+    if not cache_exists(cat):
+        step.warn_long(estimate("image cache", len(cat)), "to decode every image once")
     array = load_image_array(cat)
     failed = f"; {len(array.failed)} undecodable, left out" if array.failed else ""
     step.done(f"{len(array):,} images at {array.size[0]}x{array.size[1]} px "
@@ -79,13 +100,14 @@ def demo_cmd(
     evaluation = workdir / "evaluation.json"
     step.run("evaluate: every scenario the split has, open set, retrieval, coarser labels, pairs",
              ["evaluate", str(model_dir), "--split", str(split), "--catalog", str(catalog), "-o", str(evaluation)],
-             skip=_fresh(evaluation, model_dir) and not redo)
+             skip=_fresh(evaluation, model_dir) and not redo, seconds=estimate("evaluate", len(manifest.rows)))
     _print_headline(evaluation)
 
     index_dir = workdir / "index"
     stale = _index_stale(index_dir, model_dir)
     step.run("index the whole catalog", ["index", "build", str(model_dir), str(catalog), "-o", str(index_dir),
-                                         "--overwrite"], skip=not stale and not redo)
+                                         "--overwrite"], skip=not stale and not redo,
+             seconds=estimate("index", len(array)))
     parts, described = _calibration_parts(manifest)
     step.run(f"calibrate the recommendation threshold on {described} (5 % error)",
              ["calibrate-threshold", str(index_dir), "--queries", str(split), "--catalog", str(catalog),
@@ -128,7 +150,8 @@ def _model_step(step: "_Steps", catalog: Path, cat, manifest, split: Path, workd
                  skip=(trained / "run.json").exists() and not redo)
         return trained
     record = _run_record(shipped)
-    if record.get("catalog_fingerprint") == cat.fingerprint():
+    # the content fingerprint, or the path one that records made before it hold (on the machine that made them)
+    if cat.matches_fingerprint(record.get("catalog_fingerprint"), record.get("catalog_path_fingerprint")):
         step.begin("model", str(shipped))
         step.done(f"the shipped model {record.get('model_id', '')}, trained on this catalog (see its model card)")
         return shipped
@@ -137,9 +160,18 @@ def _model_step(step: "_Steps", catalog: Path, cat, manifest, split: Path, workd
         import shutil
 
         shutil.rmtree(finetuned)
+    from stylespace.training.presets import finetune_preset, preset
+
+    recipe = finetune_preset("default")
+    epochs = preset(recipe)[1].epochs
+    training = sum(1 for r in manifest.rows if r["split"] == "train")
+    frozen = recipe == "finetune-frozen"
     step.run("fine-tune the shipped model on this catalog's training items",
              ["train", str(catalog), "--split", str(split), "--init", "default", "-o", str(finetuned)],
-             skip=(finetuned / "run.json").exists())
+             skip=(finetuned / "run.json").exists(),
+             seconds=estimate("head epoch" if frozen else "fine-tune epoch", training, epochs),
+             why=f"({epochs} epochs at most, of {training:,} items" + (
+                 ", plus one pass of the backbone over them first" if frozen else "") + ")")
     step.begin("choose the model", "(1-NN on the split's validation items, never its test items)")
     choice = choose_model([("the shipped model as it is", shipped), ("the fine-tuned model", finetuned)],
                           cat, manifest)
@@ -260,12 +292,21 @@ class _Steps:
     def done(self, message: str) -> None:
         out.print(f"   {message} ({time.perf_counter() - self.started:.1f} s)", soft_wrap=True)
 
-    def run(self, title: str, args: list[str], skip: bool = False) -> None:
+    def warn_long(self, seconds: float, why: str = "") -> None:
+        """Say before a step that takes a minute or more how long it will take (no word for shorter ones)."""
+        if seconds >= 60:
+            minutes = max(1, round(seconds / 60))
+            out.print(f"   this takes about {minutes} minute{'s' if minutes > 1 else ''} on a 2-core CPU (less with more "
+                      f"cores or a GPU){' ' + why if why else ''}; a progress line at least every 10 s",
+                      soft_wrap=True)
+
+    def run(self, title: str, args: list[str], skip: bool = False, seconds: float = 0.0, why: str = "") -> None:
         from stylespace.cli import app
 
         self.begin(title, "$ stylespace " + shlex.join(args))
         if skip:
             out.print("   already done (use --redo to do it again)")
             return
+        self.warn_long(seconds, why)
         app(args, prog_name="stylespace", standalone_mode=False)
         out.print(f"   ({time.perf_counter() - self.started:.0f} s)")

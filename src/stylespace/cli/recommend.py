@@ -47,8 +47,9 @@ def recommend_cmd(
     recommendations = recommender.recommend(batch.vectors, exclude_ids=batch.exclusions() if by_id else None,
                                             where=parse_where(where), blank=batch.blank)
     result = {"index": str(index_dir), "score": recommender.score_name, "threshold": recommender.threshold,
-              "junk": recommender.junk.to_dict(),
-              "queries": [{"query": name, "confidence": rec.confidence, "shown": rec.confident,
+              "match_threshold": recommender.match_threshold, "junk": recommender.junk.to_dict(),
+              "queries": [{"query": name, "match_score": rec.match_score, "confidence": rec.confidence,
+                           "shown": rec.confident,
                            "not_a_product": rec.junk, "reason": rec.reason,
                            "items": [hit_record(r, h) for r, h in enumerate(rec.items, 1)]
                            if rec.confident or show_all else []}
@@ -57,7 +58,8 @@ def recommend_cmd(
     def render(r: dict) -> None:
         for entry in r["queries"]:
             verdict = "shown" if entry["shown"] else f"no confident match: {entry['reason']}"
-            title = f"{entry['query']}: confidence {entry['confidence']:.4f} ({r['score']}) -> {verdict}"
+            match = f"match {100 * entry['match_score']:.0f} %, " if entry["match_score"] is not None else ""
+            title = f"{entry['query']}: {match}confidence {entry['confidence']:.4f} ({r['score']}) -> {verdict}"
             if entry["items"]:
                 out.print(hits_table(title, entry["items"], "cosine" if index.metric == "cosine" else "distance"))
             else:

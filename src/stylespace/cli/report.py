@@ -64,7 +64,7 @@ def report_cmd(
     inputs = load_report_inputs(model_path, split, catalog=catalog, run=run, pairs=pairs, device=device,
                                 batch_size=batch_size, seed=config.seed, progress=not as_json)
     with console.status("building the report") if not as_json else contextlib.nullcontext():
-        result = write_report(inputs, output, config, progress=lambda message: console.log(message))
+        result = write_report(inputs, output, config, progress=lambda message: console.print(f"   {message}", markup=False, highlight=False))
     summary = {"html": str(result.html), "folder": str(result.folder), "seconds": round(result.seconds, 1),
                "figures": result.numbers["figures"], "missing": result.missing, "findings": result.numbers["findings"],
                "timings": result.numbers["timings"],

@@ -92,13 +92,14 @@ class CompatibilityJudge:
     Verdict(distance=0.57, compatible=True, cutoff=0.82, message='Nice, this looks good together!')
     """
 
-    def __init__(self, model: CompatibilityModel, cutoff: Cutoff):
+    def __init__(self, model: CompatibilityModel, cutoff: Cutoff, name: str | None = None):
         self.model = model.eval()
         self.cutoff = cutoff
+        self.name = name  # the folder it was loaded from, by name (``compat``), for the About view
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device: str = "auto") -> "CompatibilityJudge":
-        return cls(*load_compatibility(folder, device))
+        return cls(*load_compatibility(folder, device), name=Path(folder).name)
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -104,6 +104,12 @@ def load_image_array(catalog: Catalog, size: tuple[int, int] = (80, 60), cache_d
     return _build_cache(catalog, size, folder, workers, progress)
 
 
+def cache_exists(catalog: Catalog, size: tuple[int, int] = (80, 60), cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`load_image_array` would find ``catalog``'s cache at ``size`` (and so not build it)."""
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    return (root / "images" / cache_key(catalog, (int(size[0]), int(size[1]))) / "meta.json").is_file()
+
+
 def _open_cache(folder: Path, catalog: Catalog) -> ImageArray | None:
     meta_file = folder / "meta.json"
     if not meta_file.is_file():

@@ -5,9 +5,11 @@ import collections
 import dataclasses
 import hashlib
 import io
+import json
 import mimetypes
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterable, Protocol
 
@@ -47,10 +49,13 @@ class ImageReader(Protocol):
     """Where a catalog's images come from; every reader gives each item's image as an encoded file.
 
     ``read(source)``: the image file's bytes (an in-memory array is encoded as PNG); ``media_type(source)``:
-    their media type (``image/jpeg``); ``describe()``: where the images are, for messages.
+    their media type (``image/jpeg``); ``describe()``: where the images are, for messages;
+    ``content_id(source)``: the identity of those bytes (``crc32:size``), the same wherever the catalog lies.
     """
 
     def read(self, source: str) -> bytes: ...
+
+    def content_id(self, source: str) -> str: ...
 
     def media_type(self, source: str) -> str: ...
 
@@ -61,14 +66,35 @@ def _guessed_media_type(source: str) -> str:
     return mimetypes.guess_type(source)[0] or "application/octet-stream"
 
 
+def bytes_identity(crc: int, size: int) -> str:
+    """What identifies a file's bytes in a content fingerprint: their CRC-32 and length, as a zip records them,
+    so that a catalog unpacked from its zip has the same identities as the zip."""
+    return f"{crc & 0xFFFFFFFF:08x}:{size}"
+
+
 class FileReader:
     """Images on disk; sources are paths relative to ``root`` (or absolute)."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._identities: dict[str, str] = {}
 
     def read(self, source: str) -> bytes:
         return (self.root / source).read_bytes()
+
+    def content_id(self, source: str) -> str:
+        """CRC-32 and size of the whole file, read in 1 MiB blocks (remembered for this reader's life)."""
+        known = self._identities.get(source)
+        if known is None:
+            crc, size = 0, 0
+            try:
+                with open(self.root / source, "rb") as handle:
+                    while block := handle.read(1 << 20):
+                        crc, size = zlib.crc32(block, crc), size + len(block)
+            except OSError as exc:
+                return f"unreadable:{type(exc).__name__}"
+            known = self._identities[source] = bytes_identity(crc, size)
+        return known
 
     def media_type(self, source: str) -> str:
         return _guessed_media_type(source)
@@ -80,10 +106,20 @@ class FileReader:
 class ZipReader:
     """Images inside a zip archive, read in place; each process opens its own handle."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, members: dict[str, str] | None = None):
+        """``members``: member name -> :func:`bytes_identity`, when the caller has read the zip's directory
+        already (else it is read on the first :meth:`content_id`)."""
         self.path = Path(path)
+        self._members = members
         self._handle: zipfile.ZipFile | None = None
         self._pid: int | None = None
+
+    def content_id(self, source: str) -> str:
+        """The member's CRC-32 and size from the zip's central directory: no image is decompressed."""
+        if self._members is None:
+            with zipfile.ZipFile(self.path) as archive:
+                self._members = {i.filename: bytes_identity(i.CRC, i.file_size) for i in archive.infolist()}
+        return self._members.get(source, "missing")
 
     def read(self, source: str) -> bytes:
         if self._handle is None or self._pid != os.getpid():
@@ -114,6 +150,10 @@ class ArrayReader:
     def read_array(self, source: str) -> np.ndarray:
         return self.images[int(source)]
 
+    def content_id(self, source: str) -> str:
+        row = np.ascontiguousarray(self.read_array(source))
+        return f"{zlib.crc32(row.tobytes()):08x}:{'x'.join(map(str, row.shape))}"
+
     def read(self, source: str) -> bytes:
         """The row as a PNG file (there is no stored file to return)."""
         buffer = io.BytesIO()
@@ -142,7 +182,8 @@ class Catalog:
         metadata_columns: the metadata columns every item carries in ``meta``.
         skipped: rows and files left out, each with its reason.
         pairs: for pair catalogs, ``(id_a, id_b, label)`` triples with label 1 = compatible/similar.
-        fingerprint_parts: what identifies the source's content (sizes, mtimes), for cache keys.
+        fingerprint_parts: the source's sizes and modification times; only :meth:`path_fingerprint` (the
+            fingerprint records made before the content fingerprint hold) uses them.
     """
 
     items: list[Item]
@@ -157,6 +198,7 @@ class Catalog:
 
     def __post_init__(self) -> None:
         self._by_id = {item.id: i for i, item in enumerate(self.items)}
+        self._fingerprint: str | None = None
 
     # sequence-like access
     def __len__(self) -> int:
@@ -227,10 +269,35 @@ class Catalog:
         return dataclasses.replace(self, items=items, skipped=skipped, pairs=pairs)
 
     def fingerprint(self) -> str:
-        """A short hash that changes when the catalog's source changes (used to key caches)."""
+        """A short hash of the catalog's content: what the items are (kind, ids, labels, metadata, pairs) and the
+        identity of each image's bytes (CRC-32 and size, read from a zip's directory or from the files).
+
+        Never a path or a time: a catalog copied or moved elsewhere, or unpacked from its zip, keeps its
+        fingerprint; a changed, added or removed image changes it. Keys the image cache; recorded by splits,
+        training runs, indexes and audits. Computed once per catalog (a folder's files are read once).
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256(f"content-v1|{self.kind}|{self.label_column}\n".encode())
+            for item in self.items:
+                meta = json.dumps(item.meta, sort_keys=True, ensure_ascii=False)
+                digest.update(f"{item.id}\t{item.label}\t{meta}\t{self.reader.content_id(item.source)}\n".encode())
+            for pair in self.pairs:
+                digest.update(("\t".join(map(str, pair)) + "\n").encode())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    def path_fingerprint(self) -> str:
+        """The fingerprint records made before the content fingerprint hold: it hashes the source's absolute
+        path and modification time, so it matches only on the machine (and copy) that wrote them."""
         digest = hashlib.sha256(repr((self.kind, str(self.source_path.resolve()), self.fingerprint_parts)).encode())
         digest.update("\n".join(f"{i.id}\t{i.source}" for i in self.items).encode())
         return digest.hexdigest()[:16]
+
+    def matches_fingerprint(self, *recorded: str | None) -> bool:
+        """Whether a record's fingerprint(s) name this catalog: its content fingerprint, or (an old record, on
+        the machine that wrote it) its path fingerprint."""
+        given = {r for r in recorded if r}
+        return bool(given) and (self.fingerprint() in given or self.path_fingerprint() in given)
 
     # reporting
     def skip_reasons(self) -> collections.Counter:

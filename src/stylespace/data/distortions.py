@@ -153,6 +153,27 @@ def phone_exif(image, rng, other):
     return encode(big.transpose(Image.Transpose.ROTATE_90), exif=exif)
 
 
+def _small_in_frame(share: float) -> Callable:
+    def small_in_frame(image, rng, other):
+        width = max(1, round(SMALL_FRAME * share))
+        height = max(1, round(width * image.height / image.width))
+        backdrop = 222 + rng.normal(0, 2.0, (SMALL_FRAME, SMALL_FRAME, 1))  # a light-grey table, not quite flat
+        canvas = Image.fromarray(np.repeat(backdrop, 3, axis=2).clip(0, 255).astype(np.uint8))
+        left = int(rng.integers(0, SMALL_FRAME - width + 1))
+        top = int(rng.integers(0, max(1, SMALL_FRAME - height + 1)))
+        canvas.paste(image.resize((width, height), Image.Resampling.BICUBIC), (left, top))
+        return encode(canvas)
+
+    small_in_frame.__doc__ = (f"Small in the frame: the packshot at {100 * share:g} % of the width of a {SMALL_FRAME} x "
+                              f"{SMALL_FRAME} photo of a light-grey table, placed at random (a shopper's photo of "
+                              "one item, taken from a step back).")
+    return small_in_frame
+
+
+SMALL_FRAME = 1200  # px: the side of the "small in the frame" photos
+SMALL_SHARES = (0.10, 0.25, 0.50)
+
+
 def none(image, rng, other):
     """Unchanged (the packshot itself, re-encoded as JPEG at quality 92)."""
     return encode(image)
@@ -190,7 +211,12 @@ DISTORTIONS: dict[str, Distortion] = {d.name: d for d in [
     Distortion("second_item", second_item, 0.85),
     Distortion("coloured_backdrop", coloured_backdrop, 0.85),
     Distortion("phone_exif", phone_exif, 0.85),
+    # the "small in the frame" family (issue 29): reported without a target until it is measured
+    *[Distortion(f"small_in_frame{round(100 * share)}", _small_in_frame(share), None) for share in SMALL_SHARES],
 ]}
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "small_in_frame": tuple(f"small_in_frame{round(100 * share)}" for share in SMALL_SHARES),
+}
 
 
 def junk_images(size: tuple[int, int] = (480, 640), seed: int = 0) -> dict[str, bytes]:

@@ -13,7 +13,13 @@ see identical preprocessing. The canonical view of an image is, in order:
    do not). The background connected to the border becomes white, the colour of the catalog's own
    packshots, so a grey or coloured backdrop does not look like another product. A photo without a
    uniform frame (a scene, a close-up) is kept whole;
-4. padded on white to the model's aspect ratio (never stretched) and resized.
+4. the product's box, found on the working copy, is cut from the decoded image itself (not from the
+   working copy) with a little room, and trimmed again there, so a product small in a large frame keeps
+   its pixels and its edges: a 10 %-wide product in a 1200 px photo is cut from 120 px, not from the
+   working copy's 8. A JPEG decoded at a reduced scale is decoded again at the scale the product needs
+   (within the budget). An image no larger than twice the model's input (a catalog packshot) has no
+   reduced working copy, so this step changes nothing;
+5. padded on white to the model's aspect ratio (never stretched) and resized.
 
 What one image may cost is bounded by a :class:`PixelBudget`, checked from the header before a pixel
 is allocated: ``decoded`` caps the pixels the decoder makes (after a JPEG's reduced-scale decode, so a
@@ -58,7 +64,7 @@ PngImagePlugin.MAX_TEXT_MEMORY = 1024 * 1024
 
 # Bumped whenever the canonical view changes: image caches and indexes record it, so pixels made
 # the old way are rebuilt rather than compared with pixels made the new way.
-VIEW_VERSION = 3
+VIEW_VERSION = 4  # 4: the product cut from the decoded image, not the working copy (same pixels for a packshot)
 # A pixel is product, not margin, when it differs from the margin colour by more than this in some
 # channel (0-255): above JPEG/WebP noise on a flat background (< 12) and the soft shadow under a shoe.
 MARGIN_TOLERANCE = 28
@@ -406,19 +412,36 @@ def _trim_once(rgb: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, tuple[i
     return out, box, share
 
 
+@dataclasses.dataclass
+class _Trim:
+    """Where the product is in a working copy of ``work_size`` = (W, H): its box (top, bottom, left, right) in
+    the working copy's pixels."""
+
+    work_size: tuple[int, int]
+    box: tuple[int, int, int, int]
+
+
 def canonical_view(image: Image.Image, size: tuple[int, int], working: int = WORK_PIXELS) -> View:
     """The canonical view (see the module docstring) of an RGB, upright ``image`` at ``size`` = (H, W).
 
     Margins inside margins (a white packshot padded on grey by a marketplace) are trimmed in turn, up
     to three times. ``working`` bounds the pixels of every array made on the way (PixelBudget.working).
     """
+    view, _ = _view_and_trim(image, size, working)
+    return view
+
+
+def _view_and_trim(image: Image.Image, size: tuple[int, int], working: int,
+                   refine: bool = True) -> tuple[View, _Trim | None]:
+    """The view, and where the product was found in the working copy (None when the image is kept whole).
+    ``refine``: when the working copy is reduced, trim again on the product's box cut from ``image``."""
     work = _working_copy(image, size, working)
     rgb = np.asarray(work, dtype=np.uint8)
     h, w = rgb.shape[:2]
     spread = float(rgb.std())
     colour = _margin_colour(rgb)
     if colour is None:  # no uniform margin: a scene or a close-up, kept whole
-        return View(fit_to_size(work, size, working), None, (0.0, 0.0, 1.0, 1.0), 1.0, spread)
+        return View(fit_to_size(work, size, working), None, (0.0, 0.0, 1.0, 1.0), 1.0, spread), None
     background = tuple(int(c) for c in (colour if colour.ndim == 1 else np.median(colour.reshape(-1, 3), axis=0)))
     top, left, share = 0, 0, None
     for _ in range(3):
@@ -426,7 +449,7 @@ def canonical_view(image: Image.Image, size: tuple[int, int], working: int = WOR
         share = pass_share if share is None else share
         if box is None:
             if top == 0 and left == 0 and rgb.shape[:2] == (h, w):  # all margin: nothing to trim to
-                return View(fit_to_size(work, size, working), background, (0.0, 0.0, 1.0, 1.0), share, spread)
+                return View(fit_to_size(work, size, working), background, (0.0, 0.0, 1.0, 1.0), share, spread), None
             break
         b_top, b_bottom, b_left, b_right = box
         rgb = trimmed[b_top:b_bottom, b_left:b_right]
@@ -437,15 +460,67 @@ def canonical_view(image: Image.Image, size: tuple[int, int], working: int = WOR
         if colour is None or (box == (0, trimmed.shape[0], 0, trimmed.shape[1])):
             break
     bottom, right = top + rgb.shape[0], left + rgb.shape[1]
-    return View(fit_to_size(Image.fromarray(rgb), size, working), background, (left / w, top / h, right / w, bottom / h),
-                share, spread)
+    trim = _Trim(work.size, (top, bottom, left, right))
+    if work.size == image.size or not refine:  # the working copy is the image (a packshot): its crop is the product
+        pixels = fit_to_size(Image.fromarray(rgb), size, working)
+    else:
+        pixels = _refined(image, trim, size, working)
+    return View(pixels, background, (left / w, top / h, right / w, bottom / h), share, spread), trim
+
+
+def _refined(image: Image.Image, trim: _Trim, size: tuple[int, int], working: int) -> np.ndarray:
+    """The product's box (found on a working copy of the same picture, reduced from ``image``) cut from
+    ``image`` itself with one working-copy pixel of room on each side, reduced as it is cut (no full-size copy
+    of a large product), and trimmed again at that resolution: the product keeps its pixels and its edges."""
+    top, bottom, left, right = trim.box
+    sx, sy = image.width / trim.work_size[0], image.height / trim.work_size[1]
+    box = (max(0, int(np.floor((left - 1) * sx))), max(0, int(np.floor((top - 1) * sy))),
+           min(image.width, int(np.ceil((right + 1) * sx))), min(image.height, int(np.ceil((bottom + 1) * sy))))
+    factor = min((box[2] - box[0]) // size[1], (box[3] - box[1]) // size[0])
+    crop = image.reduce(factor, box) if factor >= 2 else image.crop(box)
+    return _view_and_trim(crop, size, working, refine=False)[0].pixels
 
 
 def load_view(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60),
               budget: PixelBudget = DEFAULT_BUDGET) -> View:
-    """Decode ``source`` and return its canonical :class:`View` at ``size`` = (H, W), within ``budget``."""
-    # Twice the target size is enough for a clean downscale; a 1800 x 2400 photo then decodes at 1/8 scale.
-    return canonical_view(open_image(source, draft=_draft_box(size), budget=budget), size, budget.working)
+    """Decode ``source`` and return its canonical :class:`View` at ``size`` = (H, W), within ``budget``.
+
+    A JPEG is first decoded at the reduced scale that covers twice ``size`` (a 1800 x 2400 photo at 1/8); when
+    the product found there is smaller than that, it is decoded again at the scale the product needs (within
+    ``budget``), so that a small product in a large photo is cut from enough pixels.
+    """
+    image = open_image(source, draft=_draft_box(size), budget=budget)
+    view, trim = _view_and_trim(image, size, budget.working)
+    stored = _stored_size(source)
+    if trim is None or stored is None or stored == image.size:
+        return view
+    need = _draft_for_box(view.box, size)
+    if need[0] <= image.width and need[1] <= image.height:
+        return view  # the first decode already covers the product at twice the model's input
+    try:  # a square box: the decoder's box is in the stored orientation, ``need`` in the upright one
+        finer = open_image(source, draft=(max(need), max(need)), budget=budget)
+    except ImageDecodeError:  # over the budget at a finer scale: the first decode's view stands
+        return view
+    if finer.size == image.size:
+        return view
+    return dataclasses.replace(view, pixels=_refined(finer, trim, size, budget.working))
+
+
+def _stored_size(source) -> tuple[int, int] | None:
+    """The (W, H) a JPEG source stores, when it may decode at a reduced scale; None for other sources."""
+    if isinstance(source, Image.Image):
+        return None
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as header:
+            return header.size if header.format == "JPEG" else None
+    except Exception:
+        return None
+
+
+def _draft_for_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int]:
+    """The (W, H) a decode must cover for the product in ``box`` (shares of the image) to span twice ``size``."""
+    left, top, right, bottom = box
+    return (int(np.ceil(2 * size[1] / max(right - left, 1e-3))), int(np.ceil(2 * size[0] / max(bottom - top, 1e-3))))
 
 
 def load_rgb(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60),

@@ -25,6 +25,7 @@ from stylespace.data.catalog import (
     Item,
     Skipped,
     ZipReader,
+    bytes_identity,
 )
 from stylespace.data.images import IMAGE_EXTENSIONS
 
@@ -121,7 +122,7 @@ def read_kaggle(path: Path, label_column: str | None = None) -> Catalog:
         if prefix.startswith("./"):
             prefix = prefix[2:]
         files = {i.filename: i.file_size for i in infos if i.filename.startswith(prefix) and not i.is_dir()}
-        reader = ZipReader(path)
+        reader = ZipReader(path, {i.filename: bytes_identity(i.CRC, i.file_size) for i in infos})
         stat = path.stat()
         parts = (stat.st_size, stat.st_mtime_ns)
         styles_name = styles

@@ -7,6 +7,7 @@ the confidence clears a threshold calibrated for a target error rate or coverage
 """
 from stylespace.recommend.combined import CombinedScore
 from stylespace.recommend.junk import JunkRule
+from stylespace.recommend.match import MatchScale
 from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
 from stylespace.recommend.scores import (
     ConfidenceScore,
@@ -40,7 +41,7 @@ from stylespace.recommend.selective import (
 )
 
 __all__ = [
-    "CALIBRATION_FILE", "Calibration", "CombinedScore", "ConfidenceScore", "DensityRatio", "JunkRule", "LocalAccuracy", "Margin", "MeanSimilarity", "NeighbourAgreement",
+    "CALIBRATION_FILE", "Calibration", "CombinedScore", "ConfidenceScore", "DensityRatio", "JunkRule", "LocalAccuracy", "Margin", "MatchScale", "MeanSimilarity", "NeighbourAgreement",
     "NeighbourContext", "NeighbourhoodOverlap", "OperatingPoint", "Reciprocity", "Recommendation",
     "RiskCoverage", "SavedCalibration", "calibration_stamp", "calibration_summary", "load_calibration", "save_calibration", "SelectiveRecommender", "TopSimilarity", "calibrate", "correct_recommendations",
     "default_scores", "risk_coverage", "saved_score", "score_by_name",

@@ -41,7 +41,8 @@ def choose_recommender(index: CatalogIndex, score: str | None = None,
     chosen = saved.score if same_score else saved_score(
         score, {}, calibration.arrays(index.folder) if calibration and score.startswith("local") else None)
     kept = threshold if threshold is not None else saved.threshold if same_score else None
-    recommender = SelectiveRecommender(index, chosen, kept, saved.n_items, saved.junk)
+    recommender = SelectiveRecommender(index, chosen, kept, saved.n_items, saved.junk,
+                                       saved.match_scale if same_score else None)  # the scale is the saved score's
     note = None
     if not same_score and threshold is None and calibration is not None and calibration.threshold is not None:
         note = (f"the index's threshold was calibrated for the {calibration.confidence} score, not {score}; every "

@@ -20,6 +20,7 @@ from stylespace.index import structures
 from stylespace.index.catalog_index import CatalogIndex, Hit
 from stylespace.recommend.combined import CombinedScore, cross_fitted
 from stylespace.recommend.junk import JUNK_REASONS, UNSURE, JunkRule
+from stylespace.recommend.match import MatchScale
 from stylespace.recommend.plot import plot_risk_coverage
 from stylespace.recommend.risk import OperatingPoint, RiskCoverage, risk_coverage
 from stylespace.recommend.saved import SavedCalibration, load_calibration, save_calibration
@@ -36,7 +37,9 @@ class Recommendation:
     ``confident`` enough to be shown (confidence >= threshold, and the query passes the junk test; True
     without a threshold unless it fails the junk test).
 
-    ``reason`` says, in words a shopper can read, why it is not confident (None when it is): one of
+    ``match_score`` is the confidence mapped through the calibration to [0, 1] (:mod:`stylespace.recommend.match`),
+    None for an index calibrated before the scale was saved (or never). ``reason`` says, in words a shopper can
+    read, why it is not confident (None when it is): one of
     :data:`stylespace.recommend.junk.JUNK_REASONS` when the query is not a product photo (see
     :attr:`junk`), else :data:`stylespace.recommend.junk.UNSURE`.
     """
@@ -45,6 +48,7 @@ class Recommendation:
     confidence: float
     confident: bool
     reason: str | None = None
+    match_score: float | None = None  # in [0, 1], >= the threshold's exactly when confident (recommend.match)
 
     @property
     def junk(self) -> bool:
@@ -71,16 +75,19 @@ class SelectiveRecommender:
         junk: the junk test's floors (:class:`JunkRule`); default: those the index measured on its own
             items (``JunkRule.from_index``). ``JunkRule()`` turns the embedding tests off (blank pictures
             are still refused).
+        match_scale: confidence -> match score in [0, 1], fitted by the calibration (None: no match score).
     """
 
     def __init__(self, index: CatalogIndex, score: ConfidenceScore | str = DEFAULT_SCORE,
-                 threshold: float | None = None, n_items: int = 3, junk: JunkRule | None = None):
+                 threshold: float | None = None, n_items: int = 3, junk: JunkRule | None = None,
+                 match_scale: MatchScale | None = None):
         validate([at_least("n_items", n_items, 1)])
         self.index = index
         self.score = score_by_name(score) if isinstance(score, str) else score
         self.threshold = threshold
         self.n_items = n_items
         self.junk = JunkRule.from_index(index) if junk is None else junk
+        self.match_scale = match_scale
 
     @classmethod
     def from_index(cls, index: CatalogIndex, n_items: int = 3) -> "SelectiveRecommender":
@@ -90,7 +97,15 @@ class SelectiveRecommender:
         if saved is None:
             return cls(index, DEFAULT_SCORE, None, n_items)
         score = saved_score(saved.confidence or DEFAULT_SCORE, saved.confidence_params, saved.arrays(index.folder))
-        return cls(index, score, saved.threshold, n_items)
+        return cls(index, score, saved.threshold, n_items,
+                   match_scale=MatchScale.from_dict(saved.calibration.get("match_scale")))
+
+    @property
+    def match_threshold(self) -> float | None:
+        """The match score (0-1) a recommendation needs to be shown; None without a threshold or a scale."""
+        if self.match_scale is None or self.threshold is None:
+            return None
+        return self.match_scale.threshold_score(self.threshold)
 
     @property
     def calibrated(self) -> bool:
@@ -139,7 +154,9 @@ class SelectiveRecommender:
         for items, c, reason in zip(hits, confidence, junk):
             if reason is None and self.threshold is not None and not c >= self.threshold:
                 reason = UNSURE
-            out.append(Recommendation(items, float(c), reason is None, reason))
+            match = None if self.match_scale is None else self.match_scale.score(
+                float(c), self.threshold, reason is None, reason in JUNK_REASONS)
+            out.append(Recommendation(items, float(c), reason is None, reason, match))
         return out
 
     def junk_reasons(self, context: NeighbourContext, *, exclude_ids=None, where: Mapping | None = None,
@@ -187,6 +204,7 @@ class Calibration:
     chosen_params: dict = dataclasses.field(default_factory=dict)
     chosen_arrays: dict = dataclasses.field(default_factory=dict, repr=False)
     junk: dict = dataclasses.field(default_factory=dict)
+    match_scale: MatchScale | None = None
 
     def table(self) -> list[dict]:
         """One row per score, best AURC first: name, AURC, coverage at the target's error (or error at
@@ -204,6 +222,10 @@ class Calibration:
                   "aurc": self.curves[self.chosen].aurc, "accuracy_at_full_coverage": self.accuracy,
                   "n_queries": self.n_queries, "n_items": self.n_items, "queries": self.queries,
                   "scores": self.table(), "junk": self.junk}
+        if self.match_scale is not None:
+            result["match_scale"] = self.match_scale.to_dict()
+            if self.point.threshold is not None:
+                result["match_threshold"] = self.match_scale.threshold_score(self.point.threshold)
         if curves:
             result["curves"] = {name: curve.to_dict() for name, curve in self.curves.items()}
         return result
@@ -219,7 +241,7 @@ class Calibration:
     def recommender(self, index: CatalogIndex) -> SelectiveRecommender:
         """The chosen score (fitted, for ``combined``) with the chosen threshold, over ``index``."""
         return SelectiveRecommender(index, saved_score(self.chosen, self.chosen_params, self.chosen_arrays),
-                                    self.point.threshold, self.n_items, JunkRule.from_index(index))
+                                    self.point.threshold, self.n_items, JunkRule.from_index(index), self.match_scale)
 
     def plot(self, path: str | Path, top: int = 4) -> Path:
         return plot_risk_coverage(self.curves, self.chosen, self.point, path,
@@ -303,7 +325,8 @@ def calibrate(index: CatalogIndex, query_vectors, query_labels: Sequence[str], *
     junk = {**recommender.junk.to_dict(), "flagged": float(flagged.mean()) if len(flagged) else 0.0,
             "flagged_shown": float((flagged & shown).mean()) if len(flagged) else 0.0}
     return Calibration(chosen, point, curves, len(correct), n_items, float(correct.mean()), queries,
-                       params, learnt if _local_parts(fitted[chosen]) else {}, junk)
+                       params, learnt if _local_parts(fitted[chosen]) else {}, junk,
+                       MatchScale.fit(values[chosen], correct))
 
 
 def _local_parts(score: ConfidenceScore) -> list[LocalAccuracy]:

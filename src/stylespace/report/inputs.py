@@ -92,7 +92,7 @@ def load_report_inputs(model_path: str | os.PathLike, split_path: str | os.PathL
                    + (f"; {missing_ids:,} split items are not in it" if missing_ids else "") + ")",
         "device": str(torch_device),
     }
-    if manifest.config.catalog_fingerprint and manifest.config.catalog_fingerprint != the_catalog.fingerprint():
+    if manifest.config.catalog_fingerprint and not the_catalog.matches_fingerprint(manifest.config.catalog_fingerprint):
         describe["warning"] = "the catalog changed since the split was made (fingerprints differ)"
     return ReportInputs(
         manifest=manifest, images=images, embed=model_embedder(model, torch_device, batch_size),

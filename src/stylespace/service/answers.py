@@ -35,9 +35,11 @@ def item_full(record: ItemRecord) -> schemas.Item:
 def search_result(ranking: Ranking, query: schemas.QueryInfo, k: int, started: float,
                   metric: str) -> schemas.SearchResult:
     """A search's answer; ``started`` is the ``time.perf_counter()`` at which the request arrived."""
-    hits = [schemas.Hit(**item_links(record), rank=rank, score=score, metadata=record.meta)
+    hits = [schemas.Hit(**item_links(record), rank=rank, score=score, metadata=record.meta,
+                        cosine_similarity=score if metric == "cosine" else None)
             for rank, (record, score) in enumerate(ranking.hits, start=1)]
     return schemas.SearchResult(query=query, k=k, results=hits, confidence=ranking.confidence,
+                                match_score=ranking.match_score, match_threshold=ranking.match_threshold,
                                 confidence_score=ranking.score_name, threshold=ranking.threshold,
                                 confident=ranking.confident, reason=ranking.reason,
                                 not_a_product=ranking.not_a_product, message=_message(ranking), metric=metric,
@@ -51,6 +53,14 @@ def _message(ranking: Ranking) -> str:
     if ranking.threshold is None:
         return UNCALIBRATED_NOTE[0].upper() + UNCALIBRATED_NOTE[1:] + "."
     if ranking.confident:
-        return f"Confident match: confidence {ranking.confidence:.4f} >= threshold {ranking.threshold:.4f}."
-    return (f"No confident match: confidence {ranking.confidence:.4f} is below the threshold "
-            f"{ranking.threshold:.4f}; no recommendation is better than an unrelated one.")
+        return f"Confident match: {_scores(ranking, '>=')}."
+    return f"No confident match: {_scores(ranking, '<')}; no recommendation is better than an unrelated one."
+
+
+def _scores(ranking: Ranking, relation: str) -> str:
+    """The match score against its threshold (0-1), then the confidence on its own scale."""
+    raw = (f"confidence {ranking.confidence:.4f} {relation} threshold {ranking.threshold:.4f} "
+           f"({ranking.score_name} score)")
+    if ranking.match_score is None:
+        return raw
+    return f"match score {ranking.match_score:.3f} {relation} {ranking.match_threshold:.3f}; {raw}"

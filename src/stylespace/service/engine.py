@@ -76,6 +76,8 @@ class Ranking:
         score_name: which confidence score the recommender uses.
         reason: why it is not confident, for the shopper (None when it is); see ``not_a_product``.
         not_a_product: the query was judged not a product photo (blank, or unlike anything in the catalog).
+        match_score: the confidence mapped through the calibration to [0, 1], >= ``match_threshold`` exactly
+            when confident (None: the index's calibration has no match scale; calibrate it again).
     """
 
     hits: list[tuple[ItemRecord, float]]
@@ -85,6 +87,8 @@ class Ranking:
     score_name: str
     reason: str | None = None
     not_a_product: bool = False
+    match_score: float | None = None
+    match_threshold: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,10 +220,11 @@ class StyleEngine:
         if self.judge is not None:
             cutoff = self.judge.cutoff
             compat = {"cutoff": cutoff.value, "cutoff_method": cutoff.method, "tpr": cutoff.tpr, "fpr": cutoff.fpr,
-                      "backbone": self.judge.model.config.backbone}
+                      "backbone": self.judge.model.config.backbone, "model": self.judge.name}
         return {"items": self.size, "classes": len(self._view.class_counts), "model_id": self.model_id,
                 "embedding_dim": self.model.output_dim, "metric": self.index.metric,
                 "threshold": self.recommender.threshold, "confidence_score": self.recommender.score_name,
+                "match_threshold": self.recommender.match_threshold,
                 "junk": self.recommender.junk.to_dict(),
                 "compatibility": compat, "catalog": Path(str(self.catalog.source_path)).name,
                 "text_search": None if self.text_search is None else {
@@ -316,7 +321,8 @@ class StyleEngine:
         return [Ranking(hits=[(records[hit.id], float(hit.score)) for hit in r.items[:q.k]],
                         confidence=float(r.confidence), threshold=self.recommender.threshold,
                         confident=r.confident, score_name=self.recommender.score_name, reason=r.reason,
-                        not_a_product=r.junk)
+                        not_a_product=r.junk, match_score=r.match_score,
+                        match_threshold=self.recommender.match_threshold)
                 for q, r in zip(queries, recommendations)]
 
     def search_text(self, text: str, k: int, *, where=None, like_id: str | None = None, mode: str = "auto",

@@ -24,6 +24,9 @@ class Hit(ItemSummary):
     """One search result."""
 
     rank: int = Field(description="1 for the closest item.")
+    cosine_similarity: float | None = Field(None, description="The raw cosine similarity of the item's embedding "
+                                            "to the query's, from -1 to 1 (null for a Euclidean index). Not a "
+                                            "probability: read `match_score` for how good the answer is.")
     score: float = Field(description="Closeness to the query in the index's metric (`metric`). Unit: for 'cosine', "
                                      "the cosine similarity of two unit vectors, a pure number in [-1, 1] (1 = the "
                                      "same direction, higher is closer); for 'euclidean', the Euclidean distance "
@@ -43,11 +46,19 @@ class SearchResult(BaseModel):
     query: QueryInfo
     k: int
     results: list[Hit] = Field(description="Best first. Shown to users only when `confident` is true.")
+    match_score: float | None = Field(None, ge=0, le=1, description="How likely the top items are the right kind "
+                                      "of product, 0 to 1: the confidence mapped through the index's calibration "
+                                      "(the share of calibration queries at that confidence answered right). "
+                                      "`confident` is true exactly when match_score >= match_threshold; 0 for a "
+                                      "picture that is not a product photo. Null when the index was calibrated "
+                                      "before the match score existed (run `stylespace calibrate-threshold`).")
+    match_threshold: float | None = Field(None, ge=0, le=1, description="The match score (0 to 1) a result "
+                                          "needs to be shown; null without a calibration.")
     confidence: float = Field(description="How sure the recommender is that the top items are relevant "
                                           "(computed without the catalog's labels). Unit: that of the score "
                                           "`confidence_score` names (a cosine similarity for 'top1', a mean or "
                                           "difference of them for 'mean3', 'margin1-10'...); comparable only with "
-                                          "`threshold`, not a probability.")
+                                          "`threshold`, not a probability: shoppers read `match_score`.")
     confidence_score: str = Field(description="Which confidence score this is.")
     threshold: float | None = Field(description="The calibrated threshold the confidence must reach, in the "
                                                 "confidence's unit; null when the "
@@ -97,8 +108,11 @@ class Stats(BaseModel):
     model_id: str
     embedding_dim: int
     metric: str
-    threshold: float | None = Field(description="The calibrated recommendation threshold (null: not calibrated).")
+    threshold: float | None = Field(description="The calibrated recommendation threshold, on the confidence score's "
+                                                "own scale (null: not calibrated).")
     confidence_score: str
+    match_threshold: float | None = Field(None, description="The same threshold as a match score, 0 to 1 (null: "
+                                                            "not calibrated, or calibrated before match scores).")
     junk: dict | None = Field(None, description="The floors of the 'not a product photo' test, measured on the "
                                                 "catalog's own items when the index was made.")
     compatibility: dict | None = Field(description="The loaded compatibility model (cutoff, backbone), or null.")

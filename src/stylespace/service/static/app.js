@@ -2,8 +2,10 @@
 // Plain DOM and fetch, no build step, no inline script or style (the page's Content-Security-Policy
 // allows neither). Views are picked by the URL hash:
 //   #search  #item/<id>  #text/<words>  #browse  #browse/<label>  #compare  #about
-// Shoppers see items, ranks and labelled scores; the model id, threshold and confidence figures are
-// for staff, on the About view (and /stats).
+// Shoppers see items, ranks and one match score per photo answer (0-100 %, calibrated: a confident answer always
+// scores at least what the page needs to show it); the model id, threshold and confidence figures are for
+// staff, on the About view (and /stats). Compare says its verdict in words, with a strength bar; the distance
+// and cutoff are behind a "details" toggle.
 "use strict";
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -11,8 +13,8 @@ const fmt = (x) => (x === null || x === undefined ? "–" : x.toFixed(4));
 const bytes = (n) => (n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(0)} KB` : `${(n / 1048576).toFixed(1)} MB`);
 const NARROW = window.matchMedia("(max-width: 760px)");
 const state = {
-  stats: null, classes: null, browse: { label: null, offset: 0 }, compare: { a: null, b: null },
-  lastUpload: null, lastText: null, busy: false, searchSeq: 0,
+  stats: null, classes: null, browse: { label: null, offset: 0, scroll: 0, loaded: false },
+  compare: { a: null, b: null }, lastUpload: null, lastText: null, busy: false, searchSeq: 0, view: null,
 };
 
 // An error the page can explain: a friendly sentence for the shopper, the server's words for the curious.
@@ -26,6 +28,19 @@ class ApiError extends Error {
   }
 }
 
+// A server of before this page's error shape answered {"detail": "..."} (or a list for 422): its words, and the
+// code its status meant, so that the shopper's sentence stays right.
+const LEGACY_CODES = { 404: "unknown_item", 413: "upload_too_large", 415: "not_an_image", 503: "busy" };
+
+function legacyError(status, detail) {
+  const message = typeof detail === "string" ? detail
+    : Array.isArray(detail) ? detail.map((d) => `${(d.loc || []).slice(-1)[0]}: ${d.msg}`).join("; ") : null;
+  const lower = (message || "").toLowerCase();
+  const code = LEGACY_CODES[status] || (status === 422 ? (lower.includes("limit") ? "image_too_large"
+    : lower.includes("empty") ? "empty_upload" : "unreadable_image") : "unknown");
+  return { code, message };
+}
+
 async function api(path, options) {
   let response;
   try {
@@ -36,7 +51,8 @@ async function api(path, options) {
   let body = null;
   try { body = await response.json(); } catch (_) { /* images and empty bodies */ }
   if (!response.ok) {
-    const error = (body && body.error) || {};
+    // one error shape, {"error": {"code", "message", "field"}}; a server of before answered {"detail": ...}
+    const error = (body && body.error) || legacyError(response.status, body && body.detail);
     throw new ApiError(response.status, error.code || "unknown", error.message || `${response.status} ${response.statusText}`,
       response.headers.get("Retry-After"));
   }
@@ -92,10 +108,30 @@ function showError(element, headline, error, what) {
 
 // --- cards ------------------------------------------------------------------------------------
 
+// A card's own score: only for words searched with the text model alone (its similarity); a photo's answer has
+// one match score for the whole answer instead.
 function scoreText(score) {
   const euclidean = state.stats && state.stats.metric === "euclidean";
   return euclidean ? { label: `distance ${score.toFixed(2)}`, share: Math.max(0, 1 - score / 2) }
     : { label: `similarity ${Math.round(Math.max(0, score) * 100)}%`, share: Math.max(0, Math.min(1, score)) };
+}
+
+// A share (0-1) as a bar: the match score of an answer, the strength of a Compare verdict.
+function meter(share, label) {
+  const wrap = document.createElement("span");
+  wrap.className = "meter";
+  const text = document.createElement("span");
+  text.className = "meter-text";
+  text.textContent = label;
+  const bar = document.createElement("span");
+  bar.className = "bar";
+  bar.setAttribute("aria-hidden", "true");
+  const fill = document.createElement("span");
+  fill.className = "fill";
+  fill.style.width = `${(100 * Math.max(0, Math.min(1, share))).toFixed(0)}%`;
+  bar.append(fill);
+  wrap.append(text, bar);
+  return wrap;
 }
 
 function card(item, extra = {}) {
@@ -107,7 +143,10 @@ function card(item, extra = {}) {
   const img = $("img", node);
   img.src = item.image_url;
   img.alt = item.name || `${item.label || "catalog item"} ${item.id}`;
-  $(".name", node).textContent = item.name || item.id;
+  const name = $(".name", node);
+  name.textContent = item.name || item.id;
+  name.title = item.name || item.id;  // the whole name on hover; a tap unfolds it (two lines otherwise)
+  name.addEventListener("click", () => name.classList.toggle("full"));
   $(".label", node).textContent = item.label || "";
   if (extra.rank !== undefined) {
     const rank = $(".rank", node);
@@ -171,6 +210,15 @@ function setBusy(busy) {
   }
 }
 
+// The match score in whole percent, rounded so that every confident answer reads more than every other one.
+function matchPercent(result) {
+  if (typeof result.match_score !== "number") return null;
+  const score = Math.floor(100 * result.match_score);
+  if (typeof result.match_threshold !== "number") return score;
+  const needed = Math.ceil(100 * result.match_threshold);
+  return result.confident ? Math.max(score, needed) : Math.max(0, Math.min(score, needed - 1));
+}
+
 // Items for words: shown only when confident; otherwise the reason, and no items (never unrelated ones).
 // Scores are shown where they are similarities (the text model alone); a fused or keyword rank has no percentage.
 function showTextResults(result) {
@@ -203,8 +251,10 @@ function showResults(result) {
   const status = $("#search-status");
   grid.replaceChildren();
   const render = (weak) => {
-    grid.replaceChildren(...result.results.map((hit) => card(hit, { score: hit.score, rank: hit.rank, weak })));
+    // one match score for the answer (above), no raw similarity per card
+    grid.replaceChildren(...result.results.map((hit) => card(hit, { rank: hit.rank, weak })));
   };
+  const match = matchPercent(result);
   if (result.confident) {
     setStatus(status, "good", `${result.results.length} similar items`, "Best match first.");
     render(false);
@@ -221,7 +271,22 @@ function showResults(result) {
     reveal.addEventListener("click", () => { reveal.remove(); render(true); });
     status.append(document.createElement("br"), reveal);
   }
+  if (match !== null) {
+    const scored = meter(match / 100, `Match ${match} %`);
+    scored.title = "How likely these are the right kind of product, from how often answers this sure were right";
+    status.insertBefore(scored, status.childNodes[1] || null);
+  }
   grid.dataset.query = result.query.id || result.query.filename || "";
+  intoView(status);
+}
+
+// On a phone the answer arrives below the fold: bring its first line under the sticky header.
+function intoView(element) {
+  const rect = element.getBoundingClientRect();
+  const header = $(".top").getBoundingClientRect().height;
+  if (rect.top < header || rect.top > window.innerHeight * 0.6) {
+    window.scrollTo({ top: window.scrollY + rect.top - header - 8, behavior: "auto" });
+  }
 }
 
 async function runSearch(request, errorHeadline, what, show = showResults) {
@@ -311,8 +376,13 @@ async function loadClasses() {
 }
 
 async function browse(label, append = false) {
+  if (!append && state.browse.loaded && state.browse.label === label && $("#browse-grid").children.length) {
+    loadClasses().catch(() => {});  // back from another view: the same items, the filter and the scroll as left
+    window.scrollTo(0, state.browse.scroll);
+    return;
+  }
   if (!append) {
-    state.browse = { label, offset: 0 };
+    state.browse = { label, offset: 0, scroll: 0, loaded: false };
     skeleton($("#browse-grid"), 12);
     // On a narrow screen the list of article types folds away once one is picked, so the items show first.
     if (NARROW.matches) $("#classes-box").open = false;
@@ -324,6 +394,7 @@ async function browse(label, append = false) {
     if (!append) $("#browse-grid").replaceChildren();
     $("#browse-grid").append(...page.items.map((item) => card(item)));
     state.browse.offset = page.offset + page.items.length;
+    state.browse.loaded = true;
     setStatus($("#browse-status"), "", label || "All items",
       `${page.total.toLocaleString()} items · click one to see items in the same style`);
     $("#more").hidden = state.browse.offset >= page.total;
@@ -346,6 +417,7 @@ function setSlot(name, choice) {
   $(".dropzone-title", slot).hidden = true;
   $(".dropzone-hint", slot).hidden = true;
   $(".caption", slot).textContent = choice.caption;
+  $("[data-role=slot-status]", slot).hidden = true;  // a refusal from before no longer applies
   $("#compare-button").disabled = !(state.compare.a && state.compare.b);
   $("#verdict").hidden = true;
 }
@@ -354,6 +426,44 @@ function pickForCompare(item) {
   const name = !state.compare.a ? "a" : "b";
   setSlot(name, { id: item.id, src: item.image_url, caption: `${item.name || item.id} (${item.label || "?"})` });
   location.hash = "#compare";
+}
+
+// A file the browser cannot decode as a picture never enters a slot (it would show as a broken image).
+async function isPicture(file) {
+  if (file.type && !file.type.startsWith("image/")) return false;
+  if (/tiff?$/i.test(file.type || file.name)) return true;  // the server reads TIFF; Chromium cannot show it
+  try {
+    const bitmap = await createImageBitmap(file);
+    bitmap.close();
+    return true;
+  } catch (_) {
+    return false;
+  }
+}
+
+async function offerToSlot(name, file) {
+  const slot = $(`.slot[data-slot="${name}"]`);
+  const note = $("[data-role=slot-status]", slot);  // by role: setStatus rewrites its classes
+  if (!(await isPicture(file))) {
+    setStatus(note, "error", "Not a picture", `${file.name} doesn't look like a photo. Please choose a JPEG, PNG or WebP image.`);
+    note.hidden = false;
+    return;
+  }
+  note.hidden = true;
+  setSlot(name, { file, src: URL.createObjectURL(file), caption: `${file.name} (your photo)` });
+}
+
+// The verdict in words: how far the pair is from the cutoff, as a share of it, says how clear it is; the
+// strength bar is at 50 % on the cutoff, above it for a pair that goes together.
+function verdictWords(verdict) {
+  const margin = Math.min(1, Math.abs(verdict.cutoff - verdict.distance) / Math.max(verdict.cutoff, 1e-9));
+  const clear = margin >= 0.25 ? "clear" : margin >= 0.08 ? "plain" : "borderline";
+  const words = verdict.compatible
+    ? { clear: "These clearly go well together", plain: "These go well together",
+      borderline: "These go well together, only just" }[clear]
+    : { clear: "These clearly don't go together", plain: "These don't go together",
+      borderline: "These don't quite go together" }[clear];
+  return { words, strength: verdict.compatible ? 0.5 + 0.5 * margin : 0.5 - 0.5 * margin };
 }
 
 async function compare() {
@@ -373,18 +483,25 @@ async function compare() {
     const verdict = await api("/compare", { method: "POST", body: form });
     box.className = `verdict ${verdict.compatible ? "good" : "bad"}`;
     box.replaceChildren();
+    const { words, strength } = verdictWords(verdict);
     const message = document.createElement("div");
     message.className = "message";
-    message.textContent = verdict.message;
+    message.textContent = words;
+    const bar = meter(strength, `Style match ${Math.round(100 * strength)} %`);
+    const more = document.createElement("details");
+    more.className = "numbers";
+    const summary = document.createElement("summary");
+    summary.textContent = "Details";
     const numbers = document.createElement("div");
-    numbers.className = "numbers";
-    numbers.textContent = `style distance ${fmt(verdict.distance)} ${verdict.compatible ? "≤" : ">"} ` +
-      `cutoff ${fmt(verdict.cutoff)}`;
-    box.append(message, numbers);
+    numbers.textContent = `${verdict.message} Style distance ${fmt(verdict.distance)} ` +
+      `${verdict.compatible ? "≤" : ">"} cutoff ${fmt(verdict.cutoff)} (${verdict.cutoff_method}).`;
+    more.append(summary, numbers);
+    box.append(message, bar, more);
   } catch (error) {
     showError(box, "Cannot compare these two", error, "one of these items");
     box.className = "verdict bad";
   } finally {
+    intoView(box);
     button.disabled = !(state.compare.a && state.compare.b);
   }
 }
@@ -399,7 +516,8 @@ function renderAbout() {
     ["Catalog", `${stats.catalog}: ${stats.items.toLocaleString()} items, ${stats.classes} article types`],
     ["Model", `${stats.model_id} (${stats.embedding_dim} dimensions, ${stats.metric}), run by ${stats.engine}`],
     ["Recommendation threshold", stats.threshold === null ? "not calibrated (every result is shown)"
-      : `${fmt(stats.threshold)} on the ${stats.confidence_score} confidence`],
+      : `${fmt(stats.threshold)} on the ${stats.confidence_score} confidence` +
+        (typeof stats.match_threshold === "number" ? ` (match ${Math.round(100 * stats.match_threshold)} %)` : "")],
     ["Uploads", `up to ${(stats.max_upload_bytes / 1e6).toFixed(0)} MB and ` +
       `${(stats.decoding.decoded_pixels / 1e6).toFixed(0)} megapixels as decoded`],
     ["Searches answered", `${stats.searches.toLocaleString()} in ${stats.search_batches.toLocaleString()} batches`],
@@ -409,7 +527,9 @@ function renderAbout() {
     rows.push(["Search by words", `${how}; similarity floor ${fmt(stats.text_search.floor)}`]);
   }
   if (stats.compatibility) {
-    rows.push(["Compatibility", `${stats.compatibility.backbone}, cutoff ${fmt(stats.compatibility.cutoff)}`]);
+    const compat = stats.compatibility;
+    rows.push(["Compatibility", `${compat.model || "a compatibility model"} (on the ${compat.backbone} ` +
+      `backbone), cutoff ${fmt(compat.cutoff)}`]);
   }
   list.replaceChildren(...rows.flatMap(([term, value]) => {
     const dt = document.createElement("dt");
@@ -427,12 +547,16 @@ function route(load = true) {
   const [view, ...rest] = hash.split("/");
   const arg = rest.join("/");
   const name = ["item", "text"].includes(view) ? "search" : ["browse", "compare", "about"].includes(view) ? view : "search";
+  if (state.view === "browse" && name !== "browse") state.browse.scroll = window.scrollY;
+  const changed = state.view !== name;
+  state.view = name;
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${name}`;
   for (const link of document.querySelectorAll("nav a[data-view]")) {
     link.classList.toggle("active", link.dataset.view === name);
     if (link.dataset.view === name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
+  if (changed && name !== "browse") window.scrollTo(0, 0);
   if (!load) return;
   if (view === "item" && arg) searchItem(arg);
   if (view === "text" && arg) searchText(arg);
@@ -458,8 +582,7 @@ document.addEventListener("DOMContentLoaded", () => {
   wireDropzone($("#dropzone"), searchUpload);
   for (const name of ["a", "b"]) {
     const slot = $(`.slot[data-slot="${name}"]`);
-    wireDropzone($(".dropzone", slot), (file) =>
-      setSlot(name, { file, src: URL.createObjectURL(file), caption: `${file.name} (your photo)` }));
+    wireDropzone($(".dropzone", slot), (file) => { offerToSlot(name, file); });
   }
   $("#compare-button").addEventListener("click", compare);
   $("#text-form").addEventListener("submit", (event) => {
