@@ -25,7 +25,8 @@ import numpy as np
 
 from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
-from stylespace.index.backend import IndexBackend, IndexMarker, ItemRows, Neighbours, keys_in_order
+from stylespace.index.backend import (IndexBackend, IndexChanges, IndexMarker, IndexPosition, ItemRows, Neighbours,
+                                      keys_in_order)
 from stylespace.index.backends import backend_class, upgrade_format
 from stylespace.index.config import CONFIG_FILE, FORMAT_VERSION, LEGACY_CALIBRATION_FIELDS, IndexConfig
 from stylespace.index.neighbour_memo import NeighbourMemo
@@ -369,7 +370,8 @@ class CatalogIndex:
 
     def add(self, ids: Sequence[str], vectors, *, model_id: str | None = None,
             labels: Sequence[str | None] | None = None, metas: Sequence[Mapping[str, str]] | None = None,
-            sources: Sequence[str] | None = None, replace: bool = False) -> np.ndarray:
+            sources: Sequence[str] | None = None, replace: bool = False,
+            remove_ids: Sequence[str] = ()) -> np.ndarray:
         """Add items without rebuilding; returns their new keys (N,) int64. One transaction: a crash
         leaves the index without any of them; readers see all of them after their next refresh.
 
@@ -378,6 +380,7 @@ class CatalogIndex:
             model_id: the model that embedded ``vectors``; required, and must be the index's model.
             replace: items whose id is already in the index are replaced (new vector and key); without it
                 an existing id is an error.
+            remove_ids: items removed in the same transaction (each must be in the index, and not among ``ids``).
         """
         vectors, model_id = vectors_and_model(vectors, model_id)
         if model_id is None:
@@ -394,8 +397,17 @@ class CatalogIndex:
                 shown = ", ".join(repr(i) for i in list(existing)[:5])
                 raise StylespaceError(f"{len(existing)} id(s) already in the index ({shown}); remove them first or "
                                       "pass replace (--replace) to update them")
+            removed = self.items.find(list(remove_ids))
+            missing = [i for i in remove_ids if i not in removed]
+            if missing:
+                raise StylespaceError(f"{len(missing)} id(s) to remove not in the index: "
+                                      f"{', '.join(map(repr, missing[:5]))}")
+            both = sorted(set(removed) & set(rows.ids))
+            if both:
+                raise StylespaceError(f"id(s) both added and removed in one change: {', '.join(map(repr, both[:5]))}")
             new_columns = sorted({c for meta in rows.metas for c in meta} - set(self.config.metadata_columns))
-            return self.backend.add(rows, raw, np.array(sorted(existing.values()), dtype=np.int64), new_columns)
+            gone = np.array(sorted({*existing.values(), *removed.values()}), dtype=np.int64)
+            return self.backend.add(rows, raw, gone, new_columns)
 
     def remove(self, ids: Sequence[str], missing_ok: bool = False) -> int:
         """Remove items by id without rebuilding; returns how many were removed.
@@ -448,6 +460,23 @@ class CatalogIndex:
             self._adopt(CatalogIndex.open(self.folder).backend)
             return True
         return self.backend.catch_up()
+
+    @property
+    def position(self) -> IndexPosition:
+        """Exactly which committed state this handle holds (generation, revision, last key)."""
+        return self.backend.position
+
+    def changes_since(self, position: IndexPosition) -> IndexChanges | None:
+        """The items added and the keys removed between ``position`` (an earlier :attr:`position` of this
+        handle) and now, at the cost of the change; None when that is not known (another generation
+        since: a rebuild; or a backend that keeps no change log): read the items again."""
+        return self.backend.changes_since(position)
+
+    @property
+    def changed_items(self) -> int | None:
+        """Items added, replaced or removed over the index's life, as committed (None: the backend does not
+        count them); a saved calibration records it to tell how far the items moved since."""
+        return self.backend.changed_items()
 
     def close(self) -> None:
         self.backend.close()

@@ -30,7 +30,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stylespace.service import schemas
 from stylespace.service.decoding import Busy, DecodeLimits, UploadDecoder
-from stylespace.service.engine import StyleEngine, UnknownItem
+from stylespace.service.auth import KeyGuard
+from stylespace.service.engine import CALIBRATION_STALE_SHARE, StyleEngine, UnknownItem
+from stylespace.service.keys import KeyChecker, KeyStore
+from stylespace.service.routers import items as items_router
 from stylespace.service.headers import SecurityHeaders, public, short
 from stylespace.service.uploads import BodySizeLimit, UploadError, decode_probed_view, probe_upload, read_upload
 from stylespace.utils import StylespaceError, at_least, validate
@@ -47,7 +50,8 @@ K_QUERY = Query(10, ge=1, le=MAX_K, description=f"How many items to return (1..{
 def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
                compat_dir: str | os.PathLike | None = None, max_upload_bytes: int = 10_000_000,
                device: str = "auto", max_batch: int = 32, decode_limits: DecodeLimits | None = None,
-               inference: str = "auto") -> FastAPI:
+               inference: str = "auto", read_key: bool = False,
+               calibration_stale_share: float = CALIBRATION_STALE_SHARE) -> FastAPI:
     """Build the app over the index in ``index_dir``; everything is loaded here, once.
 
     Args:
@@ -60,11 +64,15 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         decode_limits: the pixel budget and decoding lanes for uploads (:class:`DecodeLimits`; default: its defaults).
         inference: what runs the query model: ``auto`` (ONNX Runtime on a CPU when installed, else PyTorch),
             ``onnx`` or ``torch`` (:mod:`stylespace.inference`).
+        read_key: reads need a key too (of scope read or write); writes always need one of scope write
+            (``stylespace keys create``, kept in the index folder).
+        calibration_stale_share: the share of changed items past which /stats calls the calibration stale.
     """
     validate([at_least("max_upload_bytes", max_upload_bytes, 1, note="bytes")])
     limits = decode_limits or DecodeLimits()
     engine = StyleEngine.load(index_dir, model_dir=model_dir, compat_dir=compat_dir, device=device,
-                              max_batch=max_batch, inference=inference)
+                              max_batch=max_batch, inference=inference,
+                              calibration_stale_share=calibration_stale_share)
     decoder = UploadDecoder(decode_probed_view, probe_upload, limits)
 
     @contextlib.asynccontextmanager
@@ -88,10 +96,16 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
 
     def body_limit(path: str) -> int | None:
         files = UPLOAD_PATHS.get(path)
+        if files is None and path.startswith("/items"):  # the write API: one image, or a batch's
+            files = items_router.MAX_BATCH if path == "/items/batch" else 1
         return None if files is None else files * max_upload_bytes + MULTIPART_SLACK_BYTES
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
+    # before the body is read: a request without the right key is answered without reading its upload
+    app.add_middleware(KeyGuard, checker=KeyChecker(KeyStore(index_dir)), read_key=read_key)
     app.add_middleware(SecurityHeaders)  # outermost: a 413 answered before the app runs carries them too
+    app.include_router(items_router.router)
+    app.add_exception_handler(items_router.WriteError, items_router.write_error)
 
     async def decode(data: bytes, size: tuple[int, int], field: str):
         return await asyncio.wrap_future(decoder.submit(data, size, field))
