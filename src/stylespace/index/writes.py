@@ -108,6 +108,11 @@ def put_items(index: CatalogIndex, items: Sequence[NewItem], *, model_id: str, e
     ids = [str(item.id) for item in items]
     if len(set(ids)) != len(ids):
         raise StylespaceError("the items to put repeat an id; give each item once")
+    if remove_ids:
+        found = index.items.find(list(remove_ids))
+        missing = [i for i in remove_ids if i not in found]
+        if missing:
+            raise UnknownItems(missing)
     present = index.items.find(ids) if ids else {}
     if present and existing == "error":
         raise StylespaceError(f"{len(present)} id(s) already in the index ({', '.join(map(repr, list(present)[:5]))}); "
@@ -205,6 +210,52 @@ def _unchanged(index: CatalogIndex, items: Sequence[NewItem]) -> set[str]:
 def _result(index: CatalogIndex, **fates: list[str]) -> WriteResult:
     marker = index.marker
     return WriteResult(marker.generation, marker.revision, **fates)
+
+
+def put_images(index: CatalogIndex, model, images: Sequence[bytes], ids: Sequence[str | None], *,
+               labels: Sequence[str | None] | None = None, metas: Sequence[Mapping[str, str]] | None = None,
+               device: str = "auto", existing: str = "replace") -> WriteResult:
+    """Put items given as image bytes (what ``POST /items`` does, for the CLI and Python): each decoded into
+    its canonical view at the model's input size (a blank picture is refused), embedded by ``model`` (the
+    index's), kept in the index folder, and put with :func:`put_items` in one transaction. An id of None
+    is made from the image and metadata (:func:`made_id`)."""
+    from stylespace.data import load_view
+    from stylespace.embeddings import embed_images
+    from stylespace.models import model_id
+
+    n = len(images)
+    labels = [None] * n if labels is None else list(labels)
+    metas = [{}] * n if metas is None else [dict(m) for m in metas]
+    if not (len(ids) == len(labels) == len(metas) == n):
+        raise StylespaceError(f"{n} images but {len(ids)} ids, {len(labels)} labels and {len(metas)} metadata; "
+                              "expected one each")
+    size = tuple(model.config.input_size)
+    views, formats = [], []
+    for number, data in enumerate(images):
+        view = load_view(data, size=size)
+        if view.blank:
+            raise StylespaceError(f"image {number + 1} ({ids[number] or 'no id'}): the picture is blank or almost "
+                                  "uniform; give a photo of the product")
+        views.append(view)
+        formats.append(_format_of(data))
+    vectors = embed_images(model, np.stack([v.pixels for v in views]), device=device) if views else []
+    items = []
+    for data, fmt, item_id, label, meta, vector in zip(images, formats, ids, labels, metas, vectors):
+        item_id = item_id if item_id is not None else made_id(data, label, meta)
+        items.append(NewItem(item_id, vector, label, meta, save_image(index.folder, data, fmt)))
+    return put_items(index, items, model_id=model_id(model), existing=existing)
+
+
+def _format_of(data: bytes) -> str | None:
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format
+    except Exception:  # decoded fine above; the extension is only a hint for serving it
+        return None
 
 
 # --- uploaded images ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from urllib.parse import quote
@@ -39,6 +40,8 @@ from stylespace.service.uploads import BodySizeLimit, UploadError, decode_probed
 from stylespace.utils import StylespaceError, at_least, validate
 
 STATIC_DIR = Path(__file__).with_name("static")
+# How `stylespace serve --workers N` hands its settings to each worker process (JSON).
+SETTINGS_VARIABLE = "STYLESPACE_SERVE_SETTINGS"
 MAX_K = 100
 # Multipart framing (boundaries, part headers, the form fields) on top of the image bytes themselves.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -234,6 +237,19 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         return schemas.Verdict(**verdict, a=sides[0][1], b=sides[1][1])
 
     return app
+
+
+def app_from_settings(settings: dict) -> FastAPI:
+    """:func:`create_app` from plain settings (what ``stylespace serve`` passes each worker process);
+    ``decoded_pixels`` is :class:`DecodeLimits`'s."""
+    settings = dict(settings)
+    limits = DecodeLimits(decoded_pixels=settings.pop("decoded_pixels")) if "decoded_pixels" in settings else None
+    return create_app(**settings, decode_limits=limits)
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one ``serve --workers N`` worker: its settings come in :data:`SETTINGS_VARIABLE` (JSON)."""
+    return app_from_settings(json.loads(os.environ[SETTINGS_VARIABLE]))
 
 
 def _json(answer) -> Response:

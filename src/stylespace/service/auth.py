@@ -10,8 +10,8 @@
 * no key: 401 with ``WWW-Authenticate: Bearer``; a wrong or revoked key: 401; a valid key without the
   scope: 403;
 * a client (by address) that sent :data:`FREE_FAILURES` wrong keys within :data:`FAILURE_WINDOW` seconds
-  is answered 429 with ``Retry-After`` without its key being checked, for a time that doubles with each
-  further failure (up to :data:`MAX_LOCKOUT`); a valid key clears its record.
+  is answered 429 with ``Retry-After`` without its key being checked, for :data:`FIRST_LOCKOUT` seconds,
+  twice as long after each further failure (up to :data:`MAX_LOCKOUT`); a valid key clears its record.
 
 The key is never logged, never echoed in an answer, and compared in constant time (keys.py).
 """
@@ -37,6 +37,7 @@ OPEN_EXACT = frozenset({"/", "/favicon.svg", "/favicon.ico", "/health", "/openap
 KEY_PARAMETERS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token", "auth",
                             "authorization", "bearer", "secret"})
 FREE_FAILURES = 5
+FIRST_LOCKOUT = 5.0  # seconds; doubled with each further failure
 FAILURE_WINDOW = 300.0
 MAX_LOCKOUT = 300
 MAX_CLIENTS = 10_000  # failure records kept at once (the oldest are forgotten first)
@@ -65,9 +66,9 @@ class FailureThrottle:
             while len(self._failures) > MAX_CLIENTS:
                 old, _ = self._failures.popitem(last=False)
                 self._blocked_until.pop(old, None)
-            over = len(times) - self.free
-            if over > 0:
-                self._blocked_until[client] = now + min(self.max_lockout, 2 ** (over - 1))
+            over = len(times) - self.free  # the free failures used up: wait, twice as long each time
+            if over >= 0:
+                self._blocked_until[client] = now + min(self.max_lockout, FIRST_LOCKOUT * 2 ** over)
 
     def succeeded(self, client: str) -> None:
         with self._lock:

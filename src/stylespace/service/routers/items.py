@@ -12,6 +12,7 @@ input is a 4xx whose body names the field (``{"error": {"code", "message", "fiel
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -118,7 +119,7 @@ async def put_batch(request: Request):
         raise WriteError(422, "invalid_request", "give `items` (a JSON array) or `remove` (a JSON array of ids)", "items")
     if len(entries) > MAX_BATCH:
         raise WriteError(422, "invalid_request", f"at most {MAX_BATCH} items a batch, got {len(entries)}", "items")
-    uploads = []
+    uploads, decoded = [], {}  # a file part named by several items is read and decoded once
     for n, entry in enumerate(entries):
         where = f"items[{n}]"
         if not isinstance(entry, dict):
@@ -131,10 +132,11 @@ async def put_batch(request: Request):
         if not isinstance(file, StarletteUpload):
             raise WriteError(422, "invalid_request", f"{where}.image: name the form's file part that holds the "
                                                      f"item's image (got {short(part)!r})", f"{where}.image")
-        meta = entry.get("metadata", {})
-        uploads.append(await _upload(request, file, f"{where}.image", _item_id(entry.get("id"), f"{where}.id"),
-                                     _label(entry.get("label"), f"{where}.label"),
-                                     _metadata_object(meta, f"{where}.metadata")))
+        item_id, label = _item_id(entry.get("id"), f"{where}.id"), _label(entry.get("label"), f"{where}.label")
+        meta = _metadata_object(entry.get("metadata", {}), f"{where}.metadata")
+        if part not in decoded:
+            decoded[part] = await _upload(request, file, f"{where}.image", None, None, {})
+        uploads.append(dataclasses.replace(decoded[part], id=item_id, label=label, meta=meta))
     ids = [u.id for u in uploads if u.id is not None]
     if len(set(ids)) != len(ids):
         raise WriteError(422, "invalid_request", "items: an id is given twice", "items")
