@@ -62,6 +62,8 @@ class CatalogIndex:
         self.folder = Path(folder)
         self.backend = backend
         self._neighbour_memo = NeighbourMemo()  # items' own neighbours, searched once per index state
+        # index.json as last read by refresh (parsing it costs milliseconds; a stat, microseconds)
+        self._config_stamp: tuple | None = None
 
     @property
     def config(self) -> IndexConfig:
@@ -455,10 +457,14 @@ class CatalogIndex:
     def refresh(self) -> bool:
         """Pick up what other processes committed (items added or removed, a rebuild); returns whether
         anything changed."""
-        current = read_config(self.folder)
-        if _generation_of(current) != _generation_of(self.config):
-            self._adopt(CatalogIndex.open(self.folder).backend)
-            return True
+        stamp = config_stamp(self.folder)
+        if stamp is None or stamp != self._config_stamp:  # index.json rewritten: a rebuild, or a checkpoint
+            current = read_config(self.folder)
+            if _generation_of(current) != _generation_of(self.config):
+                self._adopt(CatalogIndex.open(self.folder).backend)
+                self._config_stamp = stamp
+                return True
+            self._config_stamp = stamp
         return self.backend.catch_up()
 
     @property
@@ -557,6 +563,16 @@ def _previous_config(folder: Path) -> IndexConfig | None:
         return read_config(folder)
     except StylespaceError:
         return None
+
+
+def config_stamp(folder: str | os.PathLike) -> tuple | None:
+    """What changes whenever ``index.json`` in ``folder`` is written (it is always replaced whole: a new
+    inode); None when it is not there."""
+    try:
+        stat = (Path(folder) / CONFIG_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def read_config(folder: Path) -> IndexConfig:

@@ -230,6 +230,7 @@ class StyleEngine:
         self.refresh_seconds = REFRESH_SECONDS
         self._checked = time.monotonic()
         self._refused = None  # the generation of an index made by another model, not adopted
+        self._config_stamp = None  # index.json as last checked for the model that made it
         self._calibration_stamp = self._current_calibration()
         self._batcher = QueryBatcher(self._answer, max_batch=max_batch, name="stylespace-search")
         # Changes other processes commit are picked up by this thread too, so a worker that answers no
@@ -364,16 +365,20 @@ class StyleEngine:
         ``refresh_seconds``. An index rebuilt by another model is not adopted: the service keeps answering
         from the one it has."""
         from stylespace.index import read_config
+        from stylespace.index.catalog_index import config_stamp
 
         with self._lock:
-            config = read_config(self.index.folder)
-            if config.model_id != self.index.model_id:
-                if self._refused != config.generation:  # said once per generation
-                    log.error("the index at %s is now made by model %s, not %s (the served model); still serving "
-                              "the index as it was loaded: restart the service with the new model",
-                              self.index.folder, config.model_id, self.index.model_id)
-                    self._refused = config.generation
-                return False
+            stamp = config_stamp(self.index.folder)
+            if stamp is None or stamp != self._config_stamp:  # a rebuild (or a checkpoint): by which model?
+                config = read_config(self.index.folder)
+                if config.model_id != self.index.model_id:
+                    if self._refused != config.generation:  # said once per generation
+                        log.error("the index at %s is now made by model %s, not %s (the served model); still "
+                                  "serving the index as it was loaded: restart the service with the new model",
+                                  self.index.folder, config.model_id, self.index.model_id)
+                        self._refused = config.generation
+                    return False
+                self._config_stamp = stamp
             self.index.refresh()
             return self._caught_up()
 
