@@ -64,8 +64,8 @@ def test_a_change_at_200k_items_is_applied_in_place_without_reopening(tmp_path, 
     CatalogIndex.create(tmp_path / "index", [f"i{k}" for k in range(n)], vectors, model_id=model_id(model),
                         labels=labels).close()
     index = CatalogIndex.open(tmp_path / "index")
+    monkeypatch.setattr("stylespace.service.engine.REFRESH_SECONDS", 3600.0)  # only the refreshes below catch up
     engine = StyleEngine(index, model, SelectiveRecommender.from_index(index), catalog=None, inference="torch")
-    engine.refresh_seconds = 3600.0  # only the explicit refresh below catches up
     try:
         handle, backend, view = engine.index, engine.index.backend, engine._view
         rows_read = []  # every time the view would read every item again
@@ -102,10 +102,11 @@ def test_a_change_at_200k_items_is_applied_in_place_without_reopening(tmp_path, 
         engine.close()
 
 
-def test_a_rebuild_is_the_one_change_that_reads_every_item_again(served):
+def test_a_rebuild_is_the_one_change_that_reads_every_item_again(served, monkeypatch):
     from stylespace.index import CatalogIndex
     from stylespace.service import create_app
 
+    monkeypatch.setattr("stylespace.service.engine.REFRESH_SECONDS", 3600.0)  # only the refreshes below catch up
     with TestClient(create_app(served.index, inference="torch")) as client:
         engine = client.app.state.engine
         writer = CatalogIndex.open(served.index)
@@ -119,11 +120,12 @@ def test_a_rebuild_is_the_one_change_that_reads_every_item_again(served):
         writer.close()
 
 
-def test_stats_reports_the_calibration_stale_past_the_share_of_changed_items(served):
+def test_stats_reports_the_calibration_stale_past_the_share_of_changed_items(served, monkeypatch):
     from stylespace.index import CatalogIndex
     from stylespace.index.writes import remove_items
     from stylespace.service import create_app
 
+    monkeypatch.setattr("stylespace.service.engine.REFRESH_SECONDS", 3600.0)
     with TestClient(create_app(served.index, inference="torch", calibration_stale_share=0.05)) as client:
         engine = client.app.state.engine
         state = client.get("/stats").json()["calibration"]
