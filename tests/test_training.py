@@ -521,3 +521,19 @@ def test_cli_train_resume_and_embed(tmp_path, catalog_and_split):
     emb = Embeddings.load(tmp_path / "e.npz")
     # The cpu preset embeds with the pooled features under the head: 8 x width channels.
     assert report["items"] == len(emb) == 72 and emb.dim == 64 and emb.model_id == summary["model_id"]
+
+
+def test_the_instance_term_is_nt_xent_with_two_views():
+    """SupConLoss over item ids gives NTXentLoss's value when every item has two views (the presets)."""
+    from pytorch_metric_learning import losses
+
+    from stylespace.training.objectives import InstanceTerm
+
+    torch.manual_seed(0)
+    vectors = torch.nn.functional.normalize(torch.randn(64, 24), dim=1)
+    items = torch.arange(32).repeat(2)
+    term = InstanceTerm(temperature=0.1)
+    ours = term(vectors, None, torch.zeros(64, dtype=torch.long), instances=items)
+    reference = losses.NTXentLoss(temperature=0.1)(vectors, items)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    assert float(term(vectors, None, torch.zeros(64, dtype=torch.long))) == 0.0  # single views: no term

@@ -27,7 +27,8 @@ def compare_cmd(
     split: Path = typer.Option(..., "--split", help="Split manifest CSV from `stylespace split`."),
     models: Optional[List[Path]] = typer.Option(None, "--models", help="A trained run folder (repeat for several)."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="ARCH=PATH: a torchvision CNN and its local "
-                                                "weights file, e.g. resnet50=resnet50-0676ba61.pth (repeat)."),
+                                                "weights file, e.g. resnet50=resnet50-0676ba61.pth, or "
+                                                "efficientnet-lite0=imagenet (weights from its pip package; repeat)."),
     extractors: str = typer.Option(",".join(HAND_MADE), help="Hand-made descriptors to run: colour, gabor, hog "
                                    "(comma-separated; '' for none)."),
     concatenate: Optional[List[str]] = typer.Option(None, "--concatenate", help="A+B+...: an equal-weight "

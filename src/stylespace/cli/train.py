@@ -34,9 +34,12 @@ def train_cmd(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder (model, configs, history, curves, checkpoint)."),
     preset_name: Optional[str] = typer.Option(None, "--preset", help="Starting settings: cpu (~5 min on 2 cores; "
                                                              "the default), default (the shipped model, ~60 min on 2 "
-                                                             "cores), packshot (the earlier default), gpu, small "
+                                                             "cores), lite0 (EfficientNet-Lite0 from ImageNet, frozen, "
+                                                             "head trained on cached features), packshot (the earlier "
+                                                             "default), gpu, small "
                                                              "(28 x 28 grey images; the default up to 32 px a side), or "
-                                                             "finetune (the default with --init)."),
+                                                             "finetune (the default with --init; finetune-frozen for a "
+                                                             "lite0 parent)."),
     init: Optional[str] = typer.Option(None, "--init", help="Fine-tune a trained stylespace model: `default` (the "
                                        "shipped one), a run folder or a model folder. Its architecture, backbone and "
                                        "embedding head are kept; the classifier is new, for this catalog's classes."),
@@ -45,8 +48,17 @@ def train_cmd(
     backbone_lr_factor: Optional[float] = typer.Option(None, help="Fine-tuning: the backbone's learning rate is "
                                                                   "--lr times this."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its own settings."),
-    backbone: Optional[str] = typer.Option(None, help="compact, lenet, resnet18, resnet50, vgg16 or inception_v3."),
-    weights: Optional[str] = typer.Option(None, help="Local pre-trained backbone weights (torchvision .pth or .safetensors)."),
+    backbone: Optional[str] = typer.Option(None, help="compact, lenet, resnet18, resnet50, vgg16, inception_v3, or "
+                                                      "efficientnet-lite0/1/2 (ImageNet weights from a pip package)."),
+    weights: Optional[str] = typer.Option(None, help="Local pre-trained backbone weights (torchvision .pth or "
+                                                     ".safetensors), or imagenet for efficientnet-lite0/1/2."),
+    network_size: Optional[str] = typer.Option(None, help="HxW the backbone sees (images are resized to it inside "
+                                                          "the model; lite0 preset: 160x120)."),
+    head_hidden: Optional[int] = typer.Option(None, help="Width of a hidden layer in the embedding head (0 = none)."),
+    head_share: Optional[float] = typer.Option(None, help="embed-layer both: the head's share of the cosine, 0-1."),
+    cached_views: Optional[int] = typer.Option(None, help="N > 0: the backbone stays frozen and the head trains on "
+                                                          "its features of N views per image, computed once and "
+                                                          "cached (lite0 preset: 3); 0: train the whole network."),
     embedding_dim: Optional[int] = typer.Option(None, help="Embedding size D."),
     input_size: Optional[str] = typer.Option(None, help="Image size HxW in pixels (default 80x60)."),
     width: Optional[int] = typer.Option(None, help="compact/lenet: base channel width."),
@@ -56,8 +68,9 @@ def train_cmd(
     pooling: Optional[str] = typer.Option(None, help="avg, gem or avgmax."),
     dropout: Optional[float] = typer.Option(None, help="Dropout before the embedding layer."),
     classifier: Optional[str] = typer.Option(None, help="linear or cosine (normalised) classifier."),
-    embed_layer: Optional[str] = typer.Option(None, help="What embed() returns: head (the trained embedding) or "
-                                                         "features (the pooled features under it; presets cpu/default)."),
+    embed_layer: Optional[str] = typer.Option(None, help="What embed() returns: head (the trained embedding), "
+                                                         "features (the pooled features under it; presets "
+                                                         "cpu/default) or both (lite0)."),
     objective: Optional[str] = typer.Option(None, help="Terms joined by +, with optional :weight: ce, contrastive, "
                                                        "triplet, ms, arcface, instance (e.g. ce+instance:0.5)."),
     views: Optional[int] = typer.Option(None, help="Augmented views of each item per batch (instance needs 2)."),
@@ -87,7 +100,7 @@ def train_cmd(
     from stylespace.cli.data import parse_size
     from stylespace.training import preset, resume_configs, train_run
     from stylespace.training.distributed import is_primary_process
-    from stylespace.training.presets import default_preset, override
+    from stylespace.training.presets import default_preset, finetune_preset, override
 
     if resume:
         model_config, train_config = resume_configs(out_dir)
@@ -95,10 +108,12 @@ def train_cmd(
         console.print(f"resuming {out_dir} with its saved settings ({model_config.backbone}, {train_config.objective})")
     else:
         size = parse_size(input_size) if input_size else None
-        model_config, train_config = preset(preset_name or ("finetune" if init else default_preset(size)))
+        model_config, train_config = preset(preset_name or (finetune_preset(init) if init else default_preset(size)))
         architecture = dict(backbone=backbone, weights=weights, embedding_dim=embedding_dim, input_size=size,
                             width=width, depth=_ints(depth, "--depth"), stem_stride=stem_stride, multiscale=multiscale,
-                            pooling=pooling, dropout=dropout, classifier=classifier, embed_layer=embed_layer)
+                            pooling=pooling, dropout=dropout, classifier=classifier, embed_layer=embed_layer,
+                            network_size=parse_size(network_size) if network_size else None,
+                            head_hidden=head_hidden, head_share=head_share)
         if init:
             given = [f"--{k.replace('_', '-')}" for k, v in architecture.items() if v is not None]
             if given:
@@ -115,7 +130,7 @@ def train_cmd(
                                 augment=augment, val_fraction=val_fraction, seed=seed, device=device,
                                 num_threads=threads, loss=loss, init=init,
                                 freeze_backbone_epochs=freeze_backbone_epochs,
-                                backbone_lr_factor=backbone_lr_factor).validate()
+                                backbone_lr_factor=backbone_lr_factor, cached_views=cached_views).validate()
     model, result, record = train_run(catalog_path, split, model_config, train_config, out_dir, resume=resume,
                                       progress=not as_json, log=lambda line: console.print(line))
     if not is_primary_process():

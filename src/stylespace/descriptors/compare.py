@@ -278,7 +278,8 @@ def comparison_markdown(comparison: Comparison, command: str = "", catalog: str 
         "",
         markdown_table(header, rows),
     ]
-    ensembles = [r for r in results if r.kind == "ensemble"]
+    # fitted ensembles; an equal-weight concatenation with a CNN among its members is kind "ensemble" too
+    ensembles = [r for r in results if r.kind == "ensemble" and "trials" in r.config]
     if ensembles:
         lines += ["", "Ensembles (weight x member, features kept by SelectKBest):", ""]
         for r in ensembles:

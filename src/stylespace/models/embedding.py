@@ -7,12 +7,10 @@ from torch import nn
 
 from stylespace.models.backbones import Backbone, build_backbone
 from stylespace.models.config import ModelConfig
+from stylespace.models.pretrained import PACKAGE_WEIGHTS
 from stylespace.models.weights import load_backbone_weights
 from stylespace.utils import StylespaceError
 
-# ImageNet statistics: right for torchvision weights, and harmless for from-scratch training.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class GeM(nn.Module):
@@ -63,19 +61,25 @@ class EmbeddingModel(nn.Module):
     def __init__(self, config: ModelConfig, load_weights: bool = True):
         super().__init__()
         self.config = config.validate()
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.backbone: Backbone = build_backbone(config)
-        if config.weights and load_weights:
+        # the statistics the backbone's weights were trained with (ImageNet's; [-1, 1] for EfficientNet-Lite)
+        self.register_buffer("pixel_mean", torch.tensor(self.backbone.pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(self.backbone.pixel_std).view(1, 3, 1, 1), persistent=False)
+        if config.weights == PACKAGE_WEIGHTS and load_weights:
+            self.backbone.load_imagenet()
+        elif config.weights and load_weights:
             load_backbone_weights(self.backbone, config.weights, config.backbone)
         channels = self.backbone.stage_channels
         self.pooled_stages = [self.backbone.shallow_stage, len(channels) - 1] if config.multiscale else [len(channels) - 1]
         self.pools = nn.ModuleList(make_pool(config.pooling) for _ in self.pooled_stages)
         widen = 2 if config.pooling == "avgmax" else 1
         self.feature_dim = sum(channels[i] for i in self.pooled_stages) * widen
+        hidden = [nn.Linear(self.feature_dim, config.head_hidden, bias=False), nn.BatchNorm1d(config.head_hidden),
+                  nn.ReLU(inplace=True)] if config.head_hidden else []
         self.head = nn.Sequential(
             nn.Dropout(config.dropout),
-            nn.Linear(self.feature_dim, config.embedding_dim, bias=False),
+            *hidden,
+            nn.Linear(config.head_hidden or self.feature_dim, config.embedding_dim, bias=False),
             nn.BatchNorm1d(config.embedding_dim),
         )
         self.classifier: nn.Linear | None = None
@@ -91,7 +95,11 @@ class EmbeddingModel(nn.Module):
             raise StylespaceError(f"expected images as a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        return (x - self.pixel_mean) / self.pixel_std
+        x = (x - self.pixel_mean) / self.pixel_std
+        size = tuple(self.config.network_size)
+        if size and tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, feature_dim): pooled backbone features before the embedding head."""
@@ -104,14 +112,33 @@ class EmbeddingModel(nn.Module):
 
     @property
     def output_dim(self) -> int:
-        """Width of what :meth:`embed` returns: ``embedding_dim``, or ``feature_dim`` for ``embed_layer="features"``."""
-        return self.feature_dim if self.config.embed_layer == "features" else self.config.embedding_dim
+        """Width of what :meth:`embed` returns: ``embedding_dim``, ``feature_dim`` for ``embed_layer="features"``,
+        their sum for ``both``."""
+        return {"head": self.config.embedding_dim, "features": self.feature_dim,
+                "both": self.feature_dim + self.config.embedding_dim}[self.config.embed_layer]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, output_dim) L2-normalised embeddings (unit length: cosine = dot product)."""
-        if self.config.embed_layer == "features":
-            return F.normalize(self.features(x), dim=1)
-        return F.normalize(self.forward(x), dim=1)
+        return self.embed_features(self.features(x))
+
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, feature_dim) pooled features -> (B, output_dim) unit embeddings, as :meth:`embed` makes them."""
+        layer = self.config.embed_layer
+        if layer == "features":
+            return F.normalize(features, dim=1)
+        return self.search_vectors(features, self.head(features))
+
+    def search_vectors(self, features: torch.Tensor, head_output: torch.Tensor) -> torch.Tensor:
+        """The unit vectors :meth:`embed` gives, from the pooled ``features`` (B, feature_dim) and the head's
+        output on them (B, D): what training's instance term pulls together, without a second head pass."""
+        layer = self.config.embed_layer
+        if layer == "features":
+            return F.normalize(features, dim=1)
+        if layer == "head":
+            return F.normalize(head_output, dim=1)
+        share = self.config.head_share
+        return torch.cat([(1.0 - share) ** 0.5 * F.normalize(features, dim=1),
+                          share ** 0.5 * F.normalize(head_output, dim=1)], dim=1)
 
     def _require_classifier(self) -> None:
         if self.classifier is None:

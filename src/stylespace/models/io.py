@@ -29,8 +29,10 @@ def model_id(model: EmbeddingModel) -> str:
     mismatch between a model and vectors made by another model can be detected."""
     digest = hashlib.sha256()
     config = dataclasses.asdict(model.config)
-    if config.get("embed_layer") == "head":
-        del config["embed_layer"]  # the default, and the only choice before the field existed: old ids stay valid
+    # Fields at the value that was the only behaviour before they existed are left out: old ids stay valid.
+    for field, before in (("embed_layer", "head"), ("network_size", []), ("head_share", 0.5), ("head_hidden", 0)):
+        if field in config and (list(config[field]) if isinstance(config[field], tuple) else config[field]) == before:
+            del config[field]
     digest.update(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(_tensors(model).items()):
         digest.update(name.encode())

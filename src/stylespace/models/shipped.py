@@ -1,6 +1,7 @@
 """The models that ship with stylespace, by name: ``default`` (the embedding model every command starts
-from) and ``compat`` (the compatibility model of the compare view); ``packshot`` (the earlier default) too in
-a source checkout.
+from: EfficientNet-Lite0 from ImageNet with a head trained on the catalog) and ``compat`` (the compatibility
+model of the compare view); ``compact`` (the from-scratch default before it) and ``packshot`` (the one before
+that) too in a source checkout.
 
 Wherever a command takes a model or compatibility folder it also takes one of these names. An installed
 package carries them as package data under ``stylespace/shipped/NAME`` (setup.py copies them from the
@@ -15,8 +16,9 @@ from pathlib import Path
 
 from stylespace.utils import StylespaceError
 
-SHIPPED = ("default", "compat", "packshot")
-PACKAGED = ("default", "compat")  # what the wheel carries (packshot is kept for comparison in the repository only)
+SHIPPED = ("default", "compat", "compact", "packshot")
+# what the wheel carries (compact and packshot, the earlier defaults, are kept for comparison in the repository only)
+PACKAGED = ("default", "compat")
 _PACKAGE_DIR = Path(__file__).resolve().parents[1] / "shipped"  # stylespace/shipped in an installed package
 _CHECKOUT_DIR = Path(__file__).resolve().parents[3] / "models"  # <repository>/models beside src/
 

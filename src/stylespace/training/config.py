@@ -41,6 +41,10 @@ class TrainConfig:
             before its gradients reach features that are already good).
         backbone_lr_factor: the backbone learns at ``lr`` times this (below 1 when fine-tuning: keep most of
             what the parent learnt).
+        cached_views: 0 = the whole network trains on images augmented on the fly; N > 0 = the backbone stays
+            frozen and only the head and classifier train, on its pooled features of N views of every training
+            image (the first as it is, the others augmented) computed once and cached
+            (:mod:`stylespace.training.frozen`): the recipe for a pre-trained backbone on a CPU.
     """
 
     objective: str = "ce"
@@ -69,6 +73,7 @@ class TrainConfig:
     init: str = ""
     freeze_backbone_epochs: int = 0
     backbone_lr_factor: float = 1.0
+    cached_views: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
@@ -100,6 +105,10 @@ class TrainConfig:
             in_range("freeze_backbone_epochs", self.freeze_backbone_epochs, 0, self.epochs, "[)", integer=True,
                      note="epochs that train everything but the backbone, fewer than epochs"),
             in_range("backbone_lr_factor", self.backbone_lr_factor, 0, 10, "(]"),
+            at_least("cached_views", self.cached_views, 0, note="0 = train the whole network on images"),
+            (self.cached_views == 0 or not is_number(self.views) or self.cached_views >= self.views,
+             f"cached_views ({self.cached_views}) must be at least views ({self.views}): each step draws that "
+             "many different cached views of an item"),
             ("instance" not in terms or (is_number(self.views) and self.views >= 2 and self.augment),
              f"the instance term compares augmented views of each item: it needs views >= 2 and augmentation "
              f"on, got views={self.views}, augment={self.augment}"),

@@ -12,6 +12,13 @@
   ``default`` recipe at a third of the learning rate for 8 epochs, the backbone at 0.3 x that, frozen for
   the first epoch while the new (imprinted) classifier settles (on the 1,000-photo tree of
   benchmarks/bench_own_catalog.py the classifier's validation accuracy levels off after 2 epochs).
+- ``lite0``: EfficientNet-Lite0 with its ImageNet weights (from the pip package), frozen, at 160 x 120 (the
+  80 x 60 view upsampled inside the model); its pooled features of 3 views of every training image (as it is,
+  and two augmented as in ``default``) are computed once and cached, and a 1024-wide head with a cosine
+  classifier trains on them with the ``default`` objective (cross-entropy + instance term). The model embeds
+  with the features and the head's embedding side by side (``embed_layer="both"``): the features keep what
+  ImageNet knows of types this catalog never showed. See docs/training.md for its measured figures.
+- ``finetune-frozen``: ``--init`` on a model of the ``lite0`` recipe: the same recipe from the parent's head.
 - ``gpu``: a larger model and longer schedule for one modern GPU (a few minutes on an H100).
 - ``small``: small grey images such as Fashion-MNIST's 28 x 28: the stem keeps the full resolution for the
   first stage (a stride-4 stem would leave 7 x 7 of a 28 x 28 image), light augmentation that suits
@@ -54,6 +61,21 @@ PRESETS: dict[str, tuple[dict, dict]] = {
              augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
                                padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
     ),
+    "lite0": (
+        dict(backbone="efficientnet-lite0", weights="imagenet", network_size=(160, 120), embedding_dim=256,
+             head_hidden=1024, dropout=0.1, classifier="cosine", embed_layer="both", head_share=0.5),
+        dict(objective="ce+instance:0.5", views=2, cached_views=3, epochs=20, batch_size=128, lr=2e-3,
+             schedule="onecycle", sampler="shuffle", loss=dict(label_smoothing=0.1, temperature=0.1),
+             augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
+                               padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
+    ),
+    "finetune-frozen": (  # with --init on a model trained on a frozen backbone (lite0): only its head trains
+        {},
+        dict(objective="ce+instance:0.5", views=2, cached_views=3, epochs=30, batch_size=64, lr=5e-4,
+             schedule="onecycle", sampler="shuffle", loss=dict(label_smoothing=0.1, temperature=0.1),
+             augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
+                               padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
+    ),
     "gpu": (
         dict(backbone="compact", width=48, depth=(2, 2, 2, 2), stem_stride=2, embedding_dim=128, classifier="cosine"),
         dict(objective="ce", epochs=30, batch_size=256, lr=4e-3, schedule="onecycle", sampler="shuffle"),
@@ -72,6 +94,18 @@ SMALL_INPUT_SIDE = 32
 def default_preset(input_size: tuple[int, int] | None) -> str:
     """The preset for an input size when none is named: ``small`` for small images, else ``cpu``."""
     return "small" if input_size is not None and max(input_size) <= SMALL_INPUT_SIDE else "cpu"
+
+
+def finetune_preset(init: str) -> str:
+    """The preset that fine-tunes the trained model ``init``: ``finetune-frozen`` for a model on a packaged
+    pre-trained backbone (its head is trained on cached features; the whole network would take hours on a
+    CPU), else ``finetune``."""
+    from stylespace.models import resolve_model_dir
+    from stylespace.models.config import PACKAGED_BACKBONES
+    from stylespace.utils import read_json
+
+    config = read_json(resolve_model_dir(init) / "model.json", "ModelConfig JSON")
+    return "finetune-frozen" if config.get("backbone") in PACKAGED_BACKBONES else "finetune"
 
 
 def preset(name: str) -> tuple[ModelConfig, TrainConfig]:

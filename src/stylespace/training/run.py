@@ -23,6 +23,7 @@ import torch
 from stylespace.models import EmbeddingModel, ModelConfig, model_id
 from stylespace.training.config import TrainConfig
 from stylespace.training.distributed import SingleProcess, join_process_group
+from stylespace.training.frozen import fit_on_cached_features
 from stylespace.training.objectives import parse_objective
 from stylespace.training.trainer import FitResult, fit
 from stylespace.utils import StylespaceError, write_json
@@ -198,8 +199,15 @@ def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | No
     parent_record = _parent_record(run_dir, parent, resume)
     if parent is not None:
         parent.imprint(model, pixels[train_idx], y[train_idx])
-    result = fit(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config, run_dir,
-                 resume=resume, progress=progress, log=log, parallel=parallel)
+    if config.cached_views:
+        if resume or parallel.world_size > 1:
+            raise StylespaceError("a run on cached backbone features (cached_views) takes minutes and runs in one "
+                                  "process: start it again without --resume or torchrun (the cache is kept)")
+        result = fit_on_cached_features(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config,
+                                        run_dir, progress=progress, log=log)
+    else:
+        result = fit(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config, run_dir,
+                     resume=resume, progress=progress, log=log, parallel=parallel)
     record = {
         "catalog": str(catalog_path),
         "catalog_fingerprint": catalog.fingerprint(),
