@@ -527,13 +527,18 @@ class StyleEngine:
         self._watcher.join(5)
 
     def _watch(self) -> None:
+        said = None  # the last failure logged: a folder that stays broken is said once, not four times a second
         while not self._stopping.wait(max(self.refresh_seconds, 0.05)):
             try:
                 self.refresh()
-            except StylespaceError as exc:  # a damaged or half-deleted index folder: keep what we have
-                log.error("could not reload the index at %s: %s", self.index.folder, exc)
-            except Exception:  # the watcher must outlive any one failure; searches still refresh themselves
-                log.exception("could not catch up with the index at %s", self.index.folder)
+                said = None
+            except Exception as exc:  # the watcher outlives any failure; the index as loaded keeps answering
+                if str(exc) != said:
+                    said = str(exc)
+                    if isinstance(exc, StylespaceError):  # a damaged or half-deleted index folder
+                        log.error("could not reload the index at %s: %s", self.index.folder, exc)
+                    else:
+                        log.exception("could not catch up with the index at %s", self.index.folder)
 
     # --- the catalog --------------------------------------------------------------------------------
     def item(self, item_id: str) -> ItemRecord:

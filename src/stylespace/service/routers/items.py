@@ -38,6 +38,8 @@ MAX_VALUE_CHARS = 2_000
 MAX_METADATA_BYTES = 16_384
 
 ITEM_ID = Annotated[str, PathParam(description="A catalog item id.")]
+# An upload refused by the shared reading and decoding path, by its status.
+UPLOAD_CODES = {413: "upload_too_large", 415: "not_an_image", 422: "unreadable_image"}
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No key, or a wrong or revoked one (`Authorization: Bearer KEY`)."},
     403: {"description": "The key may not change the catalog (scope read)."},
@@ -186,8 +188,12 @@ async def _upload(request: Request, file, field: str, item_id: str | None, label
     from stylespace.data.images import probe_image
 
     engine, decoder = request.app.state.engine, request.app.state.decoder
-    data = await read_upload(file, request.app.state.max_upload_bytes, field)
-    view = await asyncio.wrap_future(decoder.submit(data, engine.input_size, field))
+    try:
+        data = await read_upload(file, request.app.state.max_upload_bytes, field)
+        view = await asyncio.wrap_future(decoder.submit(data, engine.input_size, field))
+    except UploadError as exc:  # the search path's refusal, in the write API's shape (the field named)
+        raise WriteError(exc.status_code, UPLOAD_CODES.get(exc.status_code, "invalid_request"), exc.message,
+                         field) from None
     if view.blank:
         raise WriteError(422, "blank_image", f"{field}: the picture is blank or almost uniform; send a photo of "
                                              "the product", field)
@@ -266,8 +272,6 @@ async def _run(change, *args):
         return await run_in_threadpool(change, *args)
     except UnknownItems as exc:
         raise WriteError(404, "unknown_item", str(exc), "item_id") from None
-    except UploadError:
-        raise
     except StylespaceError as exc:
         raise WriteError(422, "invalid_input", str(exc), None) from None
 
