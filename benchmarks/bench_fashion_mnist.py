@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path("runs/fashion_mnist"))
     parser.add_argument("--ce-epochs", type=int, default=None, help="default: the small preset's")
-    parser.add_argument("--ce-stem-stride", type=int, default=None, help="ce: compact stem stride (small preset: 2)")
+    parser.add_argument("--ce-stem-stride", type=int, default=None, help="ce: compact stem stride (small preset: 1)")
     parser.add_argument("--ce-erase", type=float, default=None, help="ce: random-erasing probability (small preset: 0)")
     parser.add_argument("--metric-epochs", type=int, default=None, help="contrastive / triplet epochs (default: as ce)")
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: ce, contrastive, triplet, "
@@ -85,7 +85,7 @@ def main() -> None:
     from stylespace.data import column_split, load_catalog, load_image_array
     from stylespace.embeddings import embed_images
     from stylespace.training import preset
-    from stylespace.training.presets import override
+    from stylespace.utils import override
 
     import torch
     from threadpoolctl import threadpool_limits
@@ -130,11 +130,11 @@ def main() -> None:
         # seed 000: contrastive loss on all positive pairs of a batch + 20 x as many negatives, margin 1
         "contrastive": (metric_model, override(base_train, objective="contrastive", epochs=metric_epochs,
                                                sampler="m_per_class", m_per_class=16,
-                                               loss=override(base_train.loss, margin=1.0, pair_ratio=20.0))),
+                                               objective_config=override(base_train.objective_config, margin=1.0, pair_ratio=20.0))),
         # seed 002: triplet hinge loss with gap g, semi-hard triplets
         "triplet": (metric_model, override(base_train, objective="triplet", epochs=metric_epochs,
                                            sampler="m_per_class", m_per_class=16,
-                                           loss=override(base_train.loss, gap=0.2, miner="semihard"))),
+                                           objective_config=override(base_train.objective_config, gap=0.2, miner="semihard"))),
     }
 
     def evaluate_run(name: str) -> np.ndarray:

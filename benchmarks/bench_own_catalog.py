@@ -105,7 +105,7 @@ def one_nn(model_dir: Path, tree: Path, split: Path) -> dict:
 def train(tree: Path, split: Path, out: Path, **options) -> dict:
     """Run `stylespace train` (the library call behind it) into ``out``; returns run.json."""
     from stylespace.training import preset, train_run
-    from stylespace.training.presets import override
+    from stylespace.utils import override
 
     if (out / "run.json").is_file():
         cpu = json.loads((out / "cpu_seconds.json").read_text()) if (out / "cpu_seconds.json").is_file() else {}

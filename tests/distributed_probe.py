@@ -17,7 +17,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_training import shapes, tiny_model  # noqa: E402  (the shared generated images and model)
+from conftest import shapes, tiny_model  # noqa: E402  (the shared generated images and model)
 
 from stylespace.training import ObjectiveConfig, build_objective, build_sampler, parse_objective  # noqa: E402
 from stylespace.training.distributed import SingleProcess, join_process_group  # noqa: E402

@@ -86,3 +86,15 @@ def test_no_two_modules_import_each_other():
     # a package's __init__ re-exporting its own modules, and those modules importing siblings through
     # the package, is not a cycle between two modules
     assert not mutual, "\n".join(f"{a} <-> {b}" for a, b in mutual)
+
+
+def test_docs_architecture_lists_the_same_floors():
+    """docs/architecture.md's floor table says what FLOORS says, package by package."""
+    import re
+
+    doc = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    documented = {}
+    for floor, packages in re.findall(r"^\|\s*(\d+)\s*\|([^|]+)\|", doc, flags=re.MULTILINE):
+        for name in re.findall(r"`([\w_]+)`", packages):
+            documented[name] = int(floor)
+    assert documented == FLOORS

@@ -197,7 +197,7 @@ def toy_problem(n_items=300, n_pairs=3000, seed=0):
 def test_training_beats_the_untrained_head_and_lowers_the_loss():
     features, pairs, category_of = toy_problem()
     splits, _ = split_pairs(pairs, by="pair")
-    config = CompatibilityConfig(hidden_dims=(32,), batch_size=64, max_epochs=6, patience=3, weight_decays=(0.0, 1e-2))
+    config = CompatibilityConfig(hidden_dims=(32,), batch_size=64, epochs=6, patience=3, weight_decays=(0.0, 1e-2))
     result = train_compatibility(features, splits, config, category_of)
     assert result.test_auc > result.untrained["test"] + 0.2
     assert result.test_auc > 0.9

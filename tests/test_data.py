@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import os
 import shutil
-import struct
 import zipfile
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_kaggle_catalog
+from conftest import write_idx, write_idx_catalog, write_kaggle_catalog
 from stylespace.data import (
     CatalogError,
     ImageDecodeError,
@@ -182,21 +180,11 @@ def test_pairs_csv_in_both_formats(tmp_path):
     assert load_catalog(tmp_path / "compat.csv").pairs == [("a.png", "c.png", 1)]
 
 
-def _write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
-    header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if gz:
-        with gzip.open(str(path) + ".gz", "wb") as handle:
-            handle.write(data)
-    else:
-        path.write_bytes(data)
-
-
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_folder(tmp_path, gz):
     rng = np.random.default_rng(0)
-    _write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 255, (20, 28, 28)), gz)
-    _write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(20) % 10, gz)
+    write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 255, (20, 28, 28)), gz)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(20) % 10, gz)
     catalog = load_catalog(tmp_path)
     assert catalog.kind == "idx" and len(catalog) == 20
     assert catalog["train-00003"].label == "Dress"
@@ -304,17 +292,8 @@ def test_fashion_mnist_debian_files(fashion_mnist, tmp_path):
     assert catalog.read_image("test-00000").size == (28, 28)
 
 
-def _idx_catalog(folder: Path, train_labels: np.ndarray, test_labels: np.ndarray) -> Path:
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, labels in (("train", train_labels), ("t10k", test_labels)):
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (len(labels), 28, 28)), True)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.asarray(labels), True)
-    return folder
-
-
 def test_column_split_keeps_the_official_subsets(tmp_path):
-    catalog = load_catalog(_idx_catalog(tmp_path / "fm", np.arange(40) % 10, np.arange(20) % 10))
+    catalog = load_catalog(write_idx_catalog(tmp_path / "fm", np.arange(40) % 10, np.arange(20) % 10))
     manifest = column_split(catalog, "subset", val_fraction=0.25, seed=1)
     assert manifest.totals() == {"all/train": 30, "all/val": 10, "all/test": 20}
     assert all(c == {"all/train": 3, "all/val": 1, "all/test": 2} for c in manifest.counts().values())
@@ -342,7 +321,7 @@ def test_column_split_errors(tmp_path, small_catalog):
     with pytest.raises(StylespaceError, match="must map to one of train, val, test, skip"):
         column_split(catalog, "year", mapping={"2012": "holdout"})
     # a class present on one side only
-    fm = load_catalog(_idx_catalog(tmp_path / "fm", np.arange(40) % 10, np.arange(18) % 9))
+    fm = load_catalog(write_idx_catalog(tmp_path / "fm", np.arange(40) % 10, np.arange(18) % 9))
     with pytest.raises(StylespaceError, match=r"1 class\(es\) are on one side.*Ankle boot \(train only: 4\).*--drop-unshared"):
         column_split(fm, "subset")
     kept = column_split(fm, "subset", drop_unshared=True, val_fraction=0)

@@ -47,12 +47,12 @@ def torchrun(*args: str, processes: int = 2, timeout: int = 120) -> subprocess.C
 def in_process_config(**kw) -> tuple[ModelConfig, TrainConfig]:
     """The configs TRAIN_ARGS give (what `stylespace train` would build), for runs inside this process."""
     from stylespace.training import preset
-    from stylespace.training.presets import override
+    from stylespace.utils import override
 
     model_config, train_config = preset("cpu")
     model_config = override(model_config, width=8)
     settings = dict(epochs=2, batch_size=16, val_fraction=0.2, objective="ce+triplet:0.5", sampler="m_per_class",
-                    m_per_class=4, augment=False, device="cpu", loss=override(train_config.loss, miner="batch_hard"))
+                    m_per_class=4, augment=False, device="cpu", objective_config=override(train_config.objective_config, miner="batch_hard"))
     train_config = override(train_config, **{**settings, **kw})
     return model_config, train_config.validate()
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 
-from conftest import write_kaggle_catalog
+from conftest import JUNK, blank_picture, near_uniform_picture, write_kaggle_catalog
 from stylespace.index import CatalogIndex
 from stylespace.recommend import JunkRule, SelectiveRecommender
 from stylespace.recommend.junk import ATYPICAL, BLANK, JUNK_REASONS, UNLIKE, UNSURE
@@ -21,57 +20,6 @@ from stylespace.recommend.junk import ATYPICAL, BLANK, JUNK_REASONS, UNLIKE, UNS
 MODEL = "model-a"
 
 
-# --- generated pictures that are not product photos ------------------------------------------------------
-
-
-def blank_picture(size=(300, 400)) -> Image.Image:
-    return Image.new("RGB", size, (255, 255, 255))
-
-
-def near_uniform_picture(size=(300, 400), seed=0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(np.clip(rng.normal(150, 2.0, (size[1], size[0], 3)), 0, 255).astype(np.uint8))
-
-
-def noise_picture(size=(60, 80), seed=0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-
-
-def gradient_picture(size=(300, 400)) -> Image.Image:
-    w, h = size
-    t = np.linspace(0.0, 1.0, w)[None, :, None]
-    colours = np.array((255, 0, 0)) * (1 - t) + np.array((0, 0, 255)) * t
-    return Image.fromarray(np.broadcast_to(colours, (h, w, 3)).astype(np.uint8))
-
-
-def text_picture(size=(400, 300)) -> Image.Image:
-    """A screenshot of text: lines of dark text on white, drawn with PIL."""
-    image = Image.new("RGB", size, (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(12)
-    for row, y in enumerate(range(10, size[1] - 20, 18)):
-        draw.text((10, y), f"Order {row}: invoice, total, shipping and returns", fill=(20, 20, 20), font=font)
-    return image
-
-
-def landscape_picture(size=(200, 150), seed=0) -> Image.Image:
-    """Sky (a blue gradient) over a green field with noise."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    horizon = int(h * 0.55)
-    pixels = np.zeros((h, w, 3))
-    t = np.linspace(0.0, 1.0, horizon)[:, None, None]
-    pixels[:horizon] = np.array((70, 130, 220)) * (1 - t) + np.array((190, 220, 250)) * t
-    pixels[horizon:] = np.array((60, 140, 50)) + rng.normal(0, 25, (h - horizon, w, 3))
-    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-
-
-# With the untrained model of the fixture below, these sizes and fonts sit clearly past the floors (a
-# 400 x 300 landscape or 16 px text sits within 3 % of them): the test checks the wiring from picture to
-# reason; how the floors do with the real model and catalog is measured in stylespace.recommend.junk.
-JUNK = {"blank": blank_picture, "near-uniform": near_uniform_picture, "noise": noise_picture,
-        "gradient": gradient_picture, "text": text_picture, "landscape": landscape_picture}
 
 
 # --- the rule ------------------------------------------------------------------------------------------------

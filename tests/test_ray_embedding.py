@@ -124,5 +124,5 @@ def test_without_ray_the_message_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra gives: ImportError
     with pytest.raises(StylespaceError, match=r"pip install 'stylespace\[distributed\]'"):
         RaySession(RayConfig())
-    with pytest.raises(StylespaceError, match="workers must be >= 0"):
+    with pytest.raises(StylespaceError, match="workers must be an integer >= 0"):
         RayConfig(workers=-1).validate()

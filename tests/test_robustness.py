@@ -15,15 +15,15 @@ from stylespace.index.build import build_index
 from stylespace.index.robustness import RobustnessConfig, markdown_table, measure_robustness, pixel_copies
 from stylespace.models import ModelConfig, build_model, save_model
 from stylespace.utils import StylespaceError
-from test_audit import add_item, write_catalog
+from conftest import plant_item, write_patterned_catalog
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("robustness")
-    catalog_dir = write_catalog(root / "catalog", per_class=8)
+    catalog_dir = write_patterned_catalog(root / "catalog", per_class=8)
     # a pixel-identical copy under another id: the same product for the search
-    add_item(catalog_dir, 5000, "Shirts", (catalog_dir / "images" / "1000.png").read_bytes())
+    plant_item(catalog_dir, 5000, "Shirts", (catalog_dir / "images" / "1000.png").read_bytes())
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="compact", width=8, embedding_dim=16, classes=[])).eval()
     save_model(model, root / "model")

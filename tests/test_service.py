@@ -122,7 +122,9 @@ def test_item_and_its_image_come_from_the_catalog(client, served):
 def test_unknown_ids_are_404(client):
     for path in ("/items/nope", "/items/nope/image", "/items/nope/similar"):
         response = client.get(path)
-        assert response.status_code == 404 and "nope" in response.json()["detail"], path
+        error = response.json()["error"]
+        assert response.status_code == 404 and "nope" in error["message"], path
+        assert error["code"] == "unknown_item" and error["field"] == "item_id", path
 
 
 def test_images_are_served_from_a_zip_catalog(tmp_path, served, monkeypatch):
@@ -219,7 +221,7 @@ def test_search_finds_an_uploaded_catalog_image_first(client, served):
 
 @pytest.mark.parametrize("kind", ["blank", "near-uniform", "noise", "gradient", "text", "landscape"])
 def test_a_picture_that_is_not_a_product_photo_is_no_confident_match_with_the_reason(client, kind):
-    from test_junk import JUNK
+    from conftest import JUNK
 
     from stylespace.recommend.junk import BLANK, JUNK_REASONS, UNSURE
 
@@ -253,7 +255,9 @@ def test_search_takes_large_jpeg_and_transparent_png(client, served):
 def test_k_out_of_range_is_422(client, served, k):
     assert client.get("/items/1013/similar", params={"k": k}).status_code == 422
     response = client.post("/search", files={"image": ("q.png", image_bytes(served, "1013"))}, data={"k": k})
-    assert response.status_code == 422 and "k" in json.dumps(response.json()["detail"])
+    assert response.status_code == 422 and response.json()["error"] == {
+        "code": "invalid_request", "field": "k", "message": response.json()["error"]["message"]}
+    assert response.json()["error"]["message"].startswith("k: ")
 
 
 def test_search_without_an_image_is_422(client):
@@ -268,18 +272,19 @@ def truncated_png(served) -> bytes:
     return data[: len(data) // 2]
 
 
-@pytest.mark.parametrize("name, make, status, words", [
-    ("text", lambda s: b"this is not an image at all, just some text\n" * 20, 415, "not an image"),
-    ("html", lambda s: b"<html><body>hello</body></html>", 415, "not an image"),
-    ("truncated", truncated_png, 422, "decode"),
-    ("zero bytes", lambda s: b"", 422, "empty"),
-    ("bomb", lambda s: png_header_only(20_000, 20_000), 422, "bomb"),
-    ("64 Mpx", lambda s: png_header_only(8_000, 8_000), 422, "limit"),
+@pytest.mark.parametrize("name, make, status, code, words", [
+    ("text", lambda s: b"this is not an image at all, just some text\n" * 20, 415, "not_an_image", "not an image"),
+    ("html", lambda s: b"<html><body>hello</body></html>", 415, "not_an_image", "not an image"),
+    ("truncated", truncated_png, 422, "unreadable_image", "decode"),
+    ("zero bytes", lambda s: b"", 422, "empty_upload", "empty"),
+    ("bomb", lambda s: png_header_only(20_000, 20_000), 422, "image_too_large", "bomb"),
+    ("64 Mpx", lambda s: png_header_only(8_000, 8_000), 422, "image_too_large", "limit"),
 ])
-def test_bad_uploads_are_refused_and_the_server_keeps_serving(client, served, name, make, status, words):
+def test_bad_uploads_are_refused_and_the_server_keeps_serving(client, served, name, make, status, code, words):
     response = client.post("/search", files={"image": (f"{name}.png", make(served), "image/png")})
     assert response.status_code == status, response.text
-    assert words in response.json()["detail"].lower()
+    error = response.json()["error"]
+    assert words in error["message"].lower() and error["code"] == code and error["field"] == "image"
     assert_still_serving(client, served)
 
 
@@ -290,13 +295,14 @@ def test_uploads_over_the_size_limit_are_413(served):
     big.save(buffer, format="PNG")
     assert len(buffer.getvalue()) > 1_000
     response = small.post("/search", files={"image": ("big.png", buffer.getvalue())})
-    assert response.status_code == 413 and "limit" in response.json()["detail"]
+    assert response.status_code == 413 and "limit" in response.json()["error"]["message"]
+    assert response.json()["error"]["code"] == "upload_too_large"
     response = small.post("/compare", files={"image_a": ("a.png", buffer.getvalue())}, data={"id_b": "1000"})
     assert response.status_code == 413
     # a body far over the limit is cut off while it streams in (chunked: no Content-Length to check)
     streamed = small.post("/search", content=iter([b"x" * 4096] * 64),
                           headers={"content-type": "multipart/form-data; boundary=b"})
-    assert streamed.status_code == 413
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "upload_too_large"
     assert small.get("/health").status_code == 200
     ok = small.post("/search", files={"image": ("q.png", image_bytes(served, "1013"))}, data={"k": "1"})
     assert ok.status_code == 200
@@ -354,17 +360,21 @@ def test_compare_bad_input(client, served):
     assert client.post("/compare", data={"id_a": "1000"}).status_code == 422
     both = client.post("/compare", files={"image_a": ("a.png", image_bytes(served, "1001"))},
                        data={"id_a": "1001", "id_b": "1002"})
-    assert both.status_code == 422 and "exactly one" in both.json()["detail"]
-    assert client.post("/compare", data={"id_a": "1000", "id_b": "nope"}).status_code == 404
+    assert both.status_code == 422 and "exactly one" in both.json()["error"]["message"]
+    assert both.json()["error"]["field"] == "image_a"
+    unknown = client.post("/compare", data={"id_a": "1000", "id_b": "nope"})
+    assert unknown.status_code == 404 and unknown.json()["error"] | {"message": ""} == {
+        "code": "unknown_item", "field": "id_b", "message": ""}
     not_image = client.post("/compare", files={"image_a": ("a.txt", b"hello"), "image_b": ("b.txt", b"hello")})
-    assert not_image.status_code == 415
+    assert not_image.status_code == 415 and not_image.json()["error"]["code"] == "not_an_image"
     assert_still_serving(client, served)
 
 
 def test_compare_without_a_compatibility_model_is_503(served):
     bare = TestClient(create_app(served.index))
     response = bare.post("/compare", data={"id_a": "1000", "id_b": "1001"})
-    assert response.status_code == 503 and "--compat" in response.json()["detail"]
+    assert response.status_code == 503 and "--compat" in response.json()["error"]["message"]
+    assert response.json()["error"]["code"] == "compare_unavailable"
     assert bare.get("/stats").json()["compatibility"] is None
 
 

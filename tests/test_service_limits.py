@@ -85,7 +85,8 @@ def test_a_large_blank_png_is_refused_from_its_header_naming_the_limit(client):
     peak = peak_memory_of(lambda: responses.append(client.post("/search", files={"image": ("blank.png", data)})))
     response = responses[0]
     assert response.status_code == 422
-    detail = response.json()["detail"]
+    detail = response.json()["error"]["message"]
+    assert response.json()["error"]["code"] == "image_too_large"
     assert "6000x6000" in detail and "4 Mpx" in detail and "limit" in detail
     assert peak < 50 * MB, f"peak memory rose by {peak / MB:.0f} MB: it was decoded"  # decoded, it is 108 MB
 
@@ -101,7 +102,7 @@ def test_a_large_jpeg_passes_because_it_decodes_at_reduced_scale(client, served)
 def test_the_pixel_budget_is_configurable(served):
     strict = TestClient(create_app(served.index, decode_limits=DecodeLimits(decoded_pixels=5_000)))
     response = strict.post("/search", files={"image": ("p.png", png(100, 100))})
-    assert response.status_code == 422 and "0.005 Mpx" in response.json()["detail"]
+    assert response.status_code == 422 and "0.005 Mpx" in response.json()["error"]["message"]
     assert strict.get("/stats").json()["decoding"]["decoded_pixels"] == 5_000
     assert strict.post("/search", files={"image": ("p.png", png(60, 80))}).status_code == 200
     with pytest.raises(Exception, match="decoded_pixels"):
@@ -154,7 +155,7 @@ def test_heavy_uploads_queue_on_their_own_lane_and_a_full_queue_is_503_with_retr
     try:
         response = client.post("/search", files={"image": ("heavy.png", heavy)})
         assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
-        assert "busy" in response.json()["detail"]
+        assert "busy" in response.json()["error"]["message"] and response.json()["error"]["code"] == "busy"
         # an ordinary upload does not wait for the heavy lane
         light = client.post("/search", files={"image": ("small.png", png(60, 80, (90, 20, 20)))})
         assert light.status_code == 200
@@ -217,3 +218,49 @@ def test_echoed_values_are_cut_short(client):
     named = client.post("/search", files={"image": (long[:500] + ".png", png(60, 80))}).json()
     assert "query" in named, named
     assert len(named["query"]["filename"]) < 100
+
+
+# --- one error shape, documented ----------------------------------------------------------------------
+
+
+def test_every_error_has_the_one_shape_with_a_known_code(client):
+    from stylespace.service.errors import CODES
+
+    answers = [client.get("/items/nope"), client.get("/items", params={"label": "nope"}),
+               client.get("/items", params={"limit": 0}), client.get("/no/such/path"), client.delete("/stats"),
+               client.post("/search", files={"image": ("x.png", b"not an image")}),
+               client.post("/search", data={"k": "3"}), client.post("/compare", data={"id_a": "1000"})]
+    for response in answers:
+        assert response.status_code >= 400 and set(response.json()) == {"error"}, response.text
+        error = response.json()["error"]
+        assert set(error) == {"code", "message", "field"} and error["message"], error
+        assert CODES[error["code"]][0] == response.status_code, error
+    assert [r.json()["error"]["code"] for r in answers[:5]] == [
+        "unknown_item", "unknown_label", "invalid_request", "not_found", "method_not_allowed"]
+    assert answers[1].json()["error"]["field"] == "label" and answers[2].json()["error"]["field"] == "limit"
+    assert answers[6].json()["error"]["field"] == "image"  # a missing upload names its field
+
+
+def test_the_openapi_schema_documents_every_error_status_of_each_route(client):
+    schema = client.get("/openapi.json").json()
+    expected = {("/search", "post"): {413, 415, 422, 500, 503}, ("/compare", "post"): {404, 413, 415, 422, 500, 503},
+                ("/items/{item_id}/similar", "get"): {404, 422, 500}, ("/items/{item_id}", "get"): {404, 422, 500},
+                ("/items/{item_id}/image", "get"): {404, 422, 500}, ("/items", "get"): {404, 422, 500},
+                ("/health", "get"): {500}, ("/stats", "get"): {500}, ("/classes", "get"): {500}}
+    for (path, method), statuses in expected.items():
+        responses = schema["paths"][path][method]["responses"]
+        assert {int(s) for s in responses if s != "200"} == statuses, (path, sorted(responses))
+        for status in statuses:
+            body = responses[str(status)]["content"]["application/json"]["schema"]
+            assert body == {"$ref": "#/components/schemas/ErrorBody"}, (path, status, body)
+            assert "`" in responses[str(status)]["description"]  # names the codes it carries
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    assert "unit" in schema["components"]["schemas"]["Hit"]["properties"]["score"]["description"]
+
+
+def test_redoc_loads_nothing_from_outside_the_server(client):
+    page = client.get("/redoc")
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    script = client.get(next(u for u in urls if u.endswith("redoc.standalone.js")))
+    assert script.status_code == 200 and b"https://cdn." not in script.content
+    assert b'"img",{alt:"redocly logo"' not in script.content or b"src:\"/favicon.svg\"" in script.content

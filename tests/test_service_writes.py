@@ -82,11 +82,7 @@ def search_ids(client, image: bytes, k: int = 5) -> list[str]:
 
 
 def error_of(response) -> dict:
-    body = response.json()
-    if "error" in body:
-        return body["error"]
-    # FastAPI's own validation answer (a parameter missing or of the wrong type): its loc names the field
-    return {"code": "invalid_request", "field": ".".join(str(p) for p in body["detail"][0]["loc"][1:])}
+    return response.json()["error"]
 
 
 # --- POST /items -----------------------------------------------------------------------------------------------

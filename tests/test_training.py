@@ -8,48 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from stylespace.models import ModelConfig, build_model, load_model, model_id
+from conftest import SHAPES_SIZE, shapes, tiny_model
+from stylespace.models import ModelConfig, load_model, model_id
 from stylespace.training import (
     AugmentConfig, BatchAugment, ObjectiveConfig, RatioPairMiner, TrainConfig, build_objective, build_sampler,
     carve_validation, fit, leave_one_out_1nn_accuracy, parse_objective, preset, train_run,
 )
 from stylespace.utils import StylespaceError
-
-SIZE = (32, 24)
-COLOURS = [(210, 40, 40), (40, 60, 210), (40, 170, 60), (220, 170, 30)]
-
-
-def shapes(per_class: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """4 classes of coloured shapes on white, 32x24 px: red squares, blue discs, green bars, yellow rings;
-    position, size and shade jitter. Returns (N, 32, 24, 3) uint8 and (N,) int labels."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:SIZE[0], 0:SIZE[1]]
-    images, labels = [], []
-    for label, colour in enumerate(COLOURS):
-        for _ in range(per_class):
-            cy, cx, r = 16 + rng.uniform(-4, 4), 12 + rng.uniform(-3, 3), rng.uniform(5, 8)
-            if label == 0:
-                mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
-            elif label == 1:
-                mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
-            elif label == 2:
-                mask = (abs(yy - cy) < 1.6 * r) & (abs(xx - cx) < r / 2)
-            else:
-                d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
-                mask = (d < r) & (d > r / 2)
-            image = np.full((*SIZE, 3), 255, np.uint8)
-            shade = np.clip(np.array(colour) + rng.integers(-25, 26, 3), 0, 255)
-            image[mask] = shade
-            images.append(image)
-            labels.append(label)
-    return np.stack(images), np.array(labels)
-
-
-def tiny_model(classes: bool = True, seed: int = 0, **kw):
-    torch.manual_seed(seed)
-    return build_model(ModelConfig(backbone="compact", width=8, embedding_dim=16, input_size=SIZE,
-                                   classes=["red", "blue", "green", "yellow"] if classes else [], **kw))
-
 
 def tiny_config(**kw) -> TrainConfig:
     kw.setdefault("epochs", 4)
@@ -94,9 +59,9 @@ def test_objective_loss_decreases(tmp_path, data, objective, loss, sampler):
     x, y, _, _ = data
     needs_classes = "ce" in parse_objective(objective)
     model = tiny_model(classes=needs_classes)
-    config = tiny_config(objective=objective, loss=ObjectiveConfig(**loss), sampler=sampler, m_per_class=8,
+    config = tiny_config(objective=objective, objective_config=ObjectiveConfig(**loss), sampler=sampler, m_per_class=8,
                          augment=False, epochs=6)
-    trained = build_objective(objective, config.loss, 4, 16)  # composed here, handed to fit
+    trained = build_objective(objective, config.objective_config, 4, 16)  # composed here, handed to fit
     probe = build_objective(objective, ObjectiveConfig(miner="all"), 4, 16)
     for term in probe.terms.values():
         if isinstance(term.loss, TripletMarginLoss):
@@ -201,7 +166,7 @@ def test_augmentation():
     assert torch.allclose(flipped, batch.permute(0, 3, 1, 2).float().flip(-1) / 255, atol=1e-5)
     strong = BatchAugment(AugmentConfig())
     out = strong(batch, torch.full((len(batch),), 2.0), torch.Generator().manual_seed(0))
-    assert out.shape == (8, 3, *SIZE) and out.min() >= 0 and out.max() <= 1
+    assert out.shape == (8, 3, *SHAPES_SIZE) and out.min() >= 0 and out.max() <= 1
     again = strong(batch, torch.full((len(batch),), 2.0), torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
     weak = strong(batch, torch.zeros(len(batch)), torch.Generator().manual_seed(0))
@@ -225,7 +190,7 @@ def test_each_augmentation_family_keeps_shape_and_range_and_changes_the_image(fa
     batch = torch.from_numpy(x)
     off = dict(scale=0.0, translate=0.0, flip=0.0, colour=0.0)
     out = BatchAugment(AugmentConfig(**{**off, **family}))(batch, None, torch.Generator().manual_seed(1))
-    assert out.shape == (8, 3, *SIZE) and out.dtype == torch.float32
+    assert out.shape == (8, 3, *SHAPES_SIZE) and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
     plain = batch.permute(0, 3, 1, 2).float() / 255
     assert (out - plain).abs().mean() > 0.002, family
@@ -268,7 +233,7 @@ def test_instance_objective_loss_falls_and_needs_views(tmp_path, data):
     model = tiny_model(classes=False)
     augmentation = AugmentConfig(scale=0.1, flip=0.5, colour=0.1, aspect=0.1, rotate=5, padding="backdrop")
     config = tiny_config(objective="instance", views=2, epochs=16, lr=5e-3, augmentation=augmentation)
-    objective = build_objective("instance", config.loss, 4, 16)
+    objective = build_objective("instance", config.objective_config, 4, 16)
     augment = BatchAugment(augmentation)
     batch = torch.from_numpy(x[:32])
 
@@ -405,7 +370,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, data, monke
     (dict(train_labels=np.array([0, 1, 2, 9])), r"in \[0, 4\)"),
 ])
 def test_fit_input_errors(tmp_path, bad, message):
-    args = dict(train_pixels=np.zeros((4, *SIZE, 3), np.uint8), train_labels=np.array([0, 1, 2, 3]))
+    args = dict(train_pixels=np.zeros((4, *SHAPES_SIZE, 3), np.uint8), train_labels=np.array([0, 1, 2, 3]))
     args.update(bad)
     with pytest.raises(StylespaceError, match=message):
         fit(tiny_model(), args["train_pixels"], args["train_labels"], None, None, tiny_config(), tmp_path / "r",
@@ -424,7 +389,7 @@ def test_train_config_validation(field, value, message):
 def test_train_config_round_trips_through_json(tmp_path):
     from stylespace.utils import load_dataclass, save_dataclass
 
-    config = TrainConfig(objective="ce+triplet:0.5", loss=ObjectiveConfig(gap=0.3), augmentation=AugmentConfig(flip=0))
+    config = TrainConfig(objective="ce+triplet:0.5", objective_config=ObjectiveConfig(gap=0.3), augmentation=AugmentConfig(flip=0))
     save_dataclass(config, tmp_path / "train.json")
     assert load_dataclass(TrainConfig, tmp_path / "train.json") == config
 

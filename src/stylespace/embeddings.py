@@ -160,6 +160,14 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
 def predict_classes(model, pixels: np.ndarray, batch_size: int = 512,
                     device: str | torch.device = "auto") -> np.ndarray:
     """Class indices from the model's classifier head (task 1): (N, H, W, 3) uint8 -> (N,) int64."""
+    scores = class_scores(model, pixels, batch_size, device)
+    return scores.argmax(axis=1).astype(np.int64) if len(scores) else np.zeros(0, dtype=np.int64)
+
+
+def class_scores(model, pixels: np.ndarray, batch_size: int = 512,
+                 device: str | torch.device = "auto") -> np.ndarray:
+    """The classifier head's scores (logits), (N, H, W, 3) uint8 -> (N, len(model.classes)) float32: what
+    top-k accuracies rank."""
     import torch  # here, not at the top: reading and unwrapping embeddings (the index) needs no torch
 
     from stylespace.models.inputs import as_model_input
@@ -169,10 +177,10 @@ def predict_classes(model, pixels: np.ndarray, batch_size: int = 512,
     target = device if isinstance(device, torch.device) else pick_device(device)
     model = model.to(target).eval()
     with torch.no_grad():
-        out = [model.predict(as_model_input(torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size]))
-                                            .to(target))).cpu().numpy()
+        out = [model.logits(as_model_input(torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size]))
+                                           .to(target))).float().cpu().numpy()
                for start in range(0, len(pixels), batch_size)]
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    return np.concatenate(out) if out else np.zeros((0, len(model.classes)), dtype=np.float32)
 
 
 def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, batch_size: int = 512,

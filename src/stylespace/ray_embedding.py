@@ -26,7 +26,7 @@ import numpy as np
 
 from stylespace.embeddings import Embeddings, catalog_embeddings, embed_images
 from stylespace.progress import steps
-from stylespace.utils import StylespaceError
+from stylespace.utils import StylespaceError, above, at_least, validate
 
 # Rows handed to the actor pool per block (Ray Data splits a block into map_batches batches).
 _BLOCK_ROWS = 4096
@@ -54,17 +54,19 @@ class RayConfig:
     num_cpus: int = 0
     object_store_memory: int = 1 << 30
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> "RayConfig":
-        checks = [
-            (self.workers >= 0, f"Ray workers must be >= 0 (0 = one per CPU or GPU), got {self.workers}"),
-            (self.cpus_per_worker > 0, f"cpus_per_worker must be > 0, got {self.cpus_per_worker}"),
-            (self.gpus_per_worker >= 0, f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}"),
-            (self.shard_rows >= 1, f"shard_rows must be >= 1, got {self.shard_rows}"),
-            (self.num_cpus >= 0 and self.object_store_memory >= 0, "num_cpus and object_store_memory must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise StylespaceError(message)
+        """Check the settings (run when the config is made)."""
+        validate([
+            at_least("workers", self.workers, 0, note="0 = one per CPU or GPU"),
+            above("cpus_per_worker", self.cpus_per_worker, 0),
+            at_least("gpus_per_worker", self.gpus_per_worker, 0, integer=False),
+            at_least("shard_rows", self.shard_rows, 1),
+            at_least("num_cpus", self.num_cpus, 0, note="0 = all of them"),
+            at_least("object_store_memory", self.object_store_memory, 0, note="bytes"),
+        ], "Ray")
         return self
 
 
@@ -179,7 +181,7 @@ def embed_items_ray(model, catalog, ids: Sequence[str] | None = None, config: Ra
         batch_size: images per forward pass on a worker. device: ``cpu`` keeps workers off GPUs even where
             they have one; otherwise a worker given a GPU (``gpus_per_worker``) embeds on it.
     """
-    config = (config or RayConfig()).validate()
+    config = config or RayConfig()
     wanted = list(catalog.ids) if ids is None else [str(i) for i in ids]
     position = {item_id: row for row, item_id in enumerate(catalog.ids)}
     failed = {i: "not in the catalog" for i in wanted if i not in position}

@@ -15,6 +15,10 @@ from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 
+# The distance metrics every floor speaks of (an index's, an evaluation's, a report's), named once here:
+# ``cosine`` (on L2-normalised vectors) and ``euclidean`` (on the vectors as given).
+METRICS = ("cosine", "euclidean")
+
 
 class StylespaceError(Exception):
     """An error caused by the user's input; its message says what is wrong and what to do.
@@ -259,9 +263,14 @@ def load_dataclass(cls: type[T], path: str | os.PathLike) -> T:
 
 
 def dataclass_from_dict(cls: type[T], data: dict, source: str = "config") -> T:
-    """Build ``cls`` from a dict, converting lists back to tuples where the field is a tuple."""
+    """Build ``cls`` from a dict, converting lists back to tuples where the field is a tuple.
+
+    A field renamed since a file was written is read under its new name when ``cls`` lists it in a
+    ``RENAMED`` class attribute (``{"old_name": "new_name"}``), so old files stay readable."""
     if not isinstance(data, dict):
         raise StylespaceError(f"{source}: expected a JSON object for {cls.__name__}")
+    renamed = getattr(cls, "RENAMED", {})
+    data = {renamed.get(key, key): value for key, value in data.items() if not (key in renamed and renamed[key] in data)}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -275,6 +284,32 @@ def dataclass_from_dict(cls: type[T], data: dict, source: str = "config") -> T:
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def override(config: T, **changes: Any) -> T:
+    """A copy of a config dataclass with the non-None ``changes`` applied: how a command's options (None
+    when not given) override a config, whose own defaults stay the one source of defaults."""
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+def lazy_exports(package: str, exports: dict[str, list[str]]):
+    """``(__getattr__, __dir__)`` for a package whose ``__init__`` names what it offers without importing it:
+    ``exports`` maps each submodule to the names it gives, and a name is imported from its submodule when
+    first asked for (PEP 562). ``from stylespace.compat import CompatibilityJudge`` works as before, while
+    importing ``stylespace.compat.model`` alone (the CLI, for its defaults) no longer loads every module."""
+    import importlib
+
+    where = {name: module for module, names in exports.items() for name in names}
+
+    def __getattr__(name: str):
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+
+    def __dir__() -> list[str]:
+        return sorted(where)
+
+    return __getattr__, __dir__
 
 
 def pick_device(name: str = "auto"):

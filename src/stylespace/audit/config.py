@@ -1,7 +1,7 @@
 """How an audit is made: one dataclass, saved as ``config.json`` beside ``audit.json`` (and inside it).
 
 How the near-copy thresholds were chosen (``stylespace.audit.calibrate.measure_copy_distances``, which
-``stylespace audit --near-distance auto`` runs; shared catalog, the model now in models/packshot, 400 sampled items that are
+``stylespace audit --near-distance auto`` runs; shared catalog, the model in models/packshot, 400 sampled items that are
 neither blank nor pixel-identical to another, one copy each made by ``stylespace.data.distortions``:
 ``jpeg30``, ``upscale4``, ``crop85``, as upload bytes through the canonical view). Distance: cosine
 ``1 - cos`` of the embeddings; pixels and shift: :func:`stylespace.audit.copies.pixel_difference` of the
@@ -34,20 +34,19 @@ import dataclasses
 
 from stylespace.utils import at_least, each, in_range, one_of, validate
 
-# The embedding gate (cosine distance) per embedder: the 99th percentile of copy distances. Measured above
-# with the model now in models/packshot (0.031); `--near-distance auto` measured 0.140 for today's
-# models/default (74fbd996b385, trained with the instance term: its distances are larger all round).
+# The embedding gate of a near copy (cosine distance) per embedder: the 99th percentile of copy distances,
+# measured by `--near-distance auto`. It belongs to the embedder: models/default (74fbd996b385, trained with
+# the instance term, which spreads distances) measures 0.140 where the model of the table above measured
+# 0.031; coarse pixel vectors 0.31.
 NEAR_DISTANCE = {"model": 0.140, "pixels": 0.31}
 NEAR_PIXELS = 12.0
 NEAR_SHIFT = 3.0
 
 
 @dataclasses.dataclass
-class AuditConfig:
-    """What an audit looked for and how.
+class AuditSettings:
+    """What an audit looks for and how (``stylespace audit``'s options, derived from these defaults).
 
-    size: (H, W) of the canonical views hashed, compared and embedded (the model's input size, or 80 x 60).
-    embedder: ``model`` (the model's embeddings) or ``pixels`` (coarse colour thumbnails; no model given).
     near_distance: the embedding gate of a near copy (cosine); None picks ``NEAR_DISTANCE[embedder]``.
     near_pixels, near_shift: the pixel test of a near copy, on the product pixels of the views box-averaged
         to about 20 px high: mean absolute difference, and largest per-channel mean signed difference (a colour
@@ -61,14 +60,6 @@ class AuditConfig:
     fix: write a cleaned split manifest (one item per cluster, blank images out).
     """
 
-    catalog: str = ""
-    catalog_fingerprint: str = ""
-    split: str = ""
-    split_sha256: str = ""
-    model: str = ""
-    model_id: str = ""
-    embedder: str = "pixels"
-    size: tuple[int, int] = (80, 60)
     near_distance: float | None = None
     near_pixels: float = NEAR_PIXELS
     near_shift: float = NEAR_SHIFT
@@ -80,19 +71,44 @@ class AuditConfig:
     fix: bool = False
 
     def __post_init__(self) -> None:
-        validate([
-            one_of("embedder", self.embedder, tuple(NEAR_DISTANCE)),
-            each("size", self.size, 8, count=2, note="H, W in pixels"),
-            in_range("near_distance", self.near_distance, 0, 2, "(]", none_ok=True,
-                     note="a cosine distance; None: the embedder's measured gate"),
-            at_least("near_pixels", self.near_pixels, 0, integer=False, note="grey levels; 0 turns near copies off"),
-            at_least("near_shift", self.near_shift, 0, integer=False, note="grey levels"),
-            at_least("neighbours", self.neighbours, 1),
-            at_least("tiny_side", self.tiny_side, 0, note="pixels"),
-            at_least("outlier_k", self.outlier_k, 1),
-            in_range("outlier_percentile", self.outlier_percentile, 0, 100),
-            at_least("outlier_spread", self.outlier_spread, 0, integer=False),
-        ], "audit")
+        validate(self._checks(), "audit")
+
+    def _checks(self):
+        yield in_range("near_distance", self.near_distance, 0, 2, "(]", none_ok=True,
+                       note="a cosine distance; None: the embedder's measured gate")
+        yield at_least("near_pixels", self.near_pixels, 0, integer=False, note="grey levels; 0 turns near copies off")
+        yield at_least("near_shift", self.near_shift, 0, integer=False, note="grey levels")
+        yield at_least("neighbours", self.neighbours, 1)
+        yield at_least("tiny_side", self.tiny_side, 0, note="pixels")
+        yield at_least("outlier_k", self.outlier_k, 1)
+        yield in_range("outlier_percentile", self.outlier_percentile, 0, 100)
+        yield at_least("outlier_spread", self.outlier_spread, 0, integer=False)
+
+
+@dataclasses.dataclass(kw_only=True)
+class AuditConfig(AuditSettings):
+    """What an audit was (``config.json``): its :class:`AuditSettings`, with ``near_distance`` the gate it used,
+    and what it read.
+
+    catalog, catalog_fingerprint: the catalog audited; split, split_sha256: the split manifest, if one.
+    model, model_id: the model whose embeddings found near copies and outliers, if one.
+    size: (H, W) of the canonical views hashed, compared and embedded (the model's input size, or 80 x 60).
+    embedder: ``model`` (the model's embeddings) or ``pixels`` (coarse colour thumbnails; no model given).
+    """
+
+    catalog: str = ""
+    catalog_fingerprint: str = ""
+    split: str = ""
+    split_sha256: str = ""
+    model: str = ""
+    model_id: str = ""
+    embedder: str = "pixels"
+    size: tuple[int, int] = (80, 60)
+
+    def _checks(self):
+        yield one_of("embedder", self.embedder, tuple(NEAR_DISTANCE))
+        yield each("size", self.size, 8, count=2, note="H, W in pixels")
+        yield from super()._checks()
 
     @property
     def near_gate(self) -> float:

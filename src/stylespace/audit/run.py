@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from stylespace.audit.calibrate import CopyMeasurement, measure_copy_distances
-from stylespace.audit.config import AuditConfig
+from stylespace.audit.config import AuditConfig, AuditSettings
 from stylespace.audit.copies import cluster_copies, components, nearest, pixel_hashes, pooled_views
 from stylespace.audit.quality import Blank, Outlier, OutlierRule, Tiny, blank_items, outliers, tiny_items
 from stylespace.audit.vectors import Embedder
@@ -159,13 +159,15 @@ def load_clusters(path: str | os.PathLike) -> tuple[list[list[str]], str]:
                       f" / {config.get('near_pixels')} px / shift {config.get('near_shift')})")
 
 
-def run_audit(catalog, config: AuditConfig | None = None, *, model=None, manifest=None, embeddings=None,
+def run_audit(catalog, settings: AuditSettings | None = None, *, model=None, manifest=None, embeddings=None,
               calibrate: bool = False, batch_size: int = 256, device: str = "auto", progress: bool = False,
               log: Callable[[str], None] | None = None, output: str | os.PathLike | None = None) -> AuditResult:
     """Audit ``catalog`` (a :class:`~stylespace.data.Catalog`).
 
     Args:
-        config: thresholds and provenance (``size`` and ``embedder`` are set here from ``model``).
+        settings: what to look for (:class:`AuditSettings`); an :class:`AuditConfig` may also name the catalog,
+            split and model as the user gave them (recorded; default: the catalog's source path). The result's
+            ``config`` is the record of the audit: these settings, the near-copy gate used, what was read.
         model: an :class:`~stylespace.models.EmbeddingModel` for near copies and outliers; None: coarse pixel
             vectors (:func:`stylespace.audit.vectors.pixel_vectors`).
         manifest: a :class:`~stylespace.data.SplitManifest` of the catalog: copies across its parts, leaks per
@@ -178,7 +180,7 @@ def run_audit(catalog, config: AuditConfig | None = None, *, model=None, manifes
     from stylespace.data import load_image_array
     from stylespace.models import model_id
 
-    config = dataclasses.replace(config or AuditConfig())
+    settings = settings or AuditSettings()
     log = log or (lambda message: None)
     seconds: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -189,19 +191,17 @@ def run_audit(catalog, config: AuditConfig | None = None, *, model=None, manifes
         clock[0] = now
         log(f"{stage}: {seconds[stage]:.1f} s")
 
-    if config.fix and manifest is None:
+    if settings.fix and manifest is None:
         raise StylespaceError("--fix writes a cleaned split manifest: give the split to clean with --split")
-    if config.fix and output is None:
+    if settings.fix and output is None:
         raise StylespaceError("fix needs the audit folder to write the cleaned split manifest into")
-    config.catalog = config.catalog or str(catalog.source_path)
-    config.catalog_fingerprint = catalog.fingerprint()
-    if model is not None:
-        config.size = tuple(int(v) for v in model.config.input_size)
-        config.embedder, config.model_id = "model", model_id(model)
-    else:
-        config.embedder, config.model_id = "pixels", ""
-    if manifest is not None:
-        config.split_sha256 = manifest.sha256
+    named = settings if isinstance(settings, AuditConfig) else AuditConfig()
+    config = AuditConfig(
+        **{f.name: getattr(settings, f.name) for f in dataclasses.fields(AuditSettings)},
+        catalog=named.catalog or str(catalog.source_path), catalog_fingerprint=catalog.fingerprint(),
+        split=named.split, split_sha256=manifest.sha256 if manifest is not None else "", model=named.model,
+        model_id=model_id(model) if model is not None else "", embedder="model" if model is not None else "pixels",
+        size=tuple(int(v) for v in model.config.input_size) if model is not None else named.size)
     notes: list[str] = []
 
     array = load_image_array(catalog, size=config.size, progress=progress)
@@ -229,13 +229,13 @@ def run_audit(catalog, config: AuditConfig | None = None, *, model=None, manifes
         copied = {item_id for item_id, digest in zip(ids, hashes) if counts[digest] > 1}
         calibration = measure_copy_distances(catalog, ids, vectors, pooled, embed, config.size, config.near_pixels,
                                              config.near_shift, exclude=skip | copied)
-        config.near_distance = calibration.near_distance
+        config = dataclasses.replace(config, near_distance=calibration.near_distance)
         lap("calibration")
     elif config.near_distance is None and model is not None:
         notes.append(f"near-copy gate {config.near_gate} is the one measured for the shipped model (models/default); "
                      "for another model, --near-distance auto measures it")
     if config.near_distance is None:
-        config.near_distance = config.near_gate
+        config = dataclasses.replace(config, near_distance=config.near_gate)  # the gate used, on record
 
     near_found = dataclasses.replace(found, distances=found.distances[:, :config.neighbours],
                                      indices=found.indices[:, :config.neighbours])

@@ -2,14 +2,17 @@
 tables they print (argument handling and presentation only; the work is in the library)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from stylespace.cli._output import out
 from stylespace.index.build import BLANK_REASON
+from stylespace.ray_embedding import RayConfig
 from stylespace.utils import StylespaceError
 
 SHOWN_COLUMNS = ("productDisplayName", "gender", "baseColour")
@@ -28,10 +31,43 @@ RAY_OPTION = typer.Option(False, "--ray", help="Decode and embed on a Ray cluste
                                                 "this machine unless --ray-address); needs stylespace[distributed].")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", metavar="ADDRESS",
                                   help="The Ray cluster to join (auto, HOST:6379 or ray://HOST:10001); implies --ray.")
-RAY_WORKERS_OPTION = typer.Option(0, "--ray-workers", help="Ray embedding workers (0 = one per CPU of the cluster).")
-RAY_GPUS_OPTION = typer.Option(0.0, "--ray-gpus-per-worker", help="GPU share each Ray worker embeds on (0 = CPUs).")
 WHERE_OPTION_HELP = ("Keep items whose metadata COLUMN=VALUE (repeatable: values of one column OR, columns AND), "
                      "e.g. gender=Men.")
+
+
+def default_of(config: type, field: str) -> Any:
+    """The default of ``field`` in the config dataclass ``config`` (the one place it is said)."""
+    for f in dataclasses.fields(config):
+        if f.name == field:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise TypeError(f"{config.__name__}.{field} has no default")
+    raise TypeError(f"{config.__name__} has no field {field!r}")
+
+
+def setting(config: type, field: str, *names: str, help: str, shown: str | None = None, **options: Any):
+    """An option that sets ``field`` of the config dataclass ``config``: None unless given (then the config's
+    own default applies, so it is said once), its help ending with that default (or ``shown``).
+
+    >>> nprobe: Optional[int] = setting(IndexSettings, "nprobe", help="IVF cells visited per query.")
+    """
+    default = default_of(config, field)
+    text = shown if shown is not None else ("on" if default is True else "off" if default is False else
+                                           "none" if default in ("", None) else str(default))
+    return typer.Option(None, *names, help=f"{help} (default: {text})", **options)
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options that were given (not None): what overrides a config's defaults."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+RAY_WORKERS_OPTION = setting(RayConfig, "workers", "--ray-workers",
+                             help="Ray embedding workers (0 = one per CPU of the cluster).")
+RAY_GPUS_OPTION = setting(RayConfig, "gpus_per_worker", "--ray-gpus-per-worker",
+                          help="GPU share each Ray worker embeds on (0 = CPUs).")
 
 
 def with_engine(command):
@@ -101,10 +137,8 @@ def print_left_out(left_out: dict[str, str]) -> None:
         out.print(f"{len(ids):,} item(s) left out: {reason}{hint}, e.g. {', '.join(ids[:5])}")
 
 
-def ray_config(ray: bool, address: str | None, workers: int, gpus_per_worker: float = 0.0):
+def ray_config(ray: bool, address: str | None, workers: int | None, gpus_per_worker: float | None = None):
     """The RayConfig that --ray / --ray-address / --ray-workers / --ray-gpus-per-worker ask for, or None."""
     if not ray and not address:
         return None
-    from stylespace.ray_embedding import RayConfig
-
-    return RayConfig(address=address, workers=workers, gpus_per_worker=gpus_per_worker).validate()
+    return RayConfig(**given(address=address, workers=workers, gpus_per_worker=gpus_per_worker))

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from stylespace.audit.config import NEAR_DISTANCE, AuditSettings
+from stylespace.cli._options import JSON_OPTION, given, setting
 from stylespace.cli._output import console, emit, out
 from stylespace.utils import StylespaceError
 
@@ -31,23 +33,31 @@ def audit_cmd(
                                               "embeddings, views at its input size (default: coarse pixel vectors, 80x60)."),
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="The model's embeddings of the catalog "
                                               "(`stylespace embed`), to skip embedding again."),
-    fix: bool = typer.Option(False, "--fix", help="Write a cleaned split manifest (one item per cluster, blank images "
-                             "out) to OUTPUT/split.clean.csv."),
-    near_distance: Optional[str] = typer.Option(None, help="Embedding gate of a near copy (cosine distance), or 'auto' "
-                                                "to measure it on copies made of sampled items (default: measured for "
-                                                "the shipped model, 0.031; 0.31 for pixel vectors)."),
-    near_pixels: float = typer.Option(12.0, help="Pixel test of a near copy: mean absolute difference (0-255) of "
-                                      "the product pixels of the pooled views; 0 finds pixel-identical copies only."),
-    near_shift: float = typer.Option(3.0, help="Pixel test of a near copy: largest colour shift (per-channel mean "
-                                     "signed difference, 0-255) between the two views."),
-    neighbours: int = typer.Option(10, help="Nearest items searched per item for near copies."),
-    tiny_side: int = typer.Option(32, help="An original image under this many pixels on a side is tiny."),
-    outlier_k: int = typer.Option(5, help="Outliers: distance to the k-th nearest item."),
-    outlier_percentile: float = typer.Option(99.5, help="Outliers: above this percentile of all items' distance..."),
-    outlier_spread: float = typer.Option(6.0, help="...and above the median plus this many robust standard deviations."),
+    fix: Optional[bool] = setting(AuditSettings, "fix", "--fix", help="Write a cleaned split manifest (one item per "
+                                  "cluster, blank images out) to OUTPUT/split.clean.csv."),
+    near_distance: Optional[str] = setting(
+        AuditSettings, "near_distance", help="Embedding gate of a near copy (cosine distance), or 'auto' to measure "
+        "it on copies made of sampled items.", shown=f"measured for the shipped model, {NEAR_DISTANCE['model']}; "
+                                                     f"{NEAR_DISTANCE['pixels']} for pixel vectors"),
+    near_pixels: Optional[float] = setting(AuditSettings, "near_pixels", help="Pixel test of a near copy: mean "
+                                           "absolute difference (0-255) of the product pixels of the pooled views; 0 "
+                                           "finds pixel-identical copies only."),
+    near_shift: Optional[float] = setting(AuditSettings, "near_shift", help="Pixel test of a near copy: largest "
+                                          "colour shift (per-channel mean signed difference, 0-255) between the two "
+                                          "views."),
+    neighbours: Optional[int] = setting(AuditSettings, "neighbours", help="Nearest items searched per item for near "
+                                        "copies."),
+    tiny_side: Optional[int] = setting(AuditSettings, "tiny_side", help="An original image under this many pixels "
+                                       "on a side is tiny."),
+    outlier_k: Optional[int] = setting(AuditSettings, "outlier_k", help="Outliers: distance to the k-th nearest "
+                                       "item."),
+    outlier_percentile: Optional[float] = setting(AuditSettings, "outlier_percentile", help="Outliers: above this "
+                                                  "percentile of all items' distance..."),
+    outlier_spread: Optional[float] = setting(AuditSettings, "outlier_spread", help="...and above the median plus "
+                                              "this many robust standard deviations."),
     batch_size: int = typer.Option(256, help="Images per forward pass when embedding with a model."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (for a model)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.audit import AuditConfig, run_audit
     from stylespace.data import SplitManifest, load_catalog, load_image_array
@@ -74,9 +84,9 @@ def audit_cmd(
 
         vectors = Embeddings.load(embeddings)
     config = AuditConfig(catalog=str(catalog_path), split=str(split or ""), model=str(model_path or ""),
-                         near_distance=gate, near_pixels=near_pixels, near_shift=near_shift, neighbours=neighbours,
-                         tiny_side=tiny_side, outlier_k=outlier_k, outlier_percentile=outlier_percentile, outlier_spread=outlier_spread,
-                         fix=fix)
+                         **given(near_distance=gate, near_pixels=near_pixels, near_shift=near_shift,
+                                 neighbours=neighbours, tiny_side=tiny_side, outlier_k=outlier_k,
+                                 outlier_percentile=outlier_percentile, outlier_spread=outlier_spread, fix=fix))
     log = (lambda message: console.print(f"[dim]{message}[/dim]")) if not as_json else None
     with console.status("auditing") if not as_json else contextlib.nullcontext():
         result = run_audit(catalog, config, model=model, manifest=manifest, embeddings=vectors, calibrate=calibrate,

@@ -8,7 +8,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from stylespace.cli._options import JSON_OPTION, default_of, given, setting
 from stylespace.cli._output import console, emit, out
+from stylespace.compat.model import CompatibilityConfig
+from stylespace.compat.pairs import ProxyPairConfig
 from stylespace.utils import StylespaceError, write_json
 
 
@@ -24,19 +27,23 @@ def register(app: typer.Typer) -> None:
 def compat_pairs_cmd(
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="Kaggle-style catalog (gender, subCategory, usage, season)."),
     output: Path = typer.Option(Path("pairs.csv"), "-o", "--output", help="Pairs CSV to write (+ <output>.json report)."),
-    n_pairs: int = typer.Option(40_000, help="Pairs to draw in all (train + val + test)."),
-    positive_fraction: float = typer.Option(0.06, help="Share of positive pairs (003's data: about 6 %)."),
-    seed: int = typer.Option(0, help="Which pairs are drawn; the same seed gives the same file."),
-    split_seed: int = typer.Option(0, help="Which split (train/val/test) each item falls in; pass the same to compat-train."),
+    n_pairs: Optional[int] = setting(ProxyPairConfig, "n_pairs", help="Pairs to draw in all (train + val + test)."),
+    positive_fraction: Optional[float] = setting(ProxyPairConfig, "positive_fraction", help="Share of positive pairs "
+                                                 "(003's data: about 6 %)."),
+    seed: Optional[int] = setting(ProxyPairConfig, "seed", help="Which pairs are drawn; the same seed gives the "
+                                  "same file."),
+    split_seed: Optional[int] = setting(ProxyPairConfig, "split_seed", help="Which split (train/val/test) each item "
+                                        "falls in; pass the same to compat-train."),
     verify: bool = typer.Option(True, help="Leave out items whose image fails to decode (uses the image cache)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    from stylespace.compat.pairs import ProxyPairConfig, build_proxy_pairs
+    from stylespace.compat.pairs import build_proxy_pairs
     from stylespace.data import load_catalog, load_image_array
 
     catalog = load_catalog(catalog_path)
     failed = set(load_image_array(catalog, progress=not as_json).failed) if verify else set()
-    config = ProxyPairConfig(n_pairs=n_pairs, positive_fraction=positive_fraction, seed=seed, split_seed=split_seed)
+    config = ProxyPairConfig(**given(n_pairs=n_pairs, positive_fraction=positive_fraction, seed=seed,
+                                     split_seed=split_seed))
     pairs, report = build_proxy_pairs(catalog, config, exclude=failed)
     pairs.save_csv(output)
     report = {"pairs_csv": str(output), "report": str(output) + ".json", "catalog": str(catalog_path), **report}
@@ -58,42 +65,55 @@ def compat_pairs_cmd(
 def compat_train_cmd(
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="The catalog the pair ids belong to."),
     pairs: Path = typer.Option(..., "--pairs", help="Pairs CSV: image_a,image_b,label (or pic1,pic2,score) with catalog ids."),
-    backbone: str = typer.Option("compact", help="Frozen backbone: a model run folder, or a backbone name "
-                                                 "(compact = the untrained compact CNN; resnet50, vgg16, ...)."),
+    backbone: Optional[str] = setting(CompatibilityConfig, "backbone", help="Frozen backbone: a model run folder, "
+                                      "or a backbone name (compact = the untrained compact CNN; resnet50, vgg16, ...)."),
     backbone_weights: str = typer.Option("", help="With a backbone name: a local torchvision weights file."),
-    input_size: str = typer.Option("80x60", help="With a backbone name: image size HxW (a run folder has its own)."),
+    input_size: Optional[str] = setting(CompatibilityConfig, "input_size", help="With a backbone name: image size HxW "
+                                        "(a run folder has its own).",
+                                        shown="x".join(map(str, default_of(CompatibilityConfig, "input_size")))),
     output: Path = typer.Option(Path("compat"), "-o", "--output", help="Folder to write the model into (atomically)."),
-    weight_decays: str = typer.Option("0,1e-4,1e-3,1e-2", help="L2 weight decays to sweep; the best validation AUC wins."),
-    margin: float = typer.Option(1.0, help="Contrastive negative margin m."),
-    hidden: str = typer.Option("256", help="Head hidden layer widths, comma-separated ('' = one linear layer as 003)."),
-    output_dim: int = typer.Option(128, help="Style space size."),
-    learning_rate: float = typer.Option(1e-3, help="RMSProp learning rate."),
-    batch_size: int = typer.Option(128, help="Pairs per mini-batch."),
-    max_epochs: int = typer.Option(40, help="Epochs at most per weight decay."),
-    patience: int = typer.Option(5, help="Stop after this many epochs without a better validation AUC."),
-    positive_fraction: Optional[float] = typer.Option(None, help="Positives per batch (default: the data's own ratio)."),
-    category_column: str = typer.Option("subCategory", help="Item column that must differ within a training pair ('' = none)."),
-    split_by: str = typer.Option("item", help="'item' (no item in two splits) or 'pair' (stratified pair split)."),
-    split_seed: int = typer.Option(0, help="Item split seed (the one compat-pairs used)."),
-    seed: int = typer.Option(0, help="Head initialisation and batch order."),
+    weight_decays: Optional[str] = setting(CompatibilityConfig, "weight_decays", help="L2 weight decays to sweep, "
+                                           "comma-separated; the best validation AUC wins.",
+                                           shown=",".join(f"{v:g}" for v in default_of(CompatibilityConfig,
+                                                                                       "weight_decays"))),
+    margin: Optional[float] = setting(CompatibilityConfig, "margin", help="Contrastive negative margin m."),
+    hidden: Optional[str] = setting(CompatibilityConfig, "hidden_dims", help="Head hidden layer widths, "
+                                    "comma-separated ('' = one linear layer as 003).",
+                                    shown=",".join(map(str, default_of(CompatibilityConfig, "hidden_dims")))),
+    output_dim: Optional[int] = setting(CompatibilityConfig, "output_dim", help="Style space size."),
+    lr: Optional[float] = setting(CompatibilityConfig, "lr", "--lr", "--learning-rate", help="RMSProp learning rate."),
+    batch_size: Optional[int] = setting(CompatibilityConfig, "batch_size", help="Pairs per mini-batch."),
+    epochs: Optional[int] = setting(CompatibilityConfig, "epochs", "--epochs", "--max-epochs",
+                                    help="Epochs at most per weight decay."),
+    patience: Optional[int] = setting(CompatibilityConfig, "patience", help="Stop after this many epochs without a "
+                                      "better validation AUC."),
+    positive_fraction: Optional[float] = setting(CompatibilityConfig, "positive_fraction", shown="the data's own "
+                                                 "ratio", help="Positives per batch."),
+    category_column: Optional[str] = setting(CompatibilityConfig, "category_column", help="Item column that must "
+                                             "differ within a training pair ('' = none)."),
+    split_by: Optional[str] = setting(CompatibilityConfig, "split_by", help="'item' (no item in two splits) or "
+                                      "'pair' (stratified pair split)."),
+    split_seed: Optional[int] = setting(CompatibilityConfig, "split_seed", help="Item split seed (the one "
+                                        "compat-pairs used)."),
+    seed: Optional[int] = setting(CompatibilityConfig, "seed", help="Head initialisation and batch order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.cli.data import parse_floats, parse_size
-    from stylespace.compat.model import CompatibilityConfig
     from stylespace.compat.pipeline import train_from_catalog
 
     try:
-        hidden_dims = tuple(int(v) for v in hidden.split(",") if v.strip())
+        hidden_dims = None if hidden is None else tuple(int(v) for v in hidden.split(",") if v.strip())
     except ValueError:
         raise StylespaceError(f"--hidden {hidden!r}: expected comma-separated widths, e.g. 256 or 512,256") from None
-    config = CompatibilityConfig(
+    config = CompatibilityConfig(**given(
         hidden_dims=hidden_dims, output_dim=output_dim, margin=margin,
-        weight_decays=parse_floats(weight_decays, "--weight-decays"), learning_rate=learning_rate,
-        batch_size=batch_size, max_epochs=max_epochs, patience=patience, positive_fraction=positive_fraction,
+        weight_decays=None if weight_decays is None else parse_floats(weight_decays, "--weight-decays"), lr=lr,
+        batch_size=batch_size, epochs=epochs, patience=patience, positive_fraction=positive_fraction,
         category_column=category_column, split_by=split_by, split_seed=split_seed, seed=seed,
-        input_size=parse_size(input_size))
-    result, evaluation = train_from_catalog(catalog_path, pairs, backbone, output, config, device, backbone_weights,
+        input_size=None if input_size is None else parse_size(input_size)))
+    result, evaluation = train_from_catalog(catalog_path, pairs, backbone or config.backbone, output, config, device,
+                                            backbone_weights,
                                             progress=not as_json, log=lambda line: console.print(line))
     summary = {"output": str(output), **evaluation}
     for entry in summary["sweep"]:
@@ -137,7 +157,7 @@ def compat_cmd(
     catalog_path: Optional[Path] = typer.Option(None, "--catalog", help="Catalog whose ids IMAGE_A / IMAGE_B may be."),
     cutoff: Optional[float] = typer.Option(None, help="Use this distance cutoff instead of the saved one."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.compat.judge import CompatibilityJudge, Verdict
 

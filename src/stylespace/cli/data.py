@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from stylespace.cli._options import JSON_OPTION
 from stylespace.cli._output import console, emit, out
 from stylespace.data import (column_split, load_catalog, load_image_array, parse_column_map, parse_merge, protocol_split,
                              stratified_split)
@@ -28,7 +29,7 @@ def catalog_cmd(
                                            "and those that are blank or nearly uniform."),
     size: str = typer.Option("80x60", help="Cache image size HxW used when verifying."),
     top: int = typer.Option(20, help="Classes to list in the table (all with --json)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     started = time.perf_counter()
     catalog = load_catalog(path, kind=kind, label_column=label_column)
@@ -81,7 +82,9 @@ def split_cmd(
         None, "--by", help="Train / test from a column the catalog has (e.g. subset: Fashion-MNIST's official split, "
                            "or year with --map), a stratified val part carved from train."),
     column_map: Optional[str] = typer.Option(
-        None, "--map", help="--by: column value -> train, val, test or skip, e.g. 2017=test,*=train (* = the rest)."),
+        None, "--map", help="--by: column value -> train, val, test or skip, e.g. 2017=test,*=train (* = the rest); "
+                          "even / odd name whole numbers of that parity: --by year --map even=train,odd=test,*=skip "
+                          "is the published year split."),
     val_fraction: float = typer.Option(0.1, help="--by: share of each class's train items kept for validation."),
     drop_unshared: bool = typer.Option(False, "--drop-unshared", help="--by: leave out classes found on one side only."),
     hold_out: Optional[int] = typer.Option(None, "--hold-out", help="Hold this many classes out of training as "
@@ -97,7 +100,7 @@ def split_cmd(
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same manifest."),
     label_column: Optional[str] = typer.Option(None, help="Column holding the class."),
     verify: bool = typer.Option(True, help="Leave out items whose image fails to decode (uses the image cache)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     catalog = load_catalog(catalog_path, label_column=label_column)
     if verify:

@@ -10,9 +10,10 @@ from typing import List, Optional
 
 import typer
 
+from stylespace.cli._options import JSON_OPTION, default_of, given, setting
 from stylespace.cli._output import console, emit, out
 from stylespace.cli.data import parse_size
-from stylespace.descriptors.plan import HAND_MADE
+from stylespace.descriptors.plan import CompareConfig
 from stylespace.utils import StylespaceError, atomic_write, write_json
 
 
@@ -29,33 +30,40 @@ def compare_cmd(
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="ARCH=PATH: a torchvision CNN and its local "
                                                 "weights file, e.g. resnet50=resnet50-0676ba61.pth, or "
                                                 "efficientnet-lite0=imagenet (weights from its pip package; repeat)."),
-    extractors: str = typer.Option(",".join(HAND_MADE), help="Hand-made descriptors to run: colour, gabor, hog "
-                                   "(comma-separated; '' for none)."),
+    extractors: Optional[str] = setting(CompareConfig, "extractors", help="Hand-made descriptors to run: colour, "
+                                        "gabor, hog (comma-separated; '' for none).",
+                                        shown=",".join(default_of(CompareConfig, "extractors"))),
     concatenate: Optional[List[str]] = typer.Option(None, "--concatenate", help="A+B+...: an equal-weight "
                                                     "concatenation row (default: every hand-made descriptor)."),
     ensemble: Optional[List[str]] = typer.Option(None, "--ensemble", help="A+B+...: a fitted ensemble row (SelectKBest "
                                                  "+ weights); default: the hand-made descriptors, and with CNNs, the first "
                                                  "CNN with them (the weight grid grows 3x per member). 'none' for no ensemble."),
-    pretrained_size: str = typer.Option("224x168", help="HxW the pre-trained CNNs see (images are resized)."),
-    batch_size: int = typer.Option(64, help="Images per forward pass for CNNs."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda, for CNNs."),
+    pretrained_size: Optional[str] = setting(CompareConfig, "pretrained_input_size", "--pretrained-size",
+                                             help="HxW the pre-trained CNNs see (images are resized).",
+                                             shown="x".join(map(str, default_of(CompareConfig,
+                                                                                "pretrained_input_size")))),
+    batch_size: Optional[int] = setting(CompareConfig, "batch_size", help="Images per forward pass for CNNs."),
+    device: Optional[str] = setting(CompareConfig, "device", help="auto, cpu or cuda, for CNNs."),
     vectors_dir: Optional[Path] = typer.Option(None, "--vectors", help="Also save each row's vectors here as an "
                                                "embeddings .npz (for `stylespace evaluate` / `index`)."),
     output: Path = typer.Option(Path("docs/benchmarks-extractors.md"), "-o", "--output",
                                 help="Markdown table to write (the full results go to <output>.json beside it)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.descriptors.compare import comparison_markdown
-    from stylespace.descriptors.plan import CompareConfig, compare_on_split
+    from stylespace.descriptors.plan import compare_on_split
 
     progress = not as_json
     if ensemble and [e.strip().lower() for e in ensemble] == ["none"]:
         ensemble = []
-    config = CompareConfig(str(catalog_path), str(split), tuple(parse_names(extractors)),
-                           {k: str(v) for k, v in parse_weights(weights or []).items()},
-                           tuple(str(m) for m in models or []), tuple(concatenate) if concatenate else None,
-                           tuple(ensemble) if ensemble is not None else None,
-                           pretrained_input_size=parse_size(pretrained_size), batch_size=batch_size, device=device)
+    config = CompareConfig(str(catalog_path), str(split),
+                           weights={k: str(v) for k, v in parse_weights(weights or []).items()}, models=tuple(str(m) for m in models or []),
+                           concatenations=tuple(concatenate) if concatenate else None,
+                           ensembles=tuple(ensemble) if ensemble is not None else None,
+                           **given(extractors=None if extractors is None else tuple(parse_names(extractors)),
+                                   pretrained_input_size=None if pretrained_size is None
+                                   else parse_size(pretrained_size),
+                                   batch_size=batch_size, device=device))
     log = (lambda line: console.print(f"[dim]{line}[/dim]")) if progress else None
     comparison, config = compare_on_split(config, vectors_dir, progress=progress, log=log)
     command = "stylespace " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""

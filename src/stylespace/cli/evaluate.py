@@ -8,9 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from stylespace.cli._options import with_engine
+from stylespace.cli._options import JSON_OPTION, default_of, given, setting, with_engine
 from stylespace.cli._output import console, emit, out
-from stylespace.utils import StylespaceError, write_json
+from stylespace.evaluation.config import EvaluationConfig
+from stylespace.utils import METRICS, StylespaceError, write_json
 
 
 def register(app: typer.Typer) -> None:
@@ -31,15 +32,22 @@ def evaluate_cmd(
     compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Another model folder, embeddings .npz or "
                                                  "saved result .json to show side by side (repeat the option)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the result JSON here."),
-    metric: str = typer.Option("cosine", help="cosine or euclidean, for every search, vote, prototype and pair."),
-    knn: str = typer.Option("1,5", help="The k of each kNN classifier, comma-separated."),
-    prototypes: bool = typer.Option(True, help="Also classify by nearest class prototype (mean embedding)."),
-    retrieval: str = typer.Option("test,all", help="Retrieval sets: 'test' (main + new test items) and/or 'all' "
-                                  "(every split item against every other); '' for none."),
-    max_r: Optional[int] = typer.Option(None, help="Cap R for R-precision / MAP@R (default: no cap)."),
-    open_set_coverage: float = typer.Option(0.95, help="Open set: the reject distance answers this share of main "
-                                            "support items (leave-one-out); 0 skips the open-set check."),
-    max_pairs: int = typer.Option(1_000_000, help="Default pair set: all test pairs up to this many, else a sample."),
+    metric: Optional[str] = setting(EvaluationConfig, "metric", help=f"{' or '.join(METRICS)}, for every search, "
+                                    "vote, prototype and pair."),
+    knn: Optional[str] = setting(EvaluationConfig, "knn_k", "--knn", help="The k of each kNN classifier, "
+                                 "comma-separated.", shown=",".join(map(str, default_of(EvaluationConfig, "knn_k")))),
+    prototypes: Optional[bool] = setting(EvaluationConfig, "prototypes", "--prototypes/--no-prototypes",
+                                         help="Also classify by nearest class prototype (mean embedding)."),
+    retrieval: Optional[str] = setting(EvaluationConfig, "retrieval_sets", "--retrieval", help="Retrieval sets: "
+                                       "'test' (main + new test items) and/or 'all' (every split item against every "
+                                       "other); '' for none.",
+                                       shown=",".join(default_of(EvaluationConfig, "retrieval_sets"))),
+    max_r: Optional[int] = setting(EvaluationConfig, "max_r", shown="no cap", help="Cap R for R-precision / MAP@R."),
+    open_set_coverage: Optional[float] = setting(EvaluationConfig, "open_set_coverage", help="Open set: the reject "
+                                                 "distance answers this share of main support items "
+                                                 "(leave-one-out); 0 skips the open-set check."),
+    max_pairs: Optional[int] = setting(EvaluationConfig, "max_pairs", help="Default pair set: all test pairs up to "
+                                       "this many, else a sample."),
     batch_size: int = typer.Option(256, help="Images per forward pass when embedding with a model."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (for a model)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Also measure every figure without the query items that have "
@@ -47,18 +55,18 @@ def evaluate_cmd(
                                 "source's embeddings, as `stylespace audit` finds them): both are reported."),
     audit: Optional[Path] = typer.Option(None, "--audit", help="Take the copies from this `stylespace audit` folder "
                                          "(or its audit.json) instead of finding them; implies --dedupe."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.audit import EvaluationCopies
     from stylespace.data import SplitManifest
-    from stylespace.evaluation import EvaluationConfig
     from stylespace.evaluation.sources import SplitEvaluator
 
     started = time.perf_counter()
     manifest = SplitManifest.load(split)
-    config = EvaluationConfig(metric=metric, knn_k=_ints(knn, "--knn"), prototypes=prototypes,
-                              retrieval_sets=tuple(p.strip() for p in retrieval.split(",") if p.strip()),
-                              max_r=max_r, open_set_coverage=open_set_coverage, max_pairs=max_pairs)
+    config = EvaluationConfig(**given(
+        metric=metric, knn_k=None if knn is None else _ints(knn, "--knn"), prototypes=prototypes,
+        retrieval_sets=None if retrieval is None else tuple(p.strip() for p in retrieval.split(",") if p.strip()),
+        max_r=max_r, open_set_coverage=open_set_coverage, max_pairs=max_pairs))
     copies = EvaluationCopies(audit, progress=not as_json) if dedupe or audit is not None else None
     evaluator = SplitEvaluator(manifest, split, config, catalog_path=catalog_path, pairs_path=pairs_path, copies=copies,
                                batch_size=batch_size, device=device, progress=not as_json)

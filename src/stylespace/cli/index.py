@@ -10,8 +10,10 @@ from typer.core import TyperGroup
 
 from stylespace.cli._options import (BATCH_OPTION, DEVICE_OPTION, INCLUDE_BLANK_OPTION, JSON_OPTION, MODEL_OPTION,
                                      RAY_ADDRESS_OPTION, RAY_GPUS_OPTION, RAY_OPTION, RAY_WORKERS_OPTION,
-                                     blank_count, print_left_out, ray_config, with_engine)
+                                     blank_count, given, print_left_out, ray_config, setting, with_engine)
 from stylespace.cli._output import console, emit, out
+from stylespace.index.config import IndexSettings
+from stylespace.utils import METRICS
 
 
 class _BuildByDefault(TyperGroup):
@@ -43,36 +45,39 @@ def build_cmd(
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="Catalog (Kaggle zip/folder, image tree, manifest) "
                                                                      "or a split manifest CSV."),
     output: Path = typer.Option(..., "-o", "--output", help="Index folder to write."),
-    kind: str = typer.Option("exact", help="exact (default), ivf or hnsw (approximate, for millions of items), or "
-                                           "ivf-pq / hnsw-sq8 (compressed, re-ranked exactly: tens of millions)."),
-    backend: str = typer.Option("faiss", help="faiss (embedded in the index folder, the default) or milvus (a "
-                                              "Milvus Lite file or a Milvus server / cluster at --uri)."),
-    uri: str = typer.Option("", help="With --backend milvus: a Milvus Lite file (./catalog.db) or a server "
-                                     "(http://host:19530)."),
-    collection: str = typer.Option("", help="With --backend milvus: the collection (default: from the folder name)."),
-    metric: str = typer.Option("cosine", help="cosine or euclidean."),
+    kind: Optional[str] = setting(IndexSettings, "kind", help="exact, ivf or hnsw (approximate, for millions of "
+                                  "items), or ivf-pq / hnsw-sq8 (compressed, re-ranked exactly: tens of millions)."),
+    backend: Optional[str] = setting(IndexSettings, "backend", help="faiss (embedded in the index folder) or milvus "
+                                     "(a Milvus Lite file or a Milvus server / cluster at --uri)."),
+    uri: Optional[str] = setting(IndexSettings, "uri", help="With --backend milvus: a Milvus Lite file "
+                                 "(./catalog.db) or a server (http://host:19530)."),
+    collection: Optional[str] = setting(IndexSettings, "collection", shown="from the folder name",
+                                        help="With --backend milvus: the collection."),
+    metric: Optional[str] = setting(IndexSettings, "metric", help=f"{' or '.join(METRICS)}."),
     scenario: Optional[int] = typer.Option(None, help="With a split manifest: index the support set of scenario N "
                                                       "(default 4: main + new support)."),
     part: Optional[list[str]] = typer.Option(None, help="With a split manifest: index these GROUP/SPLIT rows "
                                                         "instead (repeatable), e.g. main/support."),
     catalog: Optional[Path] = typer.Option(None, help="With a split manifest: the catalog its ids refer to "
                                                       "(default: the one recorded in the manifest)."),
-    nlist: int = typer.Option(0, help="IVF cells (0 = about 4 sqrt(N))."),
-    nprobe: int = typer.Option(16, help="IVF cells visited per query."),
-    hnsw_m: int = typer.Option(32, help="HNSW graph degree."),
-    ef_search: int = typer.Option(64, help="HNSW search beam width."),
-    pq_m: int = typer.Option(0, help="ivf-pq: bytes per vector (sub-quantisers; 0 = D / 8)."),
-    rerank: int = typer.Option(20, help="ivf-pq / hnsw-sq8: candidates per result re-ranked with exact vectors."),
-    whiten: bool = typer.Option(True, help="Whiten the vectors with a PCA fitted on this catalog (no labels "
-                                           "needed; needs 4 items per dimension): better neighbours and confidence."),
+    nlist: Optional[int] = setting(IndexSettings, "nlist", help="IVF cells (0 = about 4 sqrt(N))."),
+    nprobe: Optional[int] = setting(IndexSettings, "nprobe", help="IVF cells visited per query."),
+    hnsw_m: Optional[int] = setting(IndexSettings, "hnsw_m", help="HNSW graph degree."),
+    ef_search: Optional[int] = setting(IndexSettings, "ef_search", help="HNSW search beam width."),
+    pq_m: Optional[int] = setting(IndexSettings, "pq_m", help="ivf-pq: bytes per vector (sub-quantisers; 0 = D / 8)."),
+    rerank: Optional[int] = setting(IndexSettings, "rerank", help="ivf-pq / hnsw-sq8: candidates per result "
+                                    "re-ranked with exact vectors."),
+    whiten: Optional[bool] = setting(IndexSettings, "whiten", "--whiten/--no-whiten", help="Whiten the vectors "
+                                     "with a PCA fitted on this catalog (no labels needed; needs 4 items per "
+                                     "dimension): better neighbours and confidence."),
     overwrite: bool = typer.Option(False, help="Replace an index already in the output folder."),
     include_blank: bool = INCLUDE_BLANK_OPTION,
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
     ray: bool = RAY_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
-    ray_workers: int = RAY_WORKERS_OPTION,
-    ray_gpus: float = RAY_GPUS_OPTION,
+    ray_workers: Optional[int] = RAY_WORKERS_OPTION,
+    ray_gpus: Optional[float] = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.data.selection import select_items
@@ -85,11 +90,12 @@ def build_cmd(
     model = load_model(model_path, device=pick_device(device))
     selection = select_items(catalog_path, scenario, part, "support", catalog)
     index, failed = build_index(model, selection.catalog, output, ids=selection.ids, labels=selection.labels,
-                                model_path=model_path, kind=kind, metric=metric, overwrite=overwrite,
-                                batch_size=batch_size, device=device, progress=not as_json, whiten=whiten,
-                                nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
-                                include_blank=include_blank, backend=backend, uri=uri, collection=collection,
-                                pq_m=pq_m, rerank=rerank, ray=ray_config(ray, ray_address, ray_workers, ray_gpus))
+                                model_path=model_path, overwrite=overwrite, batch_size=batch_size, device=device,
+                                progress=not as_json, include_blank=include_blank,
+                                ray=ray_config(ray, ray_address, ray_workers, ray_gpus),
+                                **given(kind=kind, metric=metric, whiten=whiten, nlist=nlist, nprobe=nprobe,
+                                        hnsw_m=hnsw_m, ef_search=ef_search, backend=backend, uri=uri,
+                                        collection=collection, pq_m=pq_m, rerank=rerank))
     result = index_summary(index)
     result.update({"source": selection.description, "failed": failed, "blank_left_out": blank_count(failed),
                    "seconds": round(time.perf_counter() - started, 2)})
@@ -99,7 +105,7 @@ def build_cmd(
                   f"({r['backend']}, {r['kind']}, {r['metric']}, model {r['model_id']}) in {r['seconds']:.1f} s")
         if r["recall_at_10"] is not None:
             out.print(f"recall@10 against exact search: {r['recall_at_10']:.4f}")
-        if whiten and not r["whitened_items"]:
+        if index.config.whiten and not r["whitened_items"]:
             out.print(f"not whitened: {r['count']:,} items are too few for {r['dim']} dimensions "
                       "(whitening needs 4 items per dimension)")
         print_left_out(failed)
@@ -121,8 +127,8 @@ def add_cmd(
     device: str = DEVICE_OPTION,
     ray: bool = RAY_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
-    ray_workers: int = RAY_WORKERS_OPTION,
-    ray_gpus: float = RAY_GPUS_OPTION,
+    ray_workers: Optional[int] = RAY_WORKERS_OPTION,
+    ray_gpus: Optional[float] = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.data import load_catalog
@@ -239,7 +245,7 @@ def _fates(result: dict) -> str:
 def rebuild_cmd(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index folder."),
     kind: Optional[str] = typer.Option(None, help="exact, ivf, hnsw, ivf-pq or hnsw-sq8 (default: unchanged)."),
-    metric: Optional[str] = typer.Option(None, help="cosine or euclidean (default: unchanged)."),
+    metric: Optional[str] = typer.Option(None, help=f"{' or '.join(METRICS)} (default: unchanged)."),
     nlist: Optional[int] = typer.Option(None, help="IVF cells (0 = automatic)."),
     nprobe: Optional[int] = typer.Option(None, help="IVF cells visited per query."),
     hnsw_m: Optional[int] = typer.Option(None, help="HNSW graph degree."),

@@ -7,7 +7,10 @@ from typing import Optional
 
 import typer
 
+from stylespace.cli._options import JSON_OPTION, default_of, given, setting
 from stylespace.cli._output import console, emit, out
+from stylespace.report.config import ReportConfig
+from stylespace.utils import METRICS
 
 
 def register(app: typer.Typer) -> None:
@@ -23,34 +26,43 @@ def report_cmd(
     output: Path = typer.Option(Path("report"), "-o", "--output", help="Folder for report.html, the PNGs and report.json."),
     run: Optional[Path] = typer.Option(None, help="Training run folder (with history.csv); default: the model folder "
                                                   "or its parent when one holds history.csv."),
-    pair: str = typer.Option("Shirts,Tshirts", help="The two classes whose centroid line is drawn, A,B."),
+    pair: Optional[str] = setting(ReportConfig, "pair", help="The two classes whose centroid line is drawn, A,B.",
+                                  shown=",".join(default_of(ReportConfig, "pair"))),
     pairs: Optional[Path] = typer.Option(None, help="A labelled pairs CSV (image_a,image_b,label) for the ROC and "
                                                     "histograms instead of pairs from the split's labels."),
-    map_classes: int = typer.Option(10, help="How many of the first main classes the maps and confusion show."),
-    map_sample: int = typer.Option(2000, help="At most this many items per split on each 2-D map."),
-    thumbnails: int = typer.Option(1000, help="Items on the thumbnail map."),
-    centroid_sample: int = typer.Option(2000, help="At most this many train items per class for the train centroids."),
-    max_pairs: int = typer.Option(200_000, help="Labelled item pairs for the ROC and the distance histograms."),
-    metric: str = typer.Option("cosine", help="Distance: cosine or euclidean."),
-    perplexity: float = typer.Option(30.0, help="t-SNE perplexity."),
-    umap_epochs: Optional[int] = typer.Option(None, help="UMAP epochs (default: umap-learn's)."),
-    seed: int = typer.Option(0, help="Seed for samples, maps and the untrained model."),
+    map_classes: Optional[int] = setting(ReportConfig, "map_classes", help="How many of the first main classes the "
+                                         "maps and confusion show."),
+    map_sample: Optional[int] = setting(ReportConfig, "map_sample", help="At most this many items per split on each "
+                                        "2-D map."),
+    thumbnails: Optional[int] = setting(ReportConfig, "thumbnail_sample", "--thumbnails",
+                                        help="Items on the thumbnail map."),
+    centroid_sample: Optional[int] = setting(ReportConfig, "centroid_sample", help="At most this many train items "
+                                             "per class for the train centroids."),
+    max_pairs: Optional[int] = setting(ReportConfig, "max_pairs", help="Labelled item pairs for the ROC and the "
+                                       "distance histograms."),
+    metric: Optional[str] = setting(ReportConfig, "metric", help=f"Distance: {' or '.join(METRICS)}."),
+    perplexity: Optional[float] = setting(ReportConfig, "perplexity", help="t-SNE perplexity."),
+    umap_epochs: Optional[int] = setting(ReportConfig, "umap_epochs", shown="umap-learn's", help="UMAP epochs."),
+    seed: Optional[int] = setting(ReportConfig, "seed", help="Seed for samples, maps and the untrained model."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(256, help="Images per embedding batch."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    from stylespace.report.build import ReportConfig, write_report
+    from stylespace.report.build import write_report
     from stylespace.report.inputs import load_report_inputs
     from stylespace.utils import StylespaceError
 
-    names = tuple(p.strip() for p in pair.split(","))
-    if len(names) != 2 or not all(names):
-        raise StylespaceError(f"--pair expects two class names separated by a comma, e.g. Shirts,Tshirts; got {pair!r}")
-    config = ReportConfig(map_classes=map_classes, map_sample=map_sample, thumbnail_sample=thumbnails,
-                          centroid_sample=centroid_sample, pair=names, max_pairs=max_pairs, metric=metric,
-                          perplexity=perplexity, umap_epochs=umap_epochs, seed=seed)
+    names = None
+    if pair is not None:
+        names = tuple(p.strip() for p in pair.split(","))
+        if len(names) != 2 or not all(names):
+            raise StylespaceError(f"--pair expects two class names separated by a comma, e.g. Shirts,Tshirts; got "
+                                  f"{pair!r}")
+    config = ReportConfig(**given(map_classes=map_classes, map_sample=map_sample, thumbnail_sample=thumbnails,
+                                  centroid_sample=centroid_sample, pair=names, max_pairs=max_pairs, metric=metric,
+                                  perplexity=perplexity, umap_epochs=umap_epochs, seed=seed))
     inputs = load_report_inputs(model_path, split, catalog=catalog, run=run, pairs=pairs, device=device,
-                                batch_size=batch_size, seed=seed, progress=not as_json)
+                                batch_size=batch_size, seed=config.seed, progress=not as_json)
     with console.status("building the report") if not as_json else contextlib.nullcontext():
         result = write_report(inputs, output, config, progress=lambda message: console.log(message))
     summary = {"html": str(result.html), "folder": str(result.folder), "seconds": round(result.seconds, 1),

@@ -8,7 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from stylespace.cli._options import JSON_OPTION, given, setting
 from stylespace.cli._output import console, emit, out
+from stylespace.index.robustness import RobustnessConfig
 from stylespace.utils import StylespaceError, write_json
 
 
@@ -23,21 +25,22 @@ def robustness_cmd(
     catalog_path: Path = typer.Argument(..., metavar="CATALOG", help="The catalog the index holds."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="An index of CATALOG built with MODEL "
                                                                      "(default: one is built in a temporary folder)."),
-    items: int = typer.Option(1000, help="Catalog items sampled (seeded)."),
-    seed: int = typer.Option(0, help="Seed of the sample and of the distortions' random choices."),
-    distortions: Optional[str] = typer.Option(None, help="Comma-separated distortion names (default: all)."),
+    items: Optional[int] = setting(RobustnessConfig, "items", help="Catalog items sampled (seeded)."),
+    seed: Optional[int] = setting(RobustnessConfig, "seed", help="Seed of the sample and of the distortions' random "
+                                  "choices."),
+    distortions: Optional[str] = setting(RobustnessConfig, "distortions", shown="all",
+                                         help="Comma-separated distortion names."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the report as JSON here."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.data import load_catalog
-    from stylespace.data.distortions import DISTORTIONS
     from stylespace.index import CatalogIndex
     from stylespace.index.build import build_index
-    from stylespace.index.robustness import RobustnessConfig, measure_robustness
+    from stylespace.index.robustness import measure_robustness
     from stylespace.models import load_model
 
-    names = tuple(n.strip() for n in distortions.split(",") if n.strip()) if distortions else tuple(DISTORTIONS)
-    config = RobustnessConfig(items=items, seed=seed, distortions=names).validate()
+    names = tuple(n.strip() for n in distortions.split(",") if n.strip()) if distortions else None
+    config = RobustnessConfig(**given(items=items, seed=seed, distortions=names))
     model = load_model(model_path)
     catalog = load_catalog(catalog_path)
     log = (lambda line: None) if as_json else (lambda line: console.print(line))

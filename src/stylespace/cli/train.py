@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from stylespace.cli._options import (RAY_ADDRESS_OPTION, RAY_GPUS_OPTION, RAY_OPTION, RAY_WORKERS_OPTION, ray_config,
-                                     with_engine)
+from stylespace.cli._options import (JSON_OPTION, RAY_ADDRESS_OPTION, RAY_GPUS_OPTION, RAY_OPTION, RAY_WORKERS_OPTION,
+                                     ray_config, with_engine)
 from stylespace.cli._output import console, emit, out
 from stylespace.utils import StylespaceError
 
@@ -95,12 +95,13 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, help="Random seed (weights, sampling, augmentation)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (0 = default)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.cli.data import parse_size
     from stylespace.training import preset, resume_configs, train_run
     from stylespace.training.distributed import is_primary_process
-    from stylespace.training.presets import default_preset, finetune_preset, override
+    from stylespace.training.presets import default_preset, finetune_preset
+    from stylespace.utils import override
 
     if resume:
         model_config, train_config = resume_configs(out_dir)
@@ -122,13 +123,13 @@ def train_cmd(
             model_config = None
         else:
             model_config = override(model_config, **architecture).validate()
-        loss = override(train_config.loss, label_smoothing=label_smoothing, margin=margin, pair_ratio=pair_ratio,
-                        gap=gap, miner=miner, temperature=temperature)
+        objective_config = override(train_config.objective_config, label_smoothing=label_smoothing, margin=margin,
+                                    pair_ratio=pair_ratio, gap=gap, miner=miner, temperature=temperature)
         train_config = override(train_config, objective=objective, views=views, epochs=epochs, lr=lr, batch_size=batch_size,
                                 optimizer=optimizer, schedule=schedule, weight_decay=weight_decay, sampler=sampler,
                                 m_per_class=m_per_class, balance_power=balance_power, patience=patience,
                                 augment=augment, val_fraction=val_fraction, seed=seed, device=device,
-                                num_threads=threads, loss=loss, init=init,
+                                num_threads=threads, objective_config=objective_config, init=init,
                                 freeze_backbone_epochs=freeze_backbone_epochs,
                                 backbone_lr_factor=backbone_lr_factor, cached_views=cached_views).validate()
     model, result, record = train_run(catalog_path, split, model_config, train_config, out_dir, resume=resume,
@@ -165,9 +166,9 @@ def embed_cmd(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     ray: bool = RAY_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
-    ray_workers: int = RAY_WORKERS_OPTION,
-    ray_gpus: float = RAY_GPUS_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    ray_workers: Optional[int] = RAY_WORKERS_OPTION,
+    ray_gpus: Optional[float] = RAY_GPUS_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.data import load_catalog
     from stylespace.embeddings import embed_catalog

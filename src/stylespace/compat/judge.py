@@ -123,11 +123,3 @@ class CompatibilityJudge:
     def judge(self, image_a, image_b) -> Verdict:
         """The verdict for one pair, with the distance and the cutoff it was compared with."""
         return Verdict.from_distance(self.distance(image_a, image_b), self.cutoff.value)
-
-    def judge_many(self, pixels_a: np.ndarray, pixels_b: np.ndarray, batch_size: int = 256) -> list[Verdict]:
-        """Verdicts for pairs of uint8 image batches (N, H, W, 3) at the model's input size."""
-        if len(pixels_a) != len(pixels_b):
-            raise StylespaceError(f"{len(pixels_a)} first images but {len(pixels_b)} second images")
-        distances = np.concatenate([self.model.distance(pixels_a[i:i + batch_size], pixels_b[i:i + batch_size])
-                                    for i in range(0, len(pixels_a), batch_size)]) if len(pixels_a) else []
-        return [Verdict.from_distance(d, self.cutoff.value) for d in distances]

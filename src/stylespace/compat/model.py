@@ -9,7 +9,7 @@ min-max scaled its VGG features for the same reason: a head trains badly on raw 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,8 @@ class CompatibilityConfig:
         margin: contrastive negative margin m (pairs farther apart than m cost nothing).
         weight_decay: the L2 penalty of the chosen model.
         weight_decays: the sweep it was chosen from, on validation AUC.
-        learning_rate, batch_size, max_epochs, patience: RMSProp and early stopping.
+        lr, batch_size, epochs, patience: RMSProp's learning rate, pairs per batch, epochs at most per weight
+            decay, early stopping (the names :class:`stylespace.training.TrainConfig` uses).
         positive_fraction: positives per training batch (None = the data's own ratio).
         category_column: the item metadata column whose values must differ within a training pair.
         pairs: where the pairs came from; split_by / split_seed: how they were split.
@@ -48,9 +49,9 @@ class CompatibilityConfig:
     margin: float = 1.0
     weight_decay: float = 0.0
     weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2)
-    learning_rate: float = 1e-3
+    lr: float = 1e-3
     batch_size: int = 128
-    max_epochs: int = 40
+    epochs: int = 40
     patience: int = 5
     positive_fraction: float | None = None
     match_categories: bool = True
@@ -59,6 +60,9 @@ class CompatibilityConfig:
     split_by: str = "item"
     split_seed: int = 0
     seed: int = 0
+
+    # compat.json files written before the names were those of TrainConfig
+    RENAMED: ClassVar[dict[str, str]] = {"learning_rate": "lr", "max_epochs": "epochs"}
 
     def __post_init__(self) -> None:
         validate([
@@ -69,9 +73,9 @@ class CompatibilityConfig:
             above("margin", self.margin, 0, note="003 uses m = 1"),
             at_least("weight_decay", self.weight_decay, 0, integer=False),
             each("weight_decays", self.weight_decays, 0, integer=False),
-            above("learning_rate", self.learning_rate, 0),
+            above("lr", self.lr, 0),
             at_least("batch_size", self.batch_size, 2),
-            at_least("max_epochs", self.max_epochs, 1),
+            at_least("epochs", self.epochs, 1),
             at_least("patience", self.patience, 1),
             in_range("positive_fraction", self.positive_fraction, 0, 1, "()", none_ok=True,
                      note="None: the data's own ratio"),

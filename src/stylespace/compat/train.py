@@ -166,13 +166,13 @@ def fit_head(features: torch.Tensor, train: _PairRows, val: _PairRows, sampler: 
     ``config.patience`` epochs and return the best epoch's head, the history and that epoch's number."""
     head = new_head(config, train_features).to(features.device)
     loss_fn = contrastive_loss(config.margin)
-    optimiser = torch.optim.RMSprop(head.parameters(), lr=config.learning_rate, weight_decay=weight_decay)
+    optimiser = torch.optim.RMSprop(head.parameters(), lr=config.lr, weight_decay=weight_decay)
     labels = torch.as_tensor(train.label, device=features.device)
     rows_a = torch.as_tensor(train.a, device=features.device)
     rows_b = torch.as_tensor(train.b, device=features.device)
     best_auc, best_epoch, best_state = -np.inf, 0, copy.deepcopy(head.state_dict())
     history: list[EpochRecord] = []
-    for epoch in range(1, config.max_epochs + 1):
+    for epoch in range(1, config.epochs + 1):
         head.train()
         sampler.set_epoch(epoch)
         losses = []

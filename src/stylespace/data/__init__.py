@@ -6,6 +6,7 @@ from stylespace.data.images import ImageDecodeError, View, canonical_view, load_
 from stylespace.data.readers import load_catalog
 from stylespace.data.splits import (
     SCENARIOS,
+    YEAR_PARITY_MAP,
     SplitConfig,
     SplitManifest,
     coarse_label_map,
@@ -14,6 +15,8 @@ from stylespace.data.splits import (
     parse_merge,
     protocol_split,
     stratified_split,
+    top_classes,
+    year_split,
 )
 
 __all__ = [
@@ -21,6 +24,6 @@ __all__ = [
     "ImageArray", "load_image_array", "ImageDecodeError", "load_rgb", "open_image",
     "View", "canonical_view", "load_view",
     "SCENARIOS", "SplitConfig", "SplitManifest", "protocol_split", "stratified_split", "column_split",
-    "parse_column_map", "parse_merge",
+    "parse_column_map", "parse_merge", "YEAR_PARITY_MAP", "top_classes", "year_split",
     "coarse_label_map", "SplitChoice", "held_out_split", "split_for_catalog",
 ]

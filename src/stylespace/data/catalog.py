@@ -9,7 +9,7 @@ import mimetypes
 import os
 import zipfile
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Protocol
 
 import numpy as np
 from PIL import Image
@@ -276,9 +276,3 @@ def _plural(reason: str, count: int) -> str:
     elif not head.endswith("s"):
         head += "s"
     return f"{head} {tail}".strip()
-
-
-def check_ids_unique(ids: Sequence[str]) -> None:
-    duplicates = [i for i, n in collections.Counter(ids).items() if n > 1]
-    if duplicates:
-        raise CatalogError(f"duplicate item ids: {duplicates[:5]}")

@@ -81,6 +81,10 @@ class UnknownImageFormat(ImageDecodeError):
     """The bytes are in no image format Pillow reads (text, HTML, ...), as opposed to a broken image."""
 
 
+class DecompressionBomb(ImageDecodeError):
+    """An image whose header claims more pixels than any photo has (over :data:`MAX_PIXELS`): refused unread."""
+
+
 class ImageTooLarge(ImageDecodeError):
     """An image whose decoded size is over the :class:`PixelBudget` (refused before it is decoded).
 
@@ -156,7 +160,7 @@ def probe_image(source: bytes, size: tuple[int, int] = (80, 60)) -> Probe:
     except UnidentifiedImageError:
         raise UnknownImageFormat("image bytes: not an image in a known format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"image bytes: refused as a decompression bomb ({exc})") from None
+        raise DecompressionBomb(f"image bytes: refused as a decompression bomb ({exc})") from None
     except Exception as exc:
         raise ImageDecodeError(f"image bytes: cannot decode image ({type(exc).__name__}: {exc})") from None
 
@@ -192,7 +196,7 @@ def open_image(source: bytes | str | os.PathLike | Image.Image, draft: tuple[int
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = Image.open(stream)
                 if image.width * image.height > MAX_PIXELS:
-                    raise ImageDecodeError(
+                    raise DecompressionBomb(
                         f"{name}: {image.width}x{image.height} px is over the {MAX_PIXELS:,} px limit (decompression bomb?)"
                     )
                 # JPEG can decode at a reduced scale directly, which makes huge photos cheap.
@@ -208,7 +212,7 @@ def open_image(source: bytes | str | os.PathLike | Image.Image, draft: tuple[int
         except ImageDecodeError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageDecodeError(f"{name}: refused as a decompression bomb ({exc})") from None
+            raise DecompressionBomb(f"{name}: refused as a decompression bomb ({exc})") from None
         except Exception as exc:  # Pillow raises many types for broken files
             raise ImageDecodeError(f"{name}: cannot decode image ({type(exc).__name__}: {exc})") from None
     return to_rgb(image)

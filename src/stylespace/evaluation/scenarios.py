@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.evaluation.classification import ClassificationMetrics, OpenSetMetrics, open_set_metrics
+from stylespace.evaluation.config import SCENARIO_NUMBERS  # 004's four; which a split has: evaluation.plan
 from stylespace.evaluation.support_set import (
     RejectThreshold,
     SupportSetClassifier,
@@ -28,10 +29,6 @@ from stylespace.evaluation.support_set import (
 from stylespace.evaluation.plan import plan_for, scenario_split
 from stylespace.evaluation.vectors import VectorTable
 from stylespace.utils import StylespaceError, one_of, validate
-
-
-# 004's four scenarios; which of them a split can be scored on depends on its layout (evaluation.plan)
-SCENARIO_NUMBERS = (1, 2, 3, 4)
 
 
 @dataclasses.dataclass

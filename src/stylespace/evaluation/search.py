@@ -13,9 +13,8 @@ import os
 
 import numpy as np
 
-from stylespace.utils import StylespaceError, at_least, one_of, validate
+from stylespace.utils import METRICS, StylespaceError, at_least, one_of, validate
 
-METRICS = ("cosine", "euclidean")
 DENSE_MIN_K = 1024  # from this depth (or N / 64) a search scores whole rows instead of using FAISS's reservoir
 DENSE_BLOCK_BYTES = 64 * 2**20
 

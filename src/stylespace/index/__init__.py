@@ -7,8 +7,8 @@ FAISS + SQLite backend (default) or by Milvus (``IndexBackend``).
 """
 from stylespace.index.backend import IndexBackend, IndexMarker
 from stylespace.index.catalog_index import CatalogIndex, Hit, Neighbours, read_config
-from stylespace.index.config import KINDS, METRICS, IndexConfig
+from stylespace.index.config import KINDS, METRICS, IndexConfig, IndexSettings
 from stylespace.index.structures import measure_recall, recall_at_k
 
-__all__ = ["CatalogIndex", "Hit", "IndexBackend", "IndexConfig", "IndexMarker", "KINDS", "METRICS", "Neighbours", "measure_recall",
+__all__ = ["CatalogIndex", "Hit", "IndexBackend", "IndexConfig", "IndexSettings", "IndexMarker", "KINDS", "METRICS", "Neighbours", "measure_recall",
            "read_config", "recall_at_k"]

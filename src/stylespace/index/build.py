@@ -14,6 +14,7 @@ import numpy as np
 
 from stylespace.data.images import VIEW_VERSION
 from stylespace.index.catalog_index import CatalogIndex
+from stylespace.index.config import IndexSettings
 from stylespace.models.shipped import resolve_model_dir
 from stylespace.progress import steps
 from stylespace.utils import StylespaceError
@@ -81,7 +82,8 @@ def _item_embeddings(model, catalog, ids: list[str], vectors: np.ndarray):
 
 def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str] | None = None,
                 labels: Mapping[str, str] | None = None, model_path: str | os.PathLike = "",
-                kind: str = "exact", metric: str = "cosine", whiten: bool = True, overwrite: bool = False,
+                kind: str = IndexSettings.kind, metric: str = IndexSettings.metric,
+                whiten: bool = IndexSettings.whiten, overwrite: bool = False,
                 cache_dir: str | os.PathLike | None = None, batch_size: int = 256, device: str = "auto",
                 progress: bool = True, include_blank: bool = False, ray=None,
                 **settings: Any) -> tuple[CatalogIndex, dict[str, str]]:

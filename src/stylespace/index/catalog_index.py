@@ -30,7 +30,7 @@ from stylespace.index.backend import (IndexBackend, IndexChanges, IndexMarker, I
 from stylespace.index.backends import backend_class, upgrade_format
 from stylespace.index.config import CONFIG_FILE, FORMAT_VERSION, LEGACY_CALIBRATION_FIELDS, IndexConfig
 from stylespace.index.neighbour_memo import NeighbourMemo
-from stylespace.utils import StylespaceError, dataclass_from_dict, read_json
+from stylespace.utils import METRICS, StylespaceError, dataclass_from_dict, one_of, read_json, validate
 
 
 @dataclasses.dataclass
@@ -116,7 +116,8 @@ class CatalogIndex:
     def create(cls, folder: str | os.PathLike, ids: Sequence[str], vectors, *, model_id: str,
                metric: str = "cosine", kind: str = "exact", labels: Sequence[str | None] | None = None,
                metas: Sequence[Mapping[str, str]] | None = None, sources: Sequence[str] | None = None,
-               overwrite: bool = False, measure_recall: bool = True, **settings: Any) -> "CatalogIndex":
+               whiten: bool = False, overwrite: bool = False, measure_recall: bool = True,
+               **settings: Any) -> "CatalogIndex":
         """Make an index of ``vectors`` (N, D) with item ``ids`` in ``folder``.
 
         Args:
@@ -125,6 +126,8 @@ class CatalogIndex:
             model_id: the id of the model that embedded ``vectors`` (recorded; queries are checked against it).
             metric, kind: see :class:`IndexConfig`.
             labels, metas, sources: per item, optional (labels are used only to calibrate recommendations).
+            whiten: whiten the vectors (see :class:`IndexSettings`); off here, where vectors are indexed as given
+                (``build_index``, which embeds a catalog with a model, whitens by default).
             overwrite: replace an index already in ``folder`` (atomically, like any other write).
             measure_recall: for approximate kinds, measure recall@10 against exact search (stored in index.json).
             settings: other :class:`IndexConfig` fields (backend, uri, nlist, nprobe, hnsw_m, model_path, ...).
@@ -137,8 +140,8 @@ class CatalogIndex:
         unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(IndexConfig)})
         if unknown:
             raise StylespaceError(f"unknown index setting(s) {unknown}")
-        config = IndexConfig(model_id=model_id, dim=int(vectors.shape[1]), metric=metric, kind=kind, **settings)
-        config.validate()
+        config = IndexConfig(model_id=model_id, dim=int(vectors.shape[1]), metric=metric, kind=kind, whiten=whiten,
+                             **settings)
         config.created = _now()
         rows = _item_rows(ids, len(vectors), labels, metas, sources)
         if not config.metadata_columns:
@@ -310,8 +313,7 @@ class CatalogIndex:
     def hits(self, neighbours: Neighbours, metric: str | None = None) -> list[list[Hit]]:
         """Turn :class:`Neighbours` into :class:`Hit` lists (one SQLite lookup for all rows)."""
         metric = metric or self.config.metric
-        if metric not in ("cosine", "euclidean"):
-            raise StylespaceError(f"metric must be cosine or euclidean, got {metric!r}")
+        validate([one_of("metric", metric, METRICS)])
         if metric != self.config.metric and self.config.metric == "euclidean":
             raise StylespaceError(f"the index at {self.folder} was built for euclidean distance on unnormalised vectors; "
                                   "rebuild it with `stylespace index rebuild --metric cosine` to search by cosine")
@@ -446,7 +448,6 @@ class CatalogIndex:
             old = self.config
             config = dataclasses.replace(old, kind=kind or old.kind, metric=metric or old.metric,
                                          metadata_columns=list(old.metadata_columns), **settings)
-            config.validate()
             whitens = config.whiten and len(self) >= structures.WHITEN_MIN_ITEMS_PER_DIM * config.dim
             if config.metric != old.metric or old.whitened_items or whitens:
                 config.space_version = old.space_version + 1  # similarities may move: calibrations are outdated
@@ -582,11 +583,13 @@ def read_config(folder: Path) -> IndexConfig:
         raise StylespaceError(f"{folder}: not an index folder (no {CONFIG_FILE}); build one with "
                               "`stylespace index MODEL CATALOG -o FOLDER`")
     data = read_json(path, "IndexConfig JSON")
+    if isinstance(data, dict):
+        data.setdefault("whiten", False)  # an index.json that does not say was made before whitening existed
     if isinstance(data, dict) and any(name in data for name in LEGACY_CALIBRATION_FIELDS):
         legacy = {name: data.pop(name) for name in LEGACY_CALIBRATION_FIELDS if name in data}
         if legacy.get("threshold") is not None or legacy.get("confidence"):
             data["legacy_calibration"] = legacy
-    return dataclass_from_dict(IndexConfig, data, source=str(path)).validate()
+    return dataclass_from_dict(IndexConfig, data, source=str(path))
 
 
 @contextlib.contextmanager

@@ -9,13 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from stylespace.utils import StylespaceError
+from stylespace.utils import METRICS, at_least, each, one_of, validate
 
 KINDS = ("exact", "ivf", "hnsw", "ivf-pq", "hnsw-sq8")
 # Kinds whose structure holds compressed codes: their shortlist is re-ranked with the exact vectors.
 COMPRESSED_KINDS = ("ivf-pq", "hnsw-sq8")
 BACKENDS = ("faiss", "milvus")
-METRICS = ("cosine", "euclidean")
 CONFIG_FILE = "index.json"
 # index.json fields of the recommendation's calibration in indexes made before it moved beside the index
 LEGACY_CALIBRATION_FIELDS = ("confidence", "confidence_params", "threshold", "calibration_file", "calibration")
@@ -23,20 +22,18 @@ FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass
-class IndexConfig:
-    """How an index was made and which files hold it.
+class IndexSettings:
+    """How to make an index: the choices a user makes (``stylespace index build`` / ``rebuild`` options, derived
+    from these defaults). Checked when made.
 
     Attributes:
-        model_id: :func:`stylespace.models.model_id` of the model that embedded the items; queries
-            embedded by another model are refused.
-        dim: D, the embedding size.
         metric: ``cosine`` (inner product on L2-normalised vectors) or ``euclidean`` (L2 on the vectors as given).
-        backend: ``faiss`` (embedded: FAISS + SQLite in the index folder, the default) or ``milvus`` (a Milvus
-            Lite file or a Milvus server / cluster at ``uri``, collection ``collection``).
         kind: ``exact`` (flat, the default), ``ivf`` (inverted lists, for millions of items), ``hnsw`` (graph),
             or the compressed ``ivf-pq`` (IVF over product-quantised codes, ``pq_m`` bytes per vector) and
             ``hnsw-sq8`` (HNSW over 8-bit scalar-quantised vectors), whose shortlist of ``rerank`` x k
             candidates is re-ranked with the exact vectors.
+        backend: ``faiss`` (embedded: FAISS + SQLite in the index folder, the default) or ``milvus`` (a Milvus
+            Lite file or a Milvus server / cluster at ``uri``, collection ``collection``).
         nlist: IVF cells; 0 = chosen from the catalog size (about 4 sqrt(N)).
         nprobe: IVF cells visited per query.
         hnsw_m: HNSW graph degree.
@@ -45,6 +42,50 @@ class IndexConfig:
             (``ivf-pq`` and ``hnsw-sq8``).
         whiten: whiten the vectors (a PCA whitening fitted on the catalog's own vectors, no labels) when the
             structure is made or rebuilt; needs at least 4 items per dimension, else the index is left plain.
+            On for an index of a catalog embedded by a model (``build_index``, the CLI); ``CatalogIndex.create``
+            indexes vectors as given unless asked.
+    """
+
+    metric: str = "cosine"
+    kind: str = "exact"
+    backend: str = "faiss"
+    uri: str = ""
+    collection: str = ""
+    nlist: int = 0
+    nprobe: int = 16
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 64
+    pq_m: int = 0
+    rerank: int = 20
+    whiten: bool = True
+
+    def __post_init__(self) -> None:
+        validate(self._checks(), "index")
+
+    def _checks(self):
+        yield one_of("metric", self.metric, METRICS)
+        yield one_of("kind", self.kind, KINDS)
+        yield one_of("backend", self.backend, BACKENDS)
+        yield (self.backend != "milvus" or bool(self.uri),
+               "a milvus index needs a uri: a Milvus Lite file (./catalog.db) or a server (http://host:19530); "
+               "pass --uri")
+        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search", "rerank"):
+            yield at_least(name, getattr(self, name), 1)
+        yield one_of("whiten", self.whiten, (True, False))
+        yield at_least("nlist", self.nlist, 0, note="0 = automatic")
+        yield at_least("pq_m", self.pq_m, 0, note="0 = automatic")
+
+
+@dataclasses.dataclass(kw_only=True)
+class IndexConfig(IndexSettings):
+    """What an index is (``index.json``): the :class:`IndexSettings` it was made with, and the record of how it
+    was made and which files hold it now.
+
+    Attributes:
+        model_id: :func:`stylespace.models.model_id` of the model that embedded the items; queries
+            embedded by another model are refused.
+        dim: D, the embedding size.
         whitened_items: how many items the whitening in use was fitted on (0 = the index is not whitened).
         model_path: the model folder the index was built with (the CLI embeds queries with it).
         input_size: (H, W) the model takes; query images are decoded to this size.
@@ -67,24 +108,10 @@ class IndexConfig:
         generation: the current generation (a build or rebuild); items_file: the item store; faiss_file: the
             FAISS structure of this generation, as of store revision ``structure_revision`` (its last key
             ``structure_last_key``); base_revision: the store revision the generation was built at.
-        uri, collection: where a ``milvus`` backend keeps the items.
     """
 
     model_id: str
     dim: int
-    metric: str = "cosine"
-    kind: str = "exact"
-    backend: str = "faiss"
-    uri: str = ""
-    collection: str = ""
-    nlist: int = 0
-    nprobe: int = 16
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 64
-    pq_m: int = 0
-    rerank: int = 20
-    whiten: bool = False
     whitened_items: int = 0
     model_path: str = ""
     input_size: tuple[int, int] = (80, 60)
@@ -108,38 +135,25 @@ class IndexConfig:
     updated: str = ""
     version: int = FORMAT_VERSION
 
+    def _checks(self):
+        yield (isinstance(self.model_id, str) and bool(self.model_id),
+               "needs the model_id of the model that embedded its items")
+        yield at_least("dim", self.dim, 1)
+        yield from super()._checks()
+        yield (not self.pq_m or self.dim % self.pq_m == 0,
+               f"pq_m must divide the dimension {self.dim} (0 = automatic), got {self.pq_m!r}")
+        yield each("input_size", self.input_size, 1, count=2, note="(H, W) in pixels")
+        yield (self.version <= FORMAT_VERSION, f"format version {self.version} is newer than this stylespace "
+                                               f"understands ({FORMAT_VERSION}); upgrade stylespace")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+
     def validate(self) -> "IndexConfig":
-        """Check every field; raises StylespaceError saying what was expected."""
-        if not isinstance(self.model_id, str) or not self.model_id:
-            raise StylespaceError("an index needs the model_id of the model that embedded its items")
-        if not isinstance(self.dim, int) or self.dim < 1:
-            raise StylespaceError(f"index dim must be a positive integer, got {self.dim!r}")
-        if self.metric not in METRICS:
-            raise StylespaceError(f"index metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
-        if self.kind not in KINDS:
-            raise StylespaceError(f"index kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.backend not in BACKENDS:
-            raise StylespaceError(f"index backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.backend == "milvus" and not self.uri:
-            raise StylespaceError("a milvus index needs a uri: a Milvus Lite file (./catalog.db) or a server "
-                                  "(http://host:19530); pass --uri")
-        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search", "rerank"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise StylespaceError(f"index {name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.whiten, bool):
-            raise StylespaceError(f"index whiten must be true or false, got {self.whiten!r}")
-        if not isinstance(self.pq_m, int) or self.pq_m < 0 or (self.pq_m and self.dim % self.pq_m):
-            raise StylespaceError(f"index pq_m must divide the dimension {self.dim} (0 = automatic), got {self.pq_m!r}")
-        if not isinstance(self.nlist, int) or self.nlist < 0:
-            raise StylespaceError(f"index nlist must be an integer >= 0 (0 = automatic), got {self.nlist!r}")
-        size = tuple(self.input_size)
-        if len(size) != 2 or any(not isinstance(v, int) or v < 1 for v in size):
-            raise StylespaceError(f"index input_size must be (H, W) in pixels, got {self.input_size!r}")
-        self.input_size = (int(size[0]), int(size[1]))
-        if self.version > FORMAT_VERSION:
-            raise StylespaceError(f"index format version {self.version} is newer than this stylespace understands "
-                                  f"({FORMAT_VERSION}); upgrade stylespace")
+        """Check every field again (after fields were changed in place); raises StylespaceError saying what
+        was expected."""
+        self.__post_init__()
         return self
 
     @property

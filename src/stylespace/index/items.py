@@ -222,12 +222,6 @@ class ItemStore:
         with self._lock:
             self._set(name, value)
 
-    def live_ids(self, ids: Sequence[str]) -> dict[str, int]:
-        """id -> key of the live items among ``ids`` (the writer's view: everything committed)."""
-        rows = self._query("SELECT id, key FROM items WHERE id IN (SELECT value FROM json_each(?)) AND removed IS NULL",
-                           (json.dumps(list(ids)),))
-        return {item_id: int(key) for item_id, key in rows}
-
     def insert(self, ids: Sequence[str], sources: Sequence[str], labels: Sequence[str | None],
                metas: Sequence[Mapping[str, str]], keys: np.ndarray | None = None) -> np.ndarray:
         """Insert new items; returns their new keys (N,) int64, increasing (``keys``: given, increasing and

@@ -291,15 +291,6 @@ def search_structure(structure, config: IndexConfig, queries: np.ndarray, fetch:
     return scores.astype(np.float32, copy=False), keys
 
 
-def to_bytes(structure) -> bytes:
-    return _faiss().serialize_index(structure).tobytes()
-
-
-def from_bytes(data: bytes):
-    faiss = _faiss()
-    return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-
-
 def recall_at_k(approximate: np.ndarray, exact: np.ndarray) -> float:
     """Mean over queries of |approximate top-k ∩ exact top-k| / k; both (Q, k) int64 key arrays."""
     approximate, exact = np.asarray(approximate), np.asarray(exact)

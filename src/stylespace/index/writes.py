@@ -42,7 +42,9 @@ _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP":
 
 
 class UnknownItems(StylespaceError):
-    """Ids that are not in the index (the API answers 404)."""
+    """Ids that are not in the index (the API answers 404 with this code, naming this field)."""
+
+    code, field = "unknown_item", "item_id"
 
     def __init__(self, ids: Sequence[str]):
         self.ids = list(ids)

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 
 import anyio
 
+from stylespace.service.errors import error_body
 from stylespace.service.keys import KEY_PREFIX, KeyChecker
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -154,7 +155,7 @@ def _bearer(scope) -> str | None:
 
 
 async def _answer(send, status: int, code: str, message: str, field: str | None, headers=()) -> None:
-    body = json.dumps({"error": {"code": code, "message": message, "field": field}}).encode()
+    body = json.dumps(error_body(code, message, field)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})

@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 from stylespace.data.images import DEFAULT_BUDGET, WORK_PIXELS, PixelBudget
+from stylespace.service.errors import ApiError
 from stylespace.utils import above, at_least, validate
 
 _STOP = object()
@@ -72,11 +73,12 @@ class DecodeLimits:
         return PixelBudget(decoded=self.decoded_pixels, working=self.working_pixels)
 
 
-class Busy(Exception):
+class Busy(ApiError):
     """A lane's queue is full: answer 503 and ask the client to come back after ``retry_after`` seconds."""
 
     def __init__(self, lane: str, retry_after: int):
-        super().__init__(f"the server is busy decoding other {lane} uploads; try again in {retry_after} s")
+        super().__init__(503, "busy", f"the server is busy decoding other {lane} uploads; try again in {retry_after} s",
+                         headers={"Retry-After": str(retry_after)})
         self.lane = lane
         self.retry_after = retry_after
 

@@ -36,7 +36,18 @@ log = logging.getLogger("stylespace.service")
 
 
 class UnknownItem(StylespaceError):
-    """An item id that is not in the index (the API answers 404)."""
+    """An item id (or a label) that is not in the index: the API answers 404 with ``code`` (a code of
+    :data:`stylespace.service.errors.CODES`) naming the request ``field``."""
+
+    def __init__(self, message: str, code: str = "unknown_item", field: str = "item_id"):
+        super().__init__(message)
+        self.code, self.field = code, field
+
+
+class UnreadableCatalogImage(StylespaceError):
+    """A catalog item whose image cannot be read from the catalog (moved, damaged)."""
+
+    code = "unreadable_catalog_image"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,18 +260,13 @@ class StyleEngine:
         """Load everything the service needs from disk (once, at start-up)."""
         from stylespace.data import load_catalog
         from stylespace.index import CatalogIndex
-        from stylespace.models import load_model
+        from stylespace.index.queries import open_query_model
         from stylespace.recommend import SelectiveRecommender
         from stylespace.utils import pick_device
 
         target = pick_device(device)
         index = CatalogIndex.open(index_dir)
-        folder = model_dir or index.model_dir
-        if folder is None:
-            raise StylespaceError(f"the index at {index_dir} records no model folder; pass the model that built it "
-                                  "(--model MODEL_DIR)")
-        model = load_model(folder, device=target)
-        index.check_view()
+        model = open_query_model(index, model_dir, device)
         if index.catalog_path is None or not index.catalog_path.exists():
             raise StylespaceError(f"the index at {index_dir} names the catalog {index.catalog_path}, which is not "
                                   "there; its images are served from it (rebuild the index from where the catalog is)")
@@ -346,10 +352,6 @@ class StyleEngine:
     def search(self, pixels: np.ndarray, k: int, blank: bool = False) -> Ranking:
         """The ``k`` items closest to an image (H, W, 3) uint8 at :attr:`input_size`."""
         return self.submit_search(pixels, k, blank).result()
-
-    def search_view(self, view, k: int) -> Ranking:
-        """The ``k`` items closest to a canonical :class:`stylespace.data.View` at :attr:`input_size`."""
-        return self.search(view.pixels, k, view.blank)
 
     def similar(self, item_id: str, k: int) -> Ranking:
         """The ``k`` items closest to a catalog item, the item itself left out."""
@@ -569,8 +571,8 @@ class StyleEngine:
             return self.catalog.read_bytes(item), self.catalog.media_type(item)
         except (OSError, KeyError) as exc:
             where = "the index folder" if kept is not None else f"the catalog {Path(str(self.catalog.source_path)).name}"
-            raise StylespaceError(f"item {item_id!r}: cannot read its image {Path(source).name!r} from {where} "
-                                  f"({exc})") from None
+            raise UnreadableCatalogImage(f"item {item_id!r}: cannot read its image {Path(source).name!r} from {where} "
+                                         f"({exc})") from None
 
     def item_pixels(self, item_id: str, size: tuple[int, int]) -> np.ndarray:
         """The item's image decoded at ``size`` = (H, W) by the training decoder (its canonical view)."""
@@ -592,7 +594,8 @@ class StyleEngine:
         """A page of items (all, or one label's), in catalog order; an unknown label is a 404."""
         with self._lock:
             if label is not None and label not in self._view.by_label:
-                raise UnknownItem(f"no items with label {short(label)!r}; GET /classes lists the labels")
+                raise UnknownItem(f"no items with label {short(label)!r}; GET /classes lists the labels",
+                                  "unknown_label", "label")
             return self._view.page(label, offset, limit)
 
     # --- compatibility ------------------------------------------------------------------------------

@@ -24,8 +24,10 @@ class Hit(ItemSummary):
     """One search result."""
 
     rank: int = Field(description="1 for the closest item.")
-    score: float = Field(description="Closeness to the query in the index's metric: cosine similarity (higher is "
-                                     "closer) or Euclidean distance (lower is closer).")
+    score: float = Field(description="Closeness to the query in the index's metric (`metric`). Unit: for 'cosine', "
+                                     "the cosine similarity of two unit vectors, a pure number in [-1, 1] (1 = the "
+                                     "same direction, higher is closer); for 'euclidean', the Euclidean distance "
+                                     "between two unit vectors, in embedding units, in [0, 2] (lower is closer).")
     metadata: dict[str, str]
 
 
@@ -42,9 +44,13 @@ class SearchResult(BaseModel):
     k: int
     results: list[Hit] = Field(description="Best first. Shown to users only when `confident` is true.")
     confidence: float = Field(description="How sure the recommender is that the top items are relevant "
-                                          "(computed without the catalog's labels).")
+                                          "(computed without the catalog's labels). Unit: that of the score "
+                                          "`confidence_score` names (a cosine similarity for 'top1', a mean or "
+                                          "difference of them for 'mean3', 'margin1-10'...); comparable only with "
+                                          "`threshold`, not a probability.")
     confidence_score: str = Field(description="Which confidence score this is.")
-    threshold: float | None = Field(description="The calibrated threshold the confidence must reach; null when the "
+    threshold: float | None = Field(description="The calibrated threshold the confidence must reach, in the "
+                                                "confidence's unit; null when the "
                                                 "index was never calibrated (`stylespace calibrate-threshold`).")
     confident: bool = Field(description="confidence >= threshold and the query looks like a product photo: show "
                                         "the results; otherwise 'No confident match'. Without a threshold, true "
@@ -56,14 +62,15 @@ class SearchResult(BaseModel):
                                                    "match, whatever the confidence.")
     metric: str = Field(description="What `score` is: 'cosine' (similarity) or 'euclidean' (distance).")
     message: str
-    took_ms: float
+    took_ms: float = Field(description="Time to answer on the server, in milliseconds.")
 
 
 class Verdict(BaseModel):
     """003's style evaluator: the style distance of two items and whether they go well together."""
 
-    distance: float = Field(description="Euclidean distance in the compatibility style space (small = compatible).")
-    cutoff: float = Field(description="Pairs at distance <= cutoff go well together.")
+    distance: float = Field(description="Euclidean distance between the two items in the compatibility style space, "
+                                        "in that space's units (a pure number >= 0; small = compatible).")
+    cutoff: float = Field(description="Pairs at distance <= cutoff go well together (same unit as `distance`).")
     cutoff_method: str
     compatible: bool
     message: str

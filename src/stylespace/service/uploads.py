@@ -14,24 +14,22 @@ for how many decode at once).
 """
 from __future__ import annotations
 
+import json
 from typing import Callable
 
 import numpy as np
 from fastapi import UploadFile
 
 from stylespace.data import ImageDecodeError, View, load_view
-from stylespace.data.images import DEFAULT_BUDGET, PixelBudget, UnknownImageFormat, probe_image
+from stylespace.data.images import (DEFAULT_BUDGET, DecompressionBomb, ImageTooLarge, PixelBudget,
+                                    UnknownImageFormat, probe_image)
+from stylespace.service.errors import ApiError, error_body
 
 CHUNK_BYTES = 64 * 1024
 
 
-class UploadError(Exception):
-    """A rejected upload: the HTTP status to answer with and a message saying what to send instead."""
-
-    def __init__(self, status_code: int, message: str):
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
+class UploadError(ApiError):
+    """A rejected upload: ``UploadError(status, code, message, field)``, answered in the API's one error shape."""
 
 
 class _BodyTooLarge(Exception):
@@ -100,8 +98,8 @@ def _content_length(scope) -> int | None:
 
 
 async def _send_413(send, size: int, limit: int) -> None:
-    body = (b'{"detail":"request body of %d bytes or more is over the %d byte limit; '
-            b'send a smaller image"}' % (size, limit))
+    body = json.dumps(error_body("upload_too_large", f"request body of {size} bytes or more is over the {limit} "
+                                                     "byte limit; send a smaller image")).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
@@ -121,9 +119,10 @@ async def read_upload(upload: UploadFile, max_bytes: int, field: str = "image") 
         chunks.append(chunk)
         total += len(chunk)
     if total > max_bytes:
-        raise UploadError(413, f"{field}: the file is over the {max_bytes:,} byte limit; send a smaller image")
+        raise UploadError(413, "upload_too_large", f"{field}: the file is over the {max_bytes:,} byte limit; send a "
+                                                   "smaller image", field)
     if total == 0:
-        raise UploadError(422, f"{field}: the file is empty (zero bytes); send a JPEG, PNG or WebP image")
+        raise _empty(field)
     return b"".join(chunks)
 
 
@@ -142,18 +141,20 @@ def probe_upload(data: bytes, size: tuple[int, int], field: str = "image",
     """The pixels uploaded bytes decode at for a view of ``size``, read from their header (nothing decoded);
     refused as :func:`decode_upload` refuses, over-budget images included."""
     if not data:
-        raise UploadError(422, f"{field}: the file is empty (zero bytes); send a JPEG, PNG or WebP image")
+        raise _empty(field)
     try:
         probe = probe_image(data, size)
     except UnknownImageFormat:
-        raise UploadError(415, f"{field}: not an image in a known format; send a JPEG, PNG or WebP image") from None
+        raise UploadError(415, "not_an_image", f"{field}: not an image in a known format; send a JPEG, PNG or WebP "
+                                               "image", field) from None
     except ImageDecodeError as exc:
-        raise UploadError(422, f"{field}: {str(exc).removeprefix('image bytes: ')}") from None
+        raise _decode_error(exc, field) from None
     if probe.decoded_pixels > budget.decoded:
-        raise UploadError(422, f"{field}: the image decodes at {probe.decoded_width}x{probe.decoded_height} px "
-                               f"({probe.decoded_pixels / 1e6:.1f} Mpx), over this server's limit of "
-                               f"{budget.decoded / 1e6:g} Mpx; send a smaller image (a JPEG decodes at up to "
-                               "1/8 scale, so a large photo as JPEG passes)")
+        raise UploadError(422, "image_too_large",
+                          f"{field}: the image decodes at {probe.decoded_width}x{probe.decoded_height} px "
+                          f"({probe.decoded_pixels / 1e6:.1f} Mpx), over this server's limit of "
+                          f"{budget.decoded / 1e6:g} Mpx; send a smaller image (a JPEG decodes at up to "
+                          "1/8 scale, so a large photo as JPEG passes)", field)
     return probe.decoded_pixels
 
 
@@ -171,5 +172,15 @@ def decode_probed_view(data: bytes, size: tuple[int, int], field: str = "image",
     try:
         return load_view(data, size=size, budget=budget)
     except ImageDecodeError as exc:
-        reason = str(exc).removeprefix("image bytes: ")
-        raise UploadError(422, f"{field}: {reason}") from None
+        raise _decode_error(exc, field) from None
+
+
+def _decode_error(exc: ImageDecodeError, field: str) -> UploadError:
+    """The 422 for an image that cannot be decoded: too large (a bomb, over the budget) or broken."""
+    code = "image_too_large" if isinstance(exc, (DecompressionBomb, ImageTooLarge)) else "unreadable_image"
+    return UploadError(422, code, f"{field}: {str(exc).removeprefix('image bytes: ')}", field)
+
+
+def _empty(field: str) -> UploadError:
+    return UploadError(422, "empty_upload", f"{field}: the file is empty (zero bytes); send a JPEG, PNG or WebP image",
+                       field)

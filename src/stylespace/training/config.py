@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from stylespace.training.augment import AugmentConfig
 from stylespace.training.objectives import ObjectiveConfig, parse_objective
@@ -14,11 +15,12 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """How to train. Nested ``loss`` (ObjectiveConfig) and ``augmentation`` (AugmentConfig) may be given
-    as dicts (as read back from JSON).
+    """How to train. Nested ``objective_config`` (ObjectiveConfig) and ``augmentation`` (AugmentConfig) may be
+    given as dicts (as read back from JSON).
 
     Attributes:
-        objective: weighted terms, e.g. ``ce``, ``triplet``, ``contrastive``, ``ce+ms:0.5`` (see objectives).
+        objective: weighted terms, e.g. ``ce``, ``triplet``, ``contrastive``, ``ce+ms:0.5`` (see objectives);
+            objective_config: their settings (label smoothing, margins, the miner...).
         optimizer: ``adam``, ``adamw``, ``sgd`` (with ``momentum``, Nesterov) or ``rmsprop`` (seed 003).
         lr: peak learning rate. weight_decay: L2 / decoupled decay on weight matrices (not on biases or norms).
         schedule: ``onecycle`` (warm-up then anneal), ``cosine`` (with ``warmup_epochs`` linear warm-up) or ``constant``.
@@ -48,7 +50,7 @@ class TrainConfig:
     """
 
     objective: str = "ce"
-    loss: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    objective_config: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
     optimizer: str = "adamw"
     lr: float = 2e-3
     weight_decay: float = 5e-4
@@ -75,15 +77,18 @@ class TrainConfig:
     backbone_lr_factor: float = 1.0
     cached_views: int = 0
 
+    # train.json files written when the objective's settings were called ``loss``
+    RENAMED: ClassVar[dict[str, str]] = {"loss": "objective_config"}
+
     def __post_init__(self) -> None:
-        if isinstance(self.loss, dict):
-            self.loss = _nested(ObjectiveConfig, self.loss, "loss")
+        if isinstance(self.objective_config, dict):
+            self.objective_config = _nested(ObjectiveConfig, self.objective_config, "objective_config")
         if isinstance(self.augmentation, dict):
             self.augmentation = _nested(AugmentConfig, self.augmentation, "augmentation")
         self.validate()
 
     def validate(self) -> "TrainConfig":
-        """Check the settings (run when the config is made; again by the trainer); ``loss`` and
+        """Check the settings (run when the config is made; again by the trainer); ``objective_config`` and
         ``augmentation`` check theirs when they are made."""
         terms = parse_objective(self.objective)
         validate([

@@ -163,7 +163,7 @@ def fit_on_cached_features(model: EmbeddingModel, train_pixels: np.ndarray, trai
                                     ).float() if has_val else torch.zeros(0, model.feature_dim)
     model.backbone.requires_grad_(False)
     n_classes = len(model.config.classes) if model.classifier is not None else int(train_labels.max()) + 1
-    objective = build_objective(config.objective, config.loss, n_classes, model.config.embedding_dim)
+    objective = build_objective(config.objective, config.objective_config, n_classes, model.config.embedding_dim)
     trained = [p for name, p in model.named_parameters() if not name.startswith("backbone.")]
     optimizer = make_optimizer(trained + list(objective.parameters()), config, [])
     sampler = build_sampler(config.sampler, train_labels, config.batch_size, config.seed, config.m_per_class,

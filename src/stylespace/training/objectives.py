@@ -163,7 +163,7 @@ class ObjectiveConfig:
             one_of("miner", self.miner, MINERS),
             at_least("arcface_margin", self.arcface_margin, 0, integer=False, note="degrees"),
             above("arcface_scale", self.arcface_scale, 0),
-        ], "loss")
+        ], "objective")
 
 
 TERMS = ("ce", "contrastive", "triplet", "ms", "arcface", "instance")

@@ -220,6 +220,7 @@ def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | No
         "classes": classes,
         "model_id": model_id(model),
         **({"parent": parent_record} if parent_record else {}),
+        **({"pretrained": pretrained_record(model_config.backbone)} if model_config.weights == "imagenet" else {}),
         "val_metric": result.val_metric,
         "best_epoch": result.best_epoch,
         "best_val_metric": result.best_val_metric,
@@ -238,6 +239,22 @@ def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | No
         write_json(run_dir / RUN_FILE, record)
     parallel.barrier()
     return model, result, record
+
+
+def pretrained_record(backbone: str) -> dict:
+    """Where a packaged backbone's starting weights came from: the pip package, its version, the file and its
+    SHA-256 (the model's own weights file holds them too, as training left them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from stylespace.models.pretrained import file_sha256, spec_for, weights_file
+
+    spec, path = spec_for(backbone), weights_file(backbone)
+    try:
+        package_version = version(spec.package)
+    except PackageNotFoundError:
+        package_version = None
+    return {"package": spec.package, "version": package_version, "file": path.name, "sha256": file_sha256(path),
+            "imagenet_top1": spec.imagenet_top1}
 
 
 def _parent_record(run_dir: Path, parent: ParentModel | None, resume: bool) -> dict | None:

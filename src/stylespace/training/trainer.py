@@ -210,7 +210,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
         torch.backends.cudnn.benchmark = True
 
     if objective is None:
-        objective = build_objective(config.objective, config.loss, n_classes, model.config.embedding_dim)
+        objective = build_objective(config.objective, config.objective_config, n_classes, model.config.embedding_dim)
     if objective.needs_classifier and model.classifier is None:
         raise StylespaceError(f"objective {config.objective!r} has a cross-entropy term but the model has no "
                               "classifier; build it with the class names (ModelConfig.classes)")

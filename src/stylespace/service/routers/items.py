@@ -11,10 +11,9 @@ input is a 4xx whose body names the field (``{"error": {"code", "message", "fiel
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, File, Form, Path as PathParam, Request, UploadFile
@@ -23,10 +22,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUpload
 
+from stylespace.service.dependencies import decode
 from stylespace.service.engine import Upload
-from stylespace.service.headers import public, short
-from stylespace.service.uploads import UploadError, read_upload
-from stylespace.utils import StylespaceError
+from stylespace.service.errors import api_error, error_responses
+from stylespace.service.headers import short
+from stylespace.service.uploads import read_upload
 
 router = APIRouter(tags=["catalog changes"])
 
@@ -38,31 +38,9 @@ MAX_VALUE_CHARS = 2_000
 MAX_METADATA_BYTES = 16_384
 
 ITEM_ID = Annotated[str, PathParam(description="A catalog item id.")]
-# An upload refused by the shared reading and decoding path, by its status.
-UPLOAD_CODES = {413: "upload_too_large", 415: "not_an_image", 422: "unreadable_image"}
-WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No key, or a wrong or revoked one (`Authorization: Bearer KEY`)."},
-    403: {"description": "The key may not change the catalog (scope read)."},
-    404: {"description": "No item with this id."},
-    413: {"description": "An image is over the upload limit."},
-    415: {"description": "An upload is not an image."},
-    422: {"description": "A field is missing, of the wrong type, or its image cannot be used; `field` names it."},
-    429: {"description": "Too many wrong keys from this address; see Retry-After."},
-}
-
-
-class WriteError(Exception):
-    """A refused write: its HTTP status, a stable code, the message and the field at fault."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-
-async def write_error(request: Request, exc: WriteError) -> JSONResponse:
-    """The app's handler for :class:`WriteError` (installed by ``create_app``)."""
-    return JSONResponse({"error": {"code": exc.code, "message": public(exc.message), "field": exc.field}},
-                        status_code=exc.status)
+WRITE_RESPONSES = error_responses("unauthorized", "forbidden", "too_many_failures", "key_in_query", "unknown_item",
+                                  "upload_too_large", "not_an_image", "invalid_request", "invalid_input",
+                                  "empty_upload", "unreadable_image", "image_too_large", "blank_image", "busy")
 
 
 class WriteAnswer(BaseModel):
@@ -118,22 +96,22 @@ async def put_batch(request: Request):
     entries = _json_field(form.get("items"), "items", list, default=[])
     removals = _json_field(form.get("remove"), "remove", list, default=[])
     if not entries and not removals:
-        raise WriteError(422, "invalid_request", "give `items` (a JSON array) or `remove` (a JSON array of ids)", "items")
+        api_error(422, "invalid_request", "give `items` (a JSON array) or `remove` (a JSON array of ids)", "items")
     if len(entries) > MAX_BATCH:
-        raise WriteError(422, "invalid_request", f"at most {MAX_BATCH} items a batch, got {len(entries)}", "items")
+        api_error(422, "invalid_request", f"at most {MAX_BATCH} items a batch, got {len(entries)}", "items")
     uploads, decoded = [], {}  # a file part named by several items is read and decoded once
     for n, entry in enumerate(entries):
         where = f"items[{n}]"
         if not isinstance(entry, dict):
-            raise WriteError(422, "invalid_request", f"{where}: expected an object with an image", where)
+            api_error(422, "invalid_request", f"{where}: expected an object with an image", where)
         unknown = sorted(set(entry) - {"id", "label", "metadata", "image"})
         if unknown:
-            raise WriteError(422, "invalid_request", f"{where}: unknown field(s) {unknown}", f"{where}.{unknown[0]}")
+            api_error(422, "invalid_request", f"{where}: unknown field(s) {unknown}", f"{where}.{unknown[0]}")
         part = entry.get("image")
         file = form.get(part) if isinstance(part, str) else None
         if not isinstance(file, StarletteUpload):
-            raise WriteError(422, "invalid_request", f"{where}.image: name the form's file part that holds the "
-                                                     f"item's image (got {short(part)!r})", f"{where}.image")
+            api_error(422, "invalid_request", f"{where}.image: name the form's file part that holds the "
+                                              f"item's image (got {short(part)!r})", f"{where}.image")
         item_id, label = _item_id(entry.get("id"), f"{where}.id"), _label(entry.get("label"), f"{where}.label")
         meta = _metadata_object(entry.get("metadata", {}), f"{where}.metadata")
         if part not in decoded:
@@ -141,7 +119,7 @@ async def put_batch(request: Request):
         uploads.append(dataclasses.replace(decoded[part], id=item_id, label=label, meta=meta))
     ids = [u.id for u in uploads if u.id is not None]
     if len(set(ids)) != len(ids):
-        raise WriteError(422, "invalid_request", "items: an id is given twice", "items")
+        api_error(422, "invalid_request", "items: an id is given twice", "items")
     remove_ids = [_item_id(r, f"remove[{n}]") for n, r in enumerate(removals)]
     result = await _run(engine.put_items, uploads, "replace", remove_ids)
     return _answer(result, None, 200)
@@ -188,15 +166,11 @@ async def _upload(request: Request, file, field: str, item_id: str | None, label
     from stylespace.data.images import probe_image
 
     engine, decoder = request.app.state.engine, request.app.state.decoder
-    try:
-        data = await read_upload(file, request.app.state.max_upload_bytes, field)
-        view = await asyncio.wrap_future(decoder.submit(data, engine.input_size, field))
-    except UploadError as exc:  # the search path's refusal, in the write API's shape (the field named)
-        raise WriteError(exc.status_code, UPLOAD_CODES.get(exc.status_code, "invalid_request"), exc.message,
-                         field) from None
+    data = await read_upload(file, request.app.state.limits.max_upload_bytes, field)
+    view = await decode(decoder, data, engine.input_size, field)
     if view.blank:
-        raise WriteError(422, "blank_image", f"{field}: the picture is blank or almost uniform; send a photo of "
-                                             "the product", field)
+        api_error(422, "blank_image", f"{field}: the picture is blank or almost uniform; send a photo of "
+                                      "the product", field)
     return Upload(data, view, probe_image(data, engine.input_size).format, item_id, label, meta)
 
 
@@ -204,13 +178,13 @@ def _item_id(value, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise WriteError(422, "invalid_request", f"{field}: expected text, got {type(value).__name__}", field)
+        api_error(422, "invalid_request", f"{field}: expected text, got {type(value).__name__}", field)
     if not value or len(value) > MAX_ID_CHARS or not value.isprintable() or value != value.strip():
-        raise WriteError(422, "invalid_request", f"{field}: an id is 1-{MAX_ID_CHARS} printable characters without "
-                                                 f"spaces around, got {short(value)!r}", field)
+        api_error(422, "invalid_request", f"{field}: an id is 1-{MAX_ID_CHARS} printable characters without "
+                                          f"spaces around, got {short(value)!r}", field)
     if value.endswith(("/image", "/similar")) or value.startswith("/"):
-        raise WriteError(422, "invalid_request", f"{field}: an id may not start with / nor end with /image or "
-                                                 "/similar (they are the item's own addresses)", field)
+        api_error(422, "invalid_request", f"{field}: an id may not start with / nor end with /image or "
+                                          "/similar (they are the item's own addresses)", field)
     return value
 
 
@@ -218,7 +192,7 @@ def _label(value, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_LABEL_CHARS:
-        raise WriteError(422, "invalid_request", f"{field}: expected text of 1-{MAX_LABEL_CHARS} characters", field)
+        api_error(422, "invalid_request", f"{field}: expected text of 1-{MAX_LABEL_CHARS} characters", field)
     return value
 
 
@@ -228,24 +202,24 @@ def _metadata(text: str | None, field: str) -> dict[str, str]:
 
 def _metadata_object(value, field: str, allow_null: bool = False) -> dict:
     if not isinstance(value, dict):
-        raise WriteError(422, "invalid_request", f"{field}: expected a JSON object of text columns, got "
-                                                 f"{type(value).__name__}", field)
+        api_error(422, "invalid_request", f"{field}: expected a JSON object of text columns, got "
+                                          f"{type(value).__name__}", field)
     if len(value) > MAX_COLUMNS or len(json.dumps(value)) > MAX_METADATA_BYTES:
-        raise WriteError(422, "invalid_request", f"{field}: at most {MAX_COLUMNS} columns and "
-                                                 f"{MAX_METADATA_BYTES:,} bytes", field)
+        api_error(422, "invalid_request", f"{field}: at most {MAX_COLUMNS} columns and "
+                                          f"{MAX_METADATA_BYTES:,} bytes", field)
     out = {}
     for column, v in value.items():
         if not isinstance(column, str) or not column or len(column) > 128 or column == "label":
-            raise WriteError(422, "invalid_request", f"{field}: column names are 1-128 characters (the label is "
-                                                     "its own field)", field)
+            api_error(422, "invalid_request", f"{field}: column names are 1-128 characters (the label is "
+                                              "its own field)", field)
         if v is None and allow_null:
             out[column] = None
         elif isinstance(v, (str, int, float)) and not isinstance(v, bool) and len(str(v)) <= MAX_VALUE_CHARS:
             out[column] = str(v)
         else:
-            raise WriteError(422, "invalid_request", f"{field}.{short(column)}: expected text (at most "
-                                                     f"{MAX_VALUE_CHARS:,} characters), got {type(v).__name__}",
-                             f"{field}.{column}")
+            api_error(422, "invalid_request", f"{field}.{short(column)}: expected text (at most "
+                                              f"{MAX_VALUE_CHARS:,} characters), got {type(v).__name__}",
+                      f"{field}.{column}")
     return out
 
 
@@ -253,27 +227,21 @@ def _json_field(text, field: str, kind: type, default):
     if text is None or text == "":
         return default
     if not isinstance(text, str):
-        raise WriteError(422, "invalid_request", f"{field}: expected a form field of JSON text, not a file", field)
+        api_error(422, "invalid_request", f"{field}: expected a form field of JSON text, not a file", field)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise WriteError(422, "invalid_request", f"{field}: not valid JSON ({exc.msg})", field) from None
+        api_error(422, "invalid_request", f"{field}: not valid JSON ({exc.msg})", field)
     if not isinstance(value, kind):
-        raise WriteError(422, "invalid_request", f"{field}: expected a JSON {'object' if kind is dict else 'array'}, "
-                                                 f"got {type(value).__name__}", field)
+        api_error(422, "invalid_request", f"{field}: expected a JSON {'object' if kind is dict else 'array'}, "
+                                          f"got {type(value).__name__}", field)
     return value
 
 
 async def _run(change, *args):
-    """Run a write on a worker thread; the index's refusals become 404 / 422 naming the field."""
-    from stylespace.index.writes import UnknownItems
-
-    try:
-        return await run_in_threadpool(change, *args)
-    except UnknownItems as exc:
-        raise WriteError(404, "unknown_item", str(exc), "item_id") from None
-    except StylespaceError as exc:
-        raise WriteError(422, "invalid_input", str(exc), None) from None
+    """Run a write on a worker thread (an unknown id is answered 404 ``unknown_item``, any other refusal of
+    the index 422 ``invalid_input``: the app's handler of StylespaceError)."""
+    return await run_in_threadpool(change, *args)
 
 
 def _answer(result, item_id: str | None, status: int) -> JSONResponse:

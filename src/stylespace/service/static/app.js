@@ -16,11 +16,12 @@ const state = {
 };
 
 // An error the page can explain: a friendly sentence for the shopper, the server's words for the curious.
+// The server answers every error as {"error": {code, message, field}}; the page branches on the stable code.
 class ApiError extends Error {
-  constructor(status, detail, retryAfter) {
-    super(detail);
+  constructor(status, code, message, retryAfter) {
+    super(message);
     this.status = status;
-    this.detail = detail;
+    this.code = code;
     this.retryAfter = retryAfter;
   }
 }
@@ -30,40 +31,38 @@ async function api(path, options) {
   try {
     response = await fetch(path, options);
   } catch (error) {
-    throw new ApiError(0, `network error: ${error.message}`, null);
+    throw new ApiError(0, "network", `network error: ${error.message}`, null);
   }
   let body = null;
   try { body = await response.json(); } catch (_) { /* images and empty bodies */ }
   if (!response.ok) {
-    const detail = body && body.detail;
-    const message = typeof detail === "string" ? detail
-      : Array.isArray(detail) ? detail.map((d) => `${(d.loc || []).slice(-1)[0]}: ${d.msg}`).join("; ")
-      : `${response.status} ${response.statusText}`;
-    throw new ApiError(response.status, message, response.headers.get("Retry-After"));
+    const error = (body && body.error) || {};
+    throw new ApiError(response.status, error.code || "unknown", error.message || `${response.status} ${response.statusText}`,
+      response.headers.get("Retry-After"));
   }
   return body;
 }
 
-function friendly(error, what) {
-  const status = error.status;
-  const detail = (error.detail || error.message || "").toLowerCase();
-  if (status === 0) return "We can't reach the shop's server right now. Please check your connection and try again.";
-  if (status === 413) {
+// What the shopper reads for each error code of the API (stylespace.service.errors.CODES).
+const FRIENDLY = {
+  network: () => "We can't reach the shop's server right now. Please check your connection and try again.",
+  upload_too_large: () => {
     const mb = state.stats ? ` of up to ${(state.stats.max_upload_bytes / 1e6).toFixed(0)} MB` : "";
     return `That file is too large. Please choose a smaller photo${mb}.`;
-  }
-  if (status === 415) return "That file doesn't look like a photo. Please choose a JPEG, PNG or WebP image.";
-  if (status === 422 && detail.includes("limit")) {
-    return "That picture is too large for us to look at. A smaller photo, or the same photo saved as JPEG, will work.";
-  }
-  if (status === 422 && detail.includes("empty")) return "That file is empty. Please choose another photo.";
-  if (status === 422) return "We couldn't read that picture. It may be damaged; please try another photo.";
-  if (status === 503) {
-    const wait = error.retryAfter ? ` in ${error.retryAfter} seconds` : " in a moment";
-    return `We're busy right now. Please try again${wait}.`;
-  }
-  if (status === 404) return `We couldn't find ${what || "that"}. It may no longer be in the catalog.`;
-  return "Something went wrong on our side. Please try again.";
+  },
+  not_an_image: () => "That file doesn't look like a photo. Please choose a JPEG, PNG or WebP image.",
+  image_too_large: () => "That picture is too large for us to look at. A smaller photo, or the same photo saved as JPEG, will work.",
+  empty_upload: () => "That file is empty. Please choose another photo.",
+  unreadable_image: () => "We couldn't read that picture. It may be damaged; please try another photo.",
+  busy: (error) => `We're busy right now. Please try again${error.retryAfter ? ` in ${error.retryAfter} seconds` : " in a moment"}.`,
+  unknown_item: (error, what) => `We couldn't find ${what || "that"}. It may no longer be in the catalog.`,
+  unknown_label: (error, what) => `We couldn't find ${what || "that"}. It may no longer be in the catalog.`,
+  compare_unavailable: () => "Comparing items isn't available on this shop right now.",
+};
+
+function friendly(error, what) {
+  const say = FRIENDLY[error.code];
+  return say ? say(error, what) : "Something went wrong on our side. Please try again.";
 }
 
 function setStatus(element, kind, headline, text) {
@@ -86,7 +85,7 @@ function showError(element, headline, error, what) {
   const summary = document.createElement("summary");
   summary.textContent = "Technical detail";
   const code = document.createElement("code");
-  code.textContent = `${error.status ? `HTTP ${error.status}: ` : ""}${error.detail || error.message}`;
+  code.textContent = `${error.status ? `HTTP ${error.status} ${error.code}: ` : ""}${error.message}`;
   more.append(summary, code);
   element.append(more);
 }
