@@ -1,6 +1,7 @@
 """A small served catalog for the service tests, the browser test and the load benchmark.
 
-A generated Kaggle-layout catalog, indexed with an untrained compact model (fast, deterministic), a
+A generated Kaggle-layout catalog, indexed with an untrained compact model (fast, deterministic), with a
+small text model beside it (MODEL/text: search by words), a
 threshold calibrated with the real calibration at 50 % coverage (so both confident and unconfident
 queries exist), and a compatibility folder with an untrained head whose cutoff is the median distance
 of sampled pairs (so both verdicts occur). Everything is built by the real stylespace parts.
@@ -35,6 +36,7 @@ def build_index(root: Path, per_class: int = 12, seed: int = 0) -> ServedCatalog
     from stylespace.index.build import build_index as index_catalog
     from stylespace.models import ModelConfig, build_model, model_id, save_model
     from stylespace.recommend import calibrate
+    from stylespace.text import TextConfig, train_text_model
 
     root = Path(root)
     catalog_dir = write_kaggle_catalog(root / "catalog", per_class=per_class, seed=seed)
@@ -42,6 +44,8 @@ def build_index(root: Path, per_class: int = 12, seed: int = 0) -> ServedCatalog
     torch.manual_seed(seed)
     model = build_model(ModelConfig(backbone="compact", embedding_dim=32, width=8)).eval()
     save_model(model, root / "model")
+    text_config = TextConfig(epochs=15, batch_size=32, token_dim=16, hidden_dim=32, vocab_size=150)
+    train_text_model(model, catalog, config=text_config, device="cpu", progress=False).save(root / "model" / "text")
     index, failed = index_catalog(model, catalog, root / "index", model_path=root / "model", device="cpu",
                                   progress=False)
     assert not failed, failed

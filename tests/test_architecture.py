@@ -15,7 +15,7 @@ FLOORS = {
     "progress": 0, "utils": 0,
     "data": 1,
     "models": 2,
-    "training": 3, "evaluation": 3, "embeddings": 3, "inference": 3, "ray_embedding": 3,
+    "training": 3, "evaluation": 3, "embeddings": 3, "inference": 3, "ray_embedding": 3, "text": 3,
     "index": 4, "compat": 4, "descriptors": 4, "audit": 4,
     "recommend": 5,
     "service": 6, "report": 6,

@@ -102,8 +102,10 @@ def test_a_clean_catalog_has_no_finding(tmp_path, cache_dir):
 def test_the_shipped_model_finds_the_planted_near_copies_and_nothing_else(planted, tmp_path):
     from stylespace.models import load_model
 
+    from stylespace.audit.config import NEAR_DISTANCE_COMPACT
+
     model = load_model(COMPACT_MODEL)
-    result = audit(planted, model=model)
+    result = audit(planted, model=model, near_distance=NEAR_DISTANCE_COMPACT)
     assert result.config.embedder == "model" and result.config.model_id and result.config.near_distance == 0.140
     # The shipped model's features are trained to tell every item from every other (the instance term): on
     # this catalog its 5th-neighbour distances have a median of 0.37 and a robust spread of 0.12, so the

@@ -1,7 +1,8 @@
 """End to end in a real browser: Debian's headless Chromium driven by Selenium against uvicorn.
 
 Open the page, upload a catalog image, see the grid with that item first, click a result, see its
-similar items; an item below the threshold shows "No confident match". Screenshots go to the test's
+similar items; an item below the threshold shows "No confident match"; type words, see their items (and
+"No confident match" with the reason for words the text model does not know). Screenshots go to the test's
 temporary folder. Skipped (with the reason) where chromium or chromium-driver is not installed.
 """
 from __future__ import annotations
@@ -280,3 +281,31 @@ def test_on_a_narrow_screen_browse_folds_its_class_list_away(browser, server, tm
         browser.save_screenshot(str(tmp_path / "10-narrow-classes-open.png"))
     finally:
         browser.set_window_size(1280, 900)
+
+
+def test_type_words_and_see_their_items(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server + "/")
+    wait_for(browser, lambda d: d.find_element(By.ID, "text-form").is_displayed(), "the search box")
+    box = browser.find_element(By.ID, "text-input")
+    box.send_keys("watches for women", Keys.ENTER)
+    wait_for(browser, lambda d: d.current_url.endswith("#text/watches%20for%20women") and len(card_ids(d)) == 18,
+             "the items for the words")
+    with httpx.Client(base_url=server) as api:
+        expected = api.post("/search/text", json={"text": "watches for women", "k": 18}).json()
+    assert expected["confident"] and card_ids(browser) == [hit["id"] for hit in expected["results"]]
+    labels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .card .label")]
+    assert labels.count("Watches") >= 10, labels
+    assert "items for" in browser.find_element(By.ID, "search-status").text
+    browser.save_screenshot(str(tmp_path / "6-words.png"))
+
+    box = browser.find_element(By.ID, "text-input")
+    box.clear()
+    box.send_keys("qqxzv wbbkj", Keys.ENTER)
+    wait_for(browser, lambda d: "No confident match" in d.find_element(By.ID, "search-status").text,
+             "the no-confident-match notice for unknown words")
+    assert "No word of the query is known" in browser.find_element(By.ID, "search-status").text
+    assert card_ids(browser) == []
+    browser.save_screenshot(str(tmp_path / "7-unknown-words.png"))

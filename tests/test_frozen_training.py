@@ -105,3 +105,31 @@ def catalog_and_split(small_catalog, tmp_path):
     manifest = protocol_split(load_catalog(small_catalog), n_main=4, n_new=2, main_fractions=(0.8, 0.1, 0.1))
     manifest.save(tmp_path / "split.csv")
     return small_catalog, tmp_path / "split.csv", manifest
+
+
+def test_init_from_a_lite0_model_picks_the_frozen_fine_tuning(tmp_path):
+    from stylespace.models import save_model
+    from stylespace.training.presets import finetune_preset, preset
+
+    save_model(EmbeddingModel(lite()), tmp_path / "lite")
+    save_model(EmbeddingModel(ModelConfig(backbone="compact", width=8, embedding_dim=16)), tmp_path / "compact")
+    assert finetune_preset(str(tmp_path / "lite")) == "finetune-frozen"
+    assert finetune_preset(str(tmp_path / "compact")) == "finetune"
+    _, frozen = preset("finetune-frozen")
+    assert frozen.cached_views > 0 and preset("finetune")[1].cached_views == 0
+
+
+def test_fine_tuning_a_lite0_model_keeps_its_backbone_and_starts_from_its_head(tmp_path, catalog_and_split):
+    from stylespace.models import save_model
+    from stylespace.training.presets import preset
+
+    catalog, split, _ = catalog_and_split
+    parent = EmbeddingModel(lite(classes=["x", "y"])).eval()
+    save_model(parent, tmp_path / "parent")
+    _, config = preset("finetune-frozen")
+    config = dataclasses.replace(config, init=str(tmp_path / "parent"), epochs=2, device="cpu")
+    model, _, record = train_run(catalog, split, None, config, tmp_path / "run", progress=False)
+    assert record["parent"]["model_id"] == model_id(parent)
+    for name, tensor in model.backbone.state_dict().items():
+        assert torch.equal(tensor, parent.backbone.state_dict()[name]), name
+    assert model.classes != parent.classes  # the new catalog's classes, on a new classifier

@@ -183,6 +183,50 @@ def class_scores(model, pixels: np.ndarray, batch_size: int = 512,
     return np.concatenate(out) if out else np.zeros((0, len(model.classes)), dtype=np.float32)
 
 
+# Arrays at least this large keep their vectors in the cache: a pre-trained network takes minutes to embed a
+# 44k catalog, and the demo's evaluate, index and report steps each embed it.
+VECTOR_CACHE_MIN = 2048
+
+
+def _vector_cache_path(model, array) -> Path | None:
+    """Where the vectors of every row of a decoded image ``array`` under ``model`` are kept: named by the model id
+    (its weights) and the image cache's own folder (the catalog's content, the view size and version)."""
+    from stylespace.models import model_id
+    from stylespace.utils import cache_root
+
+    if getattr(array, "folder", None) is None or not hasattr(model, "config") or len(array) < VECTOR_CACHE_MIN:
+        return None
+    return cache_root() / "vectors" / f"{model_id(model)}-{Path(array.folder).name}.npy"
+
+
+def cached_array_vectors(model, array) -> np.ndarray | None:
+    """(len(array), output_dim) vectors of ``array``'s rows from the cache, or None when they were not kept."""
+    path = _vector_cache_path(model, array)
+    if path is None or not path.is_file():
+        return None
+    try:
+        vectors = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None  # a damaged file is made again
+    return vectors if vectors.shape == (len(array), model.output_dim) else None
+
+
+def array_vectors(model, array, batch_size: int = 512, device: str | torch.device = "auto",
+                  progress: bool = True) -> np.ndarray:
+    """(len(array), output_dim) embeddings of every row of a decoded image array (``data.ImageArray``), read from
+    the cache when this model embedded the same array before, else embedded and kept there (atomically)."""
+    cached = cached_array_vectors(model, array)
+    if cached is not None:
+        return np.asarray(cached)
+    vectors = embed_images(model, array.pixels, batch_size=batch_size, device=device, progress=progress)
+    path = _vector_cache_path(model, array)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as handle:
+            np.save(handle, vectors)
+    return vectors
+
+
 def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, batch_size: int = 512,
                   device: str | torch.device = "auto", progress: bool = True) -> Embeddings:
     """Embeddings of every decodable item of ``catalog`` (through the decoded image cache at the model's
@@ -191,7 +235,7 @@ def embed_catalog(model, catalog, cache_dir: str | os.PathLike | None = None, ba
     from stylespace.data import load_image_array
 
     array = load_image_array(catalog, size=tuple(model.config.input_size), cache_dir=cache_dir, progress=progress)
-    vectors = embed_images(model, array.pixels, batch_size=batch_size, device=device, progress=progress)
+    vectors = array_vectors(model, array, batch_size=batch_size, device=device, progress=progress)
     return catalog_embeddings(model, catalog, array.ids, vectors, array.failed, array.blank)
 
 

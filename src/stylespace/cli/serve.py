@@ -27,6 +27,9 @@ def serve_cmd(
     model: Optional[Path] = typer.Option(None, help="Model folder that embeds queries (default: the index's own)."),
     compat: Optional[Path] = typer.Option(None, help="Compatibility model folder (`stylespace compat-train`) for "
                                                      "the compare view; without it /compare answers 503."),
+    text_model: Optional[Path] = typer.Option(None, "--text-model", help="Text model folder for search by words "
+                                                                          "(default: MODEL/text beside the index's "
+                                                                          "image model, when there is one)."),
     max_upload_mb: float = typer.Option(10.0, help="Largest image upload accepted, in MB (10^6 bytes)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     engine: str = ENGINE_OPTION,
@@ -61,6 +64,7 @@ def serve_cmd(
                 "compat_dir": None if compat is None else str(compat), "max_upload_bytes": int(max_upload_mb * 1_000_000),
                 "device": device, "inference": engine, "read_key": read_key,
                 "calibration_stale_share": calibration_stale_share,
+                "text_model_dir": None if text_model is None else str(text_model),
                 "decoded_pixels": int(max_decode_mpx * 1_000_000)}
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}"

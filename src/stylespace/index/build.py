@@ -37,7 +37,7 @@ def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: 
     if ray is not None:
         return _embed_items_on_ray(model, catalog, ids, ray, batch_size, device, progress, include_blank)
     from stylespace.data import load_image_array
-    from stylespace.embeddings import embed_images
+    from stylespace.embeddings import array_vectors, cached_array_vectors, embed_images
 
     array = load_image_array(catalog, size=tuple(model.config.input_size), cache_dir=cache_dir, progress=progress)
     wanted = array.ids if ids is None else [str(i) for i in ids]
@@ -48,6 +48,13 @@ def embed_items(model, catalog, ids: Sequence[str] | None = None, *, cache_dir: 
         failed.update({i: BLANK_REASON for i in wanted if i in blank})
     kept = [i for i in wanted if i not in failed]
     contiguous = ids is None and len(kept) == len(array.ids)  # kept is then array.ids, row for row
+    # the whole array's vectors kept in the cache (another command embedded it, or this one keeps them)
+    whole = cached_array_vectors(model, array)
+    if whole is None and ids is None:
+        whole = array_vectors(model, array, batch_size=batch_size, device=device, progress=progress)
+    if whole is not None:
+        vectors = np.asarray(whole)[[array.index_of(i) for i in kept]] if not contiguous else np.asarray(whole)
+        return _item_embeddings(model, catalog, kept, vectors), failed
     vectors = np.empty((len(kept), model.output_dim), dtype=np.float32)
     with steps(progress, len(kept), f"embedding {len(kept):,} images") as advance:
         for start in range(0, len(kept), _CHUNK):

@@ -14,7 +14,7 @@ Three label-free tests, none reading the catalog's labels:
     distance), than all but 0.5 % of the catalog's items (whitened indexes only).
 
 Measured on the Fashion Product Images catalog (``benchmarks/bench_junk.py``, whitened exact index, combined
-score calibrated for 5 % error on scenario 4's queries). With today's models/default (74fbd996b385): floors
+score calibrated for 5 % error on scenario 4's queries). With models/compact (74fbd996b385, the default before issue 24): floors
 top-1 0.554, centre 0.100; of 600 random junk pictures (150 each of noise, gradients, text screenshots and
 landscapes) 15 were confident matches with the threshold alone, 11 with the blank test, 10 with all three (6
 gradients, 3 text screenshots, 1 landscape); of 59 hand-made ones 3, 0 and 0; the tests refuse 3 of the 775

@@ -40,7 +40,7 @@ from stylespace.service.dependencies import MAX_K, Limits
 from stylespace.service.engine import CALIBRATION_STALE_SHARE, StyleEngine
 from stylespace.service.headers import SecurityHeaders
 from stylespace.service.keys import KeyChecker, KeyStore
-from stylespace.service.routers import catalog, compatibility, docs, items, page, search, service
+from stylespace.service.routers import catalog, compatibility, docs, items, page, search, service, text
 from stylespace.service.routers.page import STATIC_DIR
 from stylespace.service.uploads import BodySizeLimit, decode_probed_view, probe_upload
 from stylespace.utils import at_least, validate
@@ -52,13 +52,14 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 UPLOAD_PATHS = {"/search": 1, "/compare": 2}  # path -> image files it takes at most
 # In this order: /items/{id}/similar (search) must be tried before /items/{id} (catalog), whose id may hold
 # slashes and would take "1013/similar" as an id.
-ROUTERS = (page.router, docs.router, service.router, search.router, catalog.router, compatibility.router, items.router)
+ROUTERS = (page.router, docs.router, service.router, search.router, text.router, catalog.router,
+           compatibility.router, items.router)
 
 
 def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
                compat_dir: str | os.PathLike | None = None, max_upload_bytes: int = 10_000_000,
                device: str = "auto", max_batch: int = 32, decode_limits: DecodeLimits | None = None,
-               inference: str = "auto", read_key: bool = False,
+               inference: str = "auto", text_model_dir: str | os.PathLike | None = None, read_key: bool = False,
                calibration_stale_share: float = CALIBRATION_STALE_SHARE) -> FastAPI:
     """Build the app over the index in ``index_dir``; everything is loaded here, once.
 
@@ -72,13 +73,15 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         decode_limits: the pixel budget and decoding lanes for uploads (:class:`DecodeLimits`; default: its defaults).
         inference: what runs the query model: ``auto`` (ONNX Runtime on a CPU when installed, else PyTorch),
             ``onnx`` or ``torch`` (:mod:`stylespace.inference`).
+        text_model_dir: the text model for POST /search/text (default: MODEL/text beside the image model, when
+            there is one; without one /search/text answers 503).
         read_key: reads need a key too (of scope read or write); writes always need one of scope write
             (``stylespace keys create``, kept in the index folder).
         calibration_stale_share: the share of changed items past which /stats calls the calibration stale.
     """
     validate([at_least("max_upload_bytes", max_upload_bytes, 1, note="bytes")])
     engine = StyleEngine.load(index_dir, model_dir=model_dir, compat_dir=compat_dir, device=device,
-                              max_batch=max_batch, inference=inference,
+                              max_batch=max_batch, inference=inference, text_model_dir=text_model_dir,
                               calibration_stale_share=calibration_stale_share)
     decoder = UploadDecoder(decode_probed_view, probe_upload, decode_limits or DecodeLimits())
 

@@ -219,7 +219,8 @@ class StyleEngine:
     """
 
     def __init__(self, index, model, recommender, catalog, judge=None, device="cpu", max_batch: int = 32,
-                 inference: str = "auto", calibration_stale_share: float = CALIBRATION_STALE_SHARE):
+                 inference: str = "auto", text_model=None,
+                 calibration_stale_share: float = CALIBRATION_STALE_SHARE):
         from stylespace.inference import make_embedder
         from stylespace.models import model_id
 
@@ -233,6 +234,8 @@ class StyleEngine:
         self.device = device
         self.calibration_stale_share = calibration_stale_share
         self._lock = threading.RLock()
+        # Search by words over the same index handle (its names are read again when the index changes).
+        self.text_search = _text_search(index, text_model)
         # The index's items, read once per index generation and patched with each change: browsing and item
         # pages never touch SQLite.
         self._view = CatalogView.of(index)
@@ -256,8 +259,10 @@ class StyleEngine:
     def load(cls, index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
              compat_dir: str | os.PathLike | None = None, device: str = "auto",
              max_batch: int = 32, inference: str = "auto",
+             text_model_dir: str | os.PathLike | None = None,
              calibration_stale_share: float = CALIBRATION_STALE_SHARE) -> "StyleEngine":
-        """Load everything the service needs from disk (once, at start-up)."""
+        """Load everything the service needs from disk (once, at start-up). The text model is
+        ``text_model_dir``, else the one beside the image model (``MODEL/text``) when there is one."""
         from stylespace.data import load_catalog
         from stylespace.index import CatalogIndex
         from stylespace.index.queries import open_query_model
@@ -276,8 +281,9 @@ class StyleEngine:
             from stylespace.compat.judge import CompatibilityJudge
 
             judge = CompatibilityJudge.load(compat_dir, device=str(target))
+        text_model = _load_text_model(index, text_model_dir)
         return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target, max_batch, inference,
-                   calibration_stale_share)
+                   text_model=text_model, calibration_stale_share=calibration_stale_share)
 
     # --- what is loaded -----------------------------------------------------------------------------
     @property
@@ -291,6 +297,10 @@ class StyleEngine:
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.model.config.input_size)
+
+    @property
+    def can_search_text(self) -> bool:
+        return self.text_search is not None
 
     @property
     def can_compare(self) -> bool:
@@ -313,6 +323,9 @@ class StyleEngine:
                     "threshold": self.recommender.threshold, "confidence_score": self.recommender.score_name,
                     "junk": self.recommender.junk.to_dict(),
                     "compatibility": compat, "catalog": Path(str(self.catalog.source_path)).name,
+                    "text_search": None if self.text_search is None else {
+                        "floor": self.text_search.text_model.floor, "names": self.text_search.has_names,
+                        "encoder": self.text_search.text_model.config.encoder},
                     "engine": self.embedder.engine,
                     "searches": self._batcher.queries, "search_batches": self._batcher.batches,
                     "index": {"generation": marker.generation, "revision": marker.revision, "worker": os.getpid(),
@@ -522,6 +535,21 @@ class StyleEngine:
                                      not_a_product=r.junk)
             return answers
 
+    def search_text(self, text: str, k: int, *, where=None, like_id: str | None = None, mode: str = "auto",
+                    text_weight: float = 1.0):
+        """Items for words (a :class:`stylespace.index.text_search.TextAnswer`); with ``like_id``, for that
+        catalog item and the words together, the item itself left out. Runs on the caller's thread."""
+        search = self.text_search
+        if search is None:
+            raise StylespaceError("no text model is loaded")
+        with self._lock:  # the index handle is changed in place by writes and catch-ups: one state per search
+            if like_id is None:
+                return search.search(text, k, where=where, mode=mode)
+            self.item(like_id)
+            vector = search.index.vectors([like_id])[0]
+            return search.search(text, k, where=where, image_vector=vector, text_weight=text_weight,
+                                 exclude_ids=[like_id])
+
     def close(self) -> None:
         """Stop the search worker (queued searches are answered first) and the index watcher."""
         self._stopping.set()
@@ -606,6 +634,28 @@ class StyleEngine:
             verdict = self.judge.judge(pixels_a, pixels_b)
         return {"distance": verdict.distance, "cutoff": verdict.cutoff, "cutoff_method": self.judge.cutoff.method,
                 "compatible": verdict.compatible, "message": verdict.message}
+
+
+def _load_text_model(index, text_model_dir):
+    """The text model to serve: ``text_model_dir`` (which must load and fit the index's image model), else the
+    one beside the index's image model when there is one, else None (search by words answers 503)."""
+    from stylespace.index.text_search import default_text_model_dir
+    from stylespace.text import TextModel
+
+    folder = text_model_dir or default_text_model_dir(index)
+    if folder is None or (text_model_dir is None and not Path(folder).exists()):
+        return None
+    return TextModel.load(folder, image_model_id=index.model_id)
+
+
+def _text_search(index, text_model):
+    from stylespace.index.text_search import TextSearch
+
+    if text_model is None:
+        return None
+    search = TextSearch(index, text_model)
+    search.space  # read the items and index their names now, not on the first query
+    return search
 
 
 def _record(item_id: str, label: str | None, meta: dict) -> ItemRecord:

@@ -48,6 +48,7 @@ CODES: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "the path does not take this HTTP method"),
     "busy": (503, "the server is busy decoding other uploads; retry after the `Retry-After` header's seconds"),
     "compare_unavailable": (503, "no compatibility model is loaded, so /compare cannot answer"),
+    "text_search_unavailable": (503, "no text model is loaded, so /search/text cannot answer"),
     "internal_error": (500, "an unexpected failure on the server (logged there)"),
     # the write API and its keys
     "blank_image": (422, "an uploaded item's picture is blank or almost uniform (not a product photo)"),

@@ -103,6 +103,9 @@ class Stats(BaseModel):
                                                 "catalog's own items when the index was made.")
     compatibility: dict | None = Field(description="The loaded compatibility model (cutoff, backbone), or null.")
     catalog: str = Field(description="The catalog's file or folder name (never a path on the server).")
+    text_search: dict | None = Field(None, description="Search by words (POST /search/text): the text model's "
+                                                       "similarity floor, whether items have names (hybrid), its "
+                                                       "encoder; null when no text model is loaded.")
     engine: str = Field(description="What embeds queries: 'onnx' (ONNX Runtime) or 'torch' (PyTorch).")
     max_upload_bytes: int
     max_k: int

@@ -27,7 +27,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stylespace.models import EmbeddingModel, save_model
 from stylespace.progress import ProgressBar

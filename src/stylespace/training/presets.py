@@ -84,9 +84,9 @@ PRESETS: dict[str, tuple[dict, dict]] = {
         dict(objective="ce", epochs=30, batch_size=256, lr=4e-3, schedule="onecycle", sampler="shuffle"),
     ),
     "small": (
-        dict(backbone="compact", width=24, stem_stride=1, input_size=(28, 28), embedding_dim=128, classifier="cosine",
+        dict(backbone="compact", width=32, stem_stride=2, input_size=(28, 28), embedding_dim=128, classifier="cosine",
              embed_layer="features"),
-        dict(objective="ce", epochs=15, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle",
+        dict(objective="ce", epochs=30, batch_size=128, lr=3e-3, schedule="onecycle", sampler="shuffle",
              objective_config=dict(label_smoothing=0.1), augmentation=dict(scale=0.1, translate=0.1, flip=0.5, colour=0.0)),
     ),
 }

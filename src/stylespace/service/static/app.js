@@ -1,7 +1,7 @@
 // The stylespace page: search by photo or by catalog item, browse article types, compare two items.
 // Plain DOM and fetch, no build step, no inline script or style (the page's Content-Security-Policy
 // allows neither). Views are picked by the URL hash:
-//   #search  #item/<id>  #browse  #browse/<label>  #compare  #about
+//   #search  #item/<id>  #text/<words>  #browse  #browse/<label>  #compare  #about
 // Shoppers see items, ranks and labelled scores; the model id, threshold and confidence figures are
 // for staff, on the About view (and /stats).
 "use strict";
@@ -12,7 +12,7 @@ const bytes = (n) => (n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(
 const NARROW = window.matchMedia("(max-width: 760px)");
 const state = {
   stats: null, classes: null, browse: { label: null, offset: 0 }, compare: { a: null, b: null },
-  lastUpload: null, busy: false, searchSeq: 0,
+  lastUpload: null, lastText: null, busy: false, searchSeq: 0,
 };
 
 // An error the page can explain: a friendly sentence for the shopper, the server's words for the curious.
@@ -114,6 +114,8 @@ function card(item, extra = {}) {
     rank.hidden = false;
     rank.textContent = `#${extra.rank}`;
     rank.setAttribute("aria-label", `rank ${extra.rank}`);
+  }
+  if (extra.score !== undefined && extra.score !== null) {
     const { label, share } = scoreText(extra.score);
     const score = $(".score", node);
     score.hidden = false;
@@ -161,11 +163,39 @@ function setBusy(busy) {
   zone.setAttribute("aria-disabled", String(busy));
   $("#file-input").disabled = busy;
   $("#k").disabled = busy;
+  $("#text-button").disabled = busy;
   $("#results").setAttribute("aria-busy", String(busy));
   if (busy) {
     setStatus($("#search-status"), "waiting", "Searching…", "Looking for items in the same style.");
     skeleton($("#results"), Number($("#k").value));
   }
+}
+
+// Items for words: shown only when confident; otherwise the reason, and no items (never unrelated ones).
+// Scores are shown where they are similarities (the text model alone); a fused or keyword rank has no percentage.
+function showTextResults(result) {
+  const grid = $("#results");
+  const status = $("#search-status");
+  const cosine = result.score_name === "cosine";
+  grid.replaceChildren(...result.results.map((hit) => card(hit, { rank: hit.rank, score: cosine ? hit.score : null })));
+  if (result.confident) {
+    const unknown = result.unknown_words.length ? ` Not recognised: ${result.unknown_words.join(", ")}.` : "";
+    setStatus(status, "good", `${result.results.length} items for “${result.query}”`, `Best match first.${unknown}`);
+  } else {
+    setStatus(status, "bad", "No confident match", `${capitalise(result.reason)}. Try other words, or a photo.`);
+  }
+  grid.dataset.query = result.query;
+}
+
+function searchText(text) {
+  state.lastUpload = null;
+  state.lastText = text;
+  $("#text-input").value = text;
+  $("#query").hidden = true;
+  return runSearch(() => api("/search/text", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ text, k: Number($("#k").value) }),
+  }), "Those words could not be searched", null, showTextResults);
 }
 
 function showResults(result) {
@@ -194,12 +224,12 @@ function showResults(result) {
   grid.dataset.query = result.query.id || result.query.filename || "";
 }
 
-async function runSearch(request, errorHeadline, what) {
+async function runSearch(request, errorHeadline, what, show = showResults) {
   const seq = ++state.searchSeq;  // a later search wins; an earlier answer arriving late is dropped
   setBusy(true);
   try {
     const result = await request();
-    if (seq === state.searchSeq) showResults(result);
+    if (seq === state.searchSeq) show(result);
   } catch (error) {
     if (seq === state.searchSeq) {
       $("#results").replaceChildren();
@@ -213,6 +243,7 @@ async function runSearch(request, errorHeadline, what) {
 function searchUpload(file) {
   if (state.busy) return;
   state.lastUpload = file;
+  state.lastText = null;
   if (location.hash !== "#search") history.replaceState(null, "", "#search");
   route(false);
   showQuery(URL.createObjectURL(file), [file.name, `your photo · ${bytes(file.size)}`], `Your photo: ${file.name}`);
@@ -224,6 +255,7 @@ function searchUpload(file) {
 
 async function searchItem(id) {
   state.lastUpload = null;
+  state.lastText = null;
   return runSearch(async () => {
     const item = await api(`/items/${encodeURIComponent(id)}`);
     showQuery(item.image_url, [item.name || item.id, `${item.label || "no label"} · id ${item.id}`],
@@ -372,6 +404,10 @@ function renderAbout() {
       `${(stats.decoding.decoded_pixels / 1e6).toFixed(0)} megapixels as decoded`],
     ["Searches answered", `${stats.searches.toLocaleString()} in ${stats.search_batches.toLocaleString()} batches`],
   ];
+  if (stats.text_search) {
+    const how = stats.text_search.names ? "product names (BM25) fused with the text model" : "the text model";
+    rows.push(["Search by words", `${how}; similarity floor ${fmt(stats.text_search.floor)}`]);
+  }
   if (stats.compatibility) {
     rows.push(["Compatibility", `${stats.compatibility.backbone}, cutoff ${fmt(stats.compatibility.cutoff)}`]);
   }
@@ -390,7 +426,7 @@ function route(load = true) {
   const hash = decodeURIComponent(location.hash.slice(1));
   const [view, ...rest] = hash.split("/");
   const arg = rest.join("/");
-  const name = view === "item" ? "search" : ["browse", "compare", "about"].includes(view) ? view : "search";
+  const name = ["item", "text"].includes(view) ? "search" : ["browse", "compare", "about"].includes(view) ? view : "search";
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${name}`;
   for (const link of document.querySelectorAll("nav a[data-view]")) {
     link.classList.toggle("active", link.dataset.view === name);
@@ -399,6 +435,7 @@ function route(load = true) {
   }
   if (!load) return;
   if (view === "item" && arg) searchItem(arg);
+  if (view === "text" && arg) searchText(arg);
   if (view === "browse") browse(arg || null);
   if (view === "about") loadStats().then(renderAbout);
 }
@@ -408,6 +445,7 @@ async function loadStats() {
     const stats = await api("/stats");
     state.stats = stats;
     $("#stats").textContent = `${stats.items.toLocaleString()} items · ${stats.classes} article types`;
+    $("#text-form").hidden = !stats.text_search;  // no text model on this server: no search box
     if (!stats.compatibility) {
       $("#compare-button").title = "No compatibility model is loaded on this server";
     }
@@ -424,11 +462,19 @@ document.addEventListener("DOMContentLoaded", () => {
       setSlot(name, { file, src: URL.createObjectURL(file), caption: `${file.name} (your photo)` }));
   }
   $("#compare-button").addEventListener("click", compare);
+  $("#text-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("#text-input").value.trim();
+    if (!text || state.busy) return;
+    const hash = `#text/${encodeURIComponent(text)}`;
+    if (location.hash === hash) searchText(text);  // the same words again (e.g. another result count)
+    else location.hash = hash;  // routed: the words are in the address, so back and reload work
+  });
   $("#more").addEventListener("click", () => browse(state.browse.label, true));
   $("#class-filter").addEventListener("input", () => loadClasses());
   // The result count applies to whatever was searched last: an item, or the photo uploaded.
   $("#k").addEventListener("change", () => {
-    if (location.hash.startsWith("#item/")) route();
+    if (location.hash.startsWith("#item/") || location.hash.startsWith("#text/")) route();
     else if (state.lastUpload) searchUpload(state.lastUpload);
   });
   window.addEventListener("hashchange", () => route());
