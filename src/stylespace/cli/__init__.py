@@ -17,7 +17,8 @@ app = typer.Typer(
 )
 
 # Each area registers its own commands; the order here is the order in `stylespace --help`.
-_AREAS = ["data", "demo", "train", "evaluate", "bench", "robustness", "compat", "text", "index", "search", "recommend", "serve", "export", "report", "descriptors", "audit"]
+_AREAS = ["data", "demo", "train", "evaluate", "bench", "robustness", "compat", "text", "index", "search", "recommend",
+          "serve", "keys", "export", "report", "descriptors", "audit"]
 for _name in _AREAS:
     importlib.import_module(f"stylespace.cli.{_name}").register(app)
 

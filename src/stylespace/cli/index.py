@@ -153,7 +153,7 @@ def add_cmd(
     emit(result, as_json, render)
 
 
-@index_app.command("remove", help="Remove items by id without rebuilding.")
+@index_app.command("remove", help="Remove items by id without rebuilding (what DELETE /items/{id} does).")
 def remove_cmd(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index folder."),
     ids: list[str] = typer.Argument(..., metavar="ID...", help="Item ids to remove."),
@@ -161,14 +161,83 @@ def remove_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.index import CatalogIndex
+    from stylespace.index.writes import remove_items
 
     index = CatalogIndex.open(index_dir)
-    removed = index.remove(ids, missing_ok=missing_ok)
+    written = remove_items(index, ids, missing_ok=missing_ok)
+    removed = len(written.removed)
     result = {"folder": str(index_dir), "removed": removed, "count": len(index), "stale": index.config.stale,
-              "generation": index.marker.generation, "revision": index.marker.revision}
+              "generation": written.generation, "revision": written.revision, "unchanged": written.unchanged}
     emit(result, as_json, lambda r: out.print(f"removed {removed:,} item(s); {r['count']:,} left in {index_dir}"
                                               + (f" ({r['stale']} stale HNSW vectors: run `stylespace index rebuild`)"
                                                  if r["stale"] else "")))
+
+
+@index_app.command("put", help="Add an item from an image file, or put it again under its id (what POST /items "
+                               "does): decoded, embedded by the index's model, kept in the index folder.")
+@with_engine
+def put_cmd(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index folder."),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="The item's image file."),
+    item_id: Optional[str] = typer.Option(None, "--id", help="The item's id (default: made from the image and "
+                                                             "metadata, the same each time)."),
+    label: Optional[str] = typer.Option(None, help="Its label (article type)."),
+    meta: Optional[list[str]] = typer.Option(None, "--meta", help="A metadata column as NAME=VALUE (repeatable)."),
+    model: Optional[Path] = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    from stylespace.index import CatalogIndex
+    from stylespace.index.queries import open_query_model
+    from stylespace.index.writes import put_images
+    from stylespace.utils import StylespaceError
+
+    if not image.is_file():
+        raise StylespaceError(f"{image}: no such image file")
+    index = CatalogIndex.open(index_dir)
+    written = put_images(index, open_query_model(index, model, device), [image.read_bytes()], [item_id],
+                         labels=[label], metas=[_columns(meta or [], "--meta")], device=device)
+    result = {"folder": str(index_dir), **written.to_dict(), "count": len(index)}
+    emit(result, as_json, lambda r: out.print(_fates(r) + f"; {r['count']:,} items in {index_dir} (revision "
+                                              f"{r['revision']})"))
+
+
+@index_app.command("set", help="Change an item's label or metadata (what PATCH /items/{id} does); its image and "
+                               "vector stay.")
+def set_cmd(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index folder."),
+    item_id: str = typer.Argument(..., metavar="ID", help="The item's id."),
+    label: Optional[str] = typer.Option(None, help="Its new label."),
+    meta: Optional[list[str]] = typer.Option(None, "--meta", help="Set a metadata column: NAME=VALUE (repeatable)."),
+    unset: Optional[list[str]] = typer.Option(None, "--unset", help="Remove a metadata column (repeatable)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    from stylespace.index import CatalogIndex
+    from stylespace.index.writes import ItemPatch, update_items
+
+    columns: dict[str, str | None] = {**_columns(meta or [], "--meta"), **{name: None for name in unset or []}}
+    index = CatalogIndex.open(index_dir)
+    written = update_items(index, {item_id: ItemPatch(columns, label, set_label=label is not None)})
+    result = {"folder": str(index_dir), **written.to_dict()}
+    emit(result, as_json, lambda r: out.print(_fates(r) + f" (revision {r['revision']})"))
+
+
+def _columns(pairs: list[str], option: str) -> dict[str, str]:
+    from stylespace.utils import StylespaceError
+
+    columns = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise StylespaceError(f"{option} takes NAME=VALUE, got {pair!r}")
+        columns[name] = value
+    return columns
+
+
+def _fates(result: dict) -> str:
+    done = [f"{what} {', '.join(result[what])}" for what in ("created", "replaced", "updated", "removed", "unchanged")
+            if result[what]]
+    return "; ".join(done) or "nothing to do"
 
 
 @index_app.command("rebuild", help="Remake the FAISS structure from the stored vectors (compaction), optionally as "

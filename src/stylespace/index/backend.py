@@ -38,6 +38,32 @@ class IndexMarker:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class IndexPosition:
+    """Exactly which committed state a handle holds: its generation, store revision and the last item key
+    it has (what :meth:`~stylespace.index.CatalogIndex.changes_since` starts from)."""
+
+    generation: int
+    revision: int
+    last_key: int
+
+
+@dataclasses.dataclass
+class IndexChanges:
+    """What changed between two positions of one generation.
+
+    Attributes:
+        added: key -> (id, source, label, meta) of the items added since (a replaced item: under its new key).
+        removed: (R,) int64 keys of items held before and removed since (a replaced item: its old key).
+    """
+
+    added: dict[int, tuple[str, str, str | None, dict]]
+    removed: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.added) + len(self.removed)
+
+
 @dataclasses.dataclass
 class Neighbours:
     """Raw search results as arrays, for code that scores them (recommendation confidence).
@@ -134,6 +160,14 @@ class IndexBackend(Protocol):
     def rebuild(self, config: IndexConfig, measure_recall: bool) -> "IndexBackend": ...
 
     def catch_up(self) -> bool: ...
+
+    # what changed since an earlier position of this handle (None: not known, read everything again)
+    @property
+    def position(self) -> IndexPosition: ...
+
+    def changes_since(self, position: IndexPosition) -> IndexChanges | None: ...
+
+    def changed_items(self) -> int | None: ...
 
     def close(self) -> None: ...
 

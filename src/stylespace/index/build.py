@@ -142,11 +142,13 @@ def add_items(index: CatalogIndex, model, catalog, ids: Sequence[str] | None = N
                                      device=device, progress=progress, include_blank=include_blank, ray=ray)
     if not len(embeddings):
         return 0, failed
-    items = [catalog[i] for i in embeddings.ids]
-    index.add(embeddings.ids, embeddings.vectors, model_id=embeddings.model_id,
-              labels=[labels.get(i.id, i.label) if labels is not None else i.label for i in items],
-              metas=[i.meta for i in items], sources=[i.source for i in items], replace=replace)
-    return len(items), failed
+    from stylespace.index.writes import NewItem, put_items
+
+    new = [NewItem(item.id, vector, labels.get(item.id, item.label) if labels is not None else item.label,
+                   dict(item.meta), item.source)
+           for item, vector in zip((catalog[i] for i in embeddings.ids), embeddings.vectors)]
+    result = put_items(index, new, model_id=embeddings.model_id, existing="replace" if replace else "error")
+    return len(result.created) + len(result.replaced), failed
 
 
 def embed_query_images(model, sources: Sequence, device: str = "auto", batch_size: int = 64) -> np.ndarray:

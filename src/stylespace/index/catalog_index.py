@@ -25,7 +25,8 @@ import numpy as np
 
 from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
-from stylespace.index.backend import IndexBackend, IndexMarker, ItemRows, Neighbours, keys_in_order
+from stylespace.index.backend import (IndexBackend, IndexChanges, IndexMarker, IndexPosition, ItemRows, Neighbours,
+                                      keys_in_order)
 from stylespace.index.backends import backend_class, upgrade_format
 from stylespace.index.config import CONFIG_FILE, FORMAT_VERSION, LEGACY_CALIBRATION_FIELDS, IndexConfig
 from stylespace.index.neighbour_memo import NeighbourMemo
@@ -61,6 +62,8 @@ class CatalogIndex:
         self.folder = Path(folder)
         self.backend = backend
         self._neighbour_memo = NeighbourMemo()  # items' own neighbours, searched once per index state
+        # index.json as last read by refresh (parsing it costs milliseconds; a stat, microseconds)
+        self._config_stamp: tuple | None = None
 
     @property
     def config(self) -> IndexConfig:
@@ -371,7 +374,8 @@ class CatalogIndex:
 
     def add(self, ids: Sequence[str], vectors, *, model_id: str | None = None,
             labels: Sequence[str | None] | None = None, metas: Sequence[Mapping[str, str]] | None = None,
-            sources: Sequence[str] | None = None, replace: bool = False) -> np.ndarray:
+            sources: Sequence[str] | None = None, replace: bool = False,
+            remove_ids: Sequence[str] = ()) -> np.ndarray:
         """Add items without rebuilding; returns their new keys (N,) int64. One transaction: a crash
         leaves the index without any of them; readers see all of them after their next refresh.
 
@@ -380,6 +384,7 @@ class CatalogIndex:
             model_id: the model that embedded ``vectors``; required, and must be the index's model.
             replace: items whose id is already in the index are replaced (new vector and key); without it
                 an existing id is an error.
+            remove_ids: items removed in the same transaction (each must be in the index, and not among ``ids``).
         """
         vectors, model_id = vectors_and_model(vectors, model_id)
         if model_id is None:
@@ -396,8 +401,17 @@ class CatalogIndex:
                 shown = ", ".join(repr(i) for i in list(existing)[:5])
                 raise StylespaceError(f"{len(existing)} id(s) already in the index ({shown}); remove them first or "
                                       "pass replace (--replace) to update them")
+            removed = self.items.find(list(remove_ids))
+            missing = [i for i in remove_ids if i not in removed]
+            if missing:
+                raise StylespaceError(f"{len(missing)} id(s) to remove not in the index: "
+                                      f"{', '.join(map(repr, missing[:5]))}")
+            both = sorted(set(removed) & set(rows.ids))
+            if both:
+                raise StylespaceError(f"id(s) both added and removed in one change: {', '.join(map(repr, both[:5]))}")
             new_columns = sorted({c for meta in rows.metas for c in meta} - set(self.config.metadata_columns))
-            return self.backend.add(rows, raw, np.array(sorted(existing.values()), dtype=np.int64), new_columns)
+            gone = np.array(sorted({*existing.values(), *removed.values()}), dtype=np.int64)
+            return self.backend.add(rows, raw, gone, new_columns)
 
     def remove(self, ids: Sequence[str], missing_ok: bool = False) -> int:
         """Remove items by id without rebuilding; returns how many were removed.
@@ -444,11 +458,32 @@ class CatalogIndex:
     def refresh(self) -> bool:
         """Pick up what other processes committed (items added or removed, a rebuild); returns whether
         anything changed."""
-        current = read_config(self.folder)
-        if _generation_of(current) != _generation_of(self.config):
-            self._adopt(CatalogIndex.open(self.folder).backend)
-            return True
+        stamp = config_stamp(self.folder)
+        if stamp is None or stamp != self._config_stamp:  # index.json rewritten: a rebuild, or a checkpoint
+            current = read_config(self.folder)
+            if _generation_of(current) != _generation_of(self.config):
+                self._adopt(CatalogIndex.open(self.folder).backend)
+                self._config_stamp = stamp
+                return True
+            self._config_stamp = stamp
         return self.backend.catch_up()
+
+    @property
+    def position(self) -> IndexPosition:
+        """Exactly which committed state this handle holds (generation, revision, last key)."""
+        return self.backend.position
+
+    def changes_since(self, position: IndexPosition) -> IndexChanges | None:
+        """The items added and the keys removed between ``position`` (an earlier :attr:`position` of this
+        handle) and now, at the cost of the change; None when that is not known (another generation
+        since: a rebuild; or a backend that keeps no change log): read the items again."""
+        return self.backend.changes_since(position)
+
+    @property
+    def changed_items(self) -> int | None:
+        """Items added, replaced or removed over the index's life, as committed (None: the backend does not
+        count them); a saved calibration records it to tell how far the items moved since."""
+        return self.backend.changed_items()
 
     def close(self) -> None:
         self.backend.close()
@@ -529,6 +564,16 @@ def _previous_config(folder: Path) -> IndexConfig | None:
         return read_config(folder)
     except StylespaceError:
         return None
+
+
+def config_stamp(folder: str | os.PathLike) -> tuple | None:
+    """What changes whenever ``index.json`` in ``folder`` is written (it is always replaced whole: a new
+    inode); None when it is not there."""
+    try:
+        stat = (Path(folder) / CONFIG_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def read_config(folder: Path) -> IndexConfig:

@@ -49,7 +49,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from stylespace.index import structures
-from stylespace.index.backend import BackendPosition, ItemRows, Neighbours
+from stylespace.index.backend import BackendPosition, IndexChanges, IndexPosition, ItemRows, Neighbours
 from stylespace.index.config import CONFIG_FILE, IndexConfig
 from stylespace.index.items import ItemStore
 from stylespace.utils import StylespaceError, write_json
@@ -335,6 +335,21 @@ class EmbeddedBackend(BackendPosition):
         self._where_cache = {}
         return True
 
+    def changes_since(self, position: IndexPosition) -> IndexChanges | None:
+        """What changed between ``position`` (an earlier position of this generation) and where this handle
+        stands: the rows added since and the keys removed since, read with two range queries (the cost of
+        the change, not of the catalog); None when ``position`` is of another generation."""
+        if position.generation != self.config.generation or position.revision > self.revision:
+            return None
+        with self.store.reading():
+            added = self.store.added_rows(position.last_key, self.last_key, self.revision)
+            removed = self.store.removed_keys(position.revision, self.revision)
+        return IndexChanges(added, removed[removed <= position.last_key])
+
+    @property
+    def position(self) -> IndexPosition:
+        return IndexPosition(self.config.generation, self.revision, self.last_key)
+
     # --- items -------------------------------------------------------------------------------------------
 
     def find(self, ids: Sequence[str]) -> dict[str, int]:
@@ -488,13 +503,23 @@ class EmbeddedBackend(BackendPosition):
             if new_columns:
                 self.store.add_columns(new_columns)
             self.store.set_state(f"rows-{generation}", start + len(keys))
+            self._count_changed(len(keys) + len(replace_keys))
         self._after_change()
         return keys
 
     def remove(self, keys: np.ndarray) -> None:
         with self.store.writing() as revision:
             self.store.mark_removed(keys, revision)
+            self._count_changed(len(keys))
         self._after_change()
+
+    def _count_changed(self, n: int) -> None:
+        """Inside a write: add ``n`` to the items changed so far (what a saved calibration compares with)."""
+        self.store.set_state("changed_items", self.store.state("changed_items") + int(n))
+
+    def changed_items(self) -> int:
+        """Items added, replaced or removed over the index's whole life, as committed."""
+        return self.store.state("changed_items")
 
     def _after_change(self) -> None:
         self._catch_up(initial=False)

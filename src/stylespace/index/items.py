@@ -38,7 +38,8 @@ CREATE TABLE items (
 );
 CREATE INDEX items_id ON items (id);
 CREATE INDEX items_removed ON items (removed) WHERE removed IS NOT NULL;
--- revision (bumped by every committed change), next_key, rows-G (committed rows of generation G's vector file)
+-- revision (bumped by every committed change), next_key, rows-G (committed rows of generation G's vector file),
+-- changed_items (items added, replaced or removed, summed over every change: how far a calibration drifted)
 CREATE TABLE state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- the metadata columns items carry (what where= filters may name)
 CREATE TABLE columns (name TEXT PRIMARY KEY);
@@ -153,6 +154,14 @@ class ItemStore:
         rows = self._query("SELECT key FROM items WHERE removed > ? AND removed <= ? ORDER BY key",
                            (after_revision, upto_revision))
         return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def added_rows(self, after_key: int, upto_key: int, revision: int) -> dict[int, tuple[str, str, str | None, dict]]:
+        """key -> (id, source, label, meta) of the items with keys in (``after_key``, ``upto_key``] still there
+        at ``revision``: what a reader at ``after_key`` gains by moving to (``revision``, ``upto_key``); one
+        range scan of the primary key, so it costs what was added, not the catalog's size."""
+        rows = self._query("SELECT key, id, source, label, meta FROM items WHERE key > ? AND key <= ? AND "
+                           "(removed IS NULL OR removed > ?) ORDER BY key", (int(after_key), int(upto_key), int(revision)))
+        return {int(key): (item_id, source, label, json.loads(meta)) for key, item_id, source, label, meta in rows}
 
     def __len__(self) -> int:
         return self.count()

@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from stylespace.index import structures
-from stylespace.index.backend import BackendPosition, ItemRows, Neighbours
+from stylespace.index.backend import BackendPosition, IndexChanges, IndexPosition, ItemRows, Neighbours
 from stylespace.index.config import CONFIG_FILE, IndexConfig
 from stylespace.utils import StylespaceError, write_json
 
@@ -370,6 +370,9 @@ class MilvusBackend(BackendPosition):
             self.milvus.insert(self.name_of, batch)
 
     def add(self, rows: ItemRows, vectors: np.ndarray, replace_keys: np.ndarray, new_columns: list[str]) -> np.ndarray:
+        if not len(rows):
+            self.remove(replace_keys)
+            return np.empty(0, dtype=np.int64)
         prepared = structures.prepare_vectors(vectors, self.config.metric, self.config.dim, "new item vectors")
         state = _read_state(self.milvus, self.config.collection)
         keys = self._reserve(len(rows), state)
@@ -389,6 +392,17 @@ class MilvusBackend(BackendPosition):
             self.milvus.delete(self.name_of, filter=f"key in {[int(k) for k in keys[offset:offset + BATCH]]}")
         self._write_state(int(state.get("revision", 0)) + 1, int(state.get("next_key", 1)))
         self.catch_up()
+
+    @property
+    def position(self) -> IndexPosition:
+        return IndexPosition(self.config.generation, self.revision, 0)
+
+    def changes_since(self, position: IndexPosition) -> IndexChanges | None:
+        """Not known: Milvus deletes rows outright and keeps no log of its changes (readers read everything again)."""
+        return None
+
+    def changed_items(self) -> int | None:
+        return None
 
     def rebuild(self, config: IndexConfig, measure_recall: bool) -> "MilvusBackend":
         """The next generation's collection, filled from this one's stored vectors (keys kept); then

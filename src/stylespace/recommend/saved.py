@@ -41,7 +41,8 @@ class SavedCalibration:
         calibration: the figures of the calibration that chose them (``Calibration.to_dict``).
         arrays_file: the arrays a fitted score learnt (calibration queries' vectors and whether each was
             right, for a local score), beside this file; empty when it needs none.
-        index_marker: the index's marker (generation, revision, space_version) when it was calibrated.
+        index_marker: the index's marker (generation, revision, space_version) when it was calibrated, with its
+            item count (``items``) and the items it had changed over its life (``changed_items``).
         saved: when (UTC, ISO 8601).
     """
 
@@ -64,6 +65,17 @@ class SavedCalibration:
         """Items were added or removed since the calibration (it still holds; its figures may drift)."""
         return (int(self.index_marker.get("generation", -1)), int(self.index_marker.get("revision", -1))) != (
             index.marker.generation, index.marker.revision)
+
+    def changed_share(self, index: CatalogIndex) -> float | None:
+        """Items added, replaced or removed since the calibration, as a share of the items it was made on
+        (0 when none changed; None when not known: a calibration saved before the index counted its
+        changes, or a backend that does not count them, with items changed since)."""
+        if not self.changed_items(index):
+            return 0.0
+        then, now = self.index_marker.get("changed_items"), index.changed_items
+        if then is None or now is None:
+            return None
+        return (int(now) - int(then)) / max(1, int(self.index_marker.get("items", 0)))
 
     def arrays(self, folder: Path) -> dict[str, np.ndarray]:
         """The arrays the calibrated score learnt (empty when it learnt none)."""
@@ -103,7 +115,8 @@ def save_calibration(index: CatalogIndex, confidence: str, threshold: float | No
         saved = SavedCalibration(confidence=confidence, threshold=None if threshold is None else float(threshold),
                                  confidence_params=json.loads(json.dumps(dict(confidence_params or {}))),
                                  calibration=json.loads(json.dumps(dict(calibration))), arrays_file=arrays_file,
-                                 index_marker=index.marker.to_dict(),
+                                 index_marker={**index.marker.to_dict(), "items": len(index),
+                                               "changed_items": index.changed_items},
                                  saved=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         write_json(folder / CALIBRATION_FILE, dataclasses.asdict(saved))
         for old in folder.glob("calibration-*.npz"):

@@ -5,14 +5,15 @@ deals in pixels, ids and plain records only.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
-import os
+import itertools
 import logging
+import os
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,9 +21,16 @@ from stylespace.service.batching import QueryBatcher
 from stylespace.service.headers import short
 from stylespace.utils import StylespaceError
 
+if TYPE_CHECKING:
+    from stylespace.index.writes import WriteResult
+
 NAME_COLUMNS = ("productDisplayName", "name", "title")
-# How often searches look for changes another process made to the index (new stock, a new calibration).
-REFRESH_SECONDS = 2.0
+# How often searches look for changes another process made to the index (new stock, a new calibration):
+# a write through one worker is visible on every worker within this (plus the change's own catch-up).
+REFRESH_SECONDS = 0.25
+# The recommendation's calibration is reported stale once this share of the items it was calibrated on
+# was added, replaced or removed since (its threshold was chosen on the catalog as it was).
+CALIBRATION_STALE_SHARE = 0.1
 
 log = logging.getLogger("stylespace.service")
 
@@ -60,6 +68,7 @@ class _Query:
     pixels: np.ndarray | None = None
     item_id: str | None = None
     blank: bool = False  # the uploaded picture is blank or almost uniform (View.blank)
+    embed_only: bool = False  # answer the image's vector (an item being written), not a ranking
 
 
 @dataclasses.dataclass
@@ -91,35 +100,102 @@ class Ranking:
     match_threshold: float | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class _CatalogView:
-    """What browsing reads, built from one generation of the index and replaced whole when it changes."""
+class CatalogView:
+    """What browsing, item pages and search results read: every item's record, in key order and by label.
 
-    records: dict
-    sources: dict
-    order: list
-    by_label: dict
-    class_counts: list
+    Built whole once (at start, and after a rebuild of the index), then patched in place with each change
+    (:meth:`apply`: the rows added and the keys removed, read at the cost of the change), so a new item at a
+    catalog of a million costs what one item costs. The engine reads and patches it under its lock.
+    """
+
+    def __init__(self):
+        self.records: dict[str, ItemRecord] = {}
+        self.sources: dict[str, str] = {}
+        self.id_of_key: dict[int, str] = {}
+        self.order: dict[str, None] = {}  # ids in key order (a dict: ordered, and an id leaves in O(1))
+        self.by_label: dict[str, dict[str, None]] = {}
 
     @property
     def size(self) -> int:
         return len(self.order)
 
     @classmethod
-    def of(cls, index) -> "_CatalogView":
+    def of(cls, index) -> "CatalogView":
+        view = cls()
         ids = index.ids
-        rows = index.items.rows(index.keys_of(ids)) if ids else {}
-        records, sources = {}, {}
-        for item_id, source, label, meta in rows.values():
-            records[item_id] = _record(item_id, label, meta)
-            sources[item_id] = source
-        order = [i for i in ids if i in records]
-        by_label = collections.defaultdict(list)
-        for item_id in order:
-            if records[item_id].label is not None:
-                by_label[records[item_id].label].append(item_id)
-        counts = sorted(((label, len(members)) for label, members in by_label.items()), key=lambda kv: (-kv[1], kv[0]))
-        return cls(records, sources, order, dict(by_label), counts)
+        view.add(index.items.rows(index.keys_of(ids)) if ids else {})
+        return view
+
+    def apply(self, changes) -> None:
+        """Patch in an :class:`stylespace.index.backend.IndexChanges` (removed keys first: a replaced item
+        leaves under its old key and comes back under its new one)."""
+        self.remove(changes.removed)
+        self.add(changes.added)
+
+    def add(self, rows: dict) -> None:
+        for key in sorted(rows):
+            item_id, source, label, meta = rows[key]
+            self.records[item_id] = record = _record(item_id, label, meta)
+            self.sources[item_id] = source
+            self.id_of_key[int(key)] = item_id
+            self.order[item_id] = None
+            if record.label is not None:
+                self.by_label.setdefault(record.label, {})[item_id] = None
+
+    def remove(self, keys) -> None:
+        for key in keys:
+            item_id = self.id_of_key.pop(int(key), None)
+            if item_id is None:
+                continue
+            record = self.records.pop(item_id)
+            self.sources.pop(item_id, None)
+            self.order.pop(item_id, None)
+            if record.label is not None:
+                members = self.by_label.get(record.label, {})
+                members.pop(item_id, None)
+                if not members:
+                    self.by_label.pop(record.label, None)
+
+    @property
+    def class_counts(self) -> list[tuple[str, int]]:
+        return sorted(((label, len(members)) for label, members in self.by_label.items()), key=lambda kv: (-kv[1], kv[0]))
+
+    def page(self, label: str | None, offset: int, limit: int) -> tuple[int, list[ItemRecord]]:
+        ids = self.order if label is None else self.by_label[label]
+        return len(ids), [self.records[i] for i in itertools.islice(ids, offset, offset + limit)]
+
+
+@dataclasses.dataclass
+class LiveCounters:
+    """How the served index kept up with changes (in /stats; tests read them to know it was done in place).
+
+    Attributes:
+        catch_ups: changes applied in place (the index's ``refresh`` and the view patched with what changed).
+        items_patched: items added to or removed from the view by them.
+        view_rebuilds: times every item was read again into the view since start (after a rebuild of the
+            index, or a backend that keeps no change log).
+        reopens: times the index was opened again since start (a rebuild: a new generation).
+        writes: changes committed through this process (the write API).
+    """
+
+    catch_ups: int = 0
+    items_patched: int = 0
+    view_rebuilds: int = 0
+    reopens: int = 0
+    writes: int = 0
+
+
+@dataclasses.dataclass
+class Upload:
+    """One image to put into the catalog: its bytes, their canonical view (decoded by the upload decoder),
+    the id (None: made from the image and metadata), label and metadata."""
+
+    data: bytes
+    view: object
+    image_format: str | None
+    id: str | None = None
+    label: str | None = None
+    meta: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class StyleEngine:
@@ -135,10 +211,20 @@ class StyleEngine:
         max_batch: the most concurrent searches answered by one forward pass and one index search.
         inference: what embeds queries: ``auto`` (ONNX Runtime on a CPU when installed, else PyTorch), ``onnx``
             or ``torch`` (:func:`stylespace.inference.make_embedder`; the ONNX file is made at start-up).
+        calibration_stale_share: the share of the items changed since the recommendation was calibrated
+            beyond which ``/stats`` reports the calibration stale.
+
+    **Changes while serving.** One lock (``_lock``) guards the index handle, the recommender and the
+    catalog view: a batch of searches holds it while it searches, a write while it commits and catches up,
+    so a search sees the catalog before a change or after it, never half. Changes made by other processes
+    (other workers, the CLI) are picked up by :meth:`refresh` from the index's marker, and applied in place:
+    the index's own ``refresh`` (new vectors added to its structure) and the changed keys patched into the
+    view (:class:`CatalogView`); only a rebuild of the index (a new generation) reads everything again.
     """
 
     def __init__(self, index, model, recommender, catalog, judge=None, device="cpu", max_batch: int = 32,
-                 inference: str = "auto", text_model=None):
+                 inference: str = "auto", text_model=None,
+                 calibration_stale_share: float = CALIBRATION_STALE_SHARE):
         from stylespace.inference import make_embedder
         from stylespace.models import model_id
 
@@ -150,14 +236,26 @@ class StyleEngine:
         self.catalog = catalog
         self.judge = judge
         self.device = device
+        self.calibration_stale_share = calibration_stale_share
+        self._lock = threading.RLock()
+        # Search by words over the same index handle (its names are read again when the index changes).
         self.text_search = _text_search(index, text_model)
-        # The index's items, read once per index generation: browsing and item pages never touch SQLite.
-        self._view = _CatalogView.of(index)
+        # The index's items, read once per index generation and patched with each change: browsing and item
+        # pages never touch SQLite.
+        self._view = CatalogView.of(index)
+        self._position = index.position
+        self.live = LiveCounters()
         self.refresh_seconds = REFRESH_SECONDS
         self._checked = time.monotonic()
-        self._refused = None  # the stamp of an index made by another model, not adopted
-        self._stamp = self._current_stamp()
+        self._refused = None  # the generation of an index made by another model, not adopted
+        self._config_stamp = None  # index.json as last checked for the model that made it
+        self._calibration_stamp = self._current_calibration()
         self._batcher = QueryBatcher(self._answer, max_batch=max_batch, name="stylespace-search")
+        # Changes other processes commit are picked up by this thread too, so a worker that answers no
+        # searches still shows them on its item pages within refresh_seconds.
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="stylespace-index-watch", daemon=True)
+        self._watcher.start()
         # One compatibility forward pass at a time: concurrent passes on a small CPU fight over its cores.
         self._judge_lock = threading.Lock()
 
@@ -165,7 +263,8 @@ class StyleEngine:
     def load(cls, index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
              compat_dir: str | os.PathLike | None = None, device: str = "auto",
              max_batch: int = 32, inference: str = "auto",
-             text_model_dir: str | os.PathLike | None = None) -> "StyleEngine":
+             text_model_dir: str | os.PathLike | None = None,
+             calibration_stale_share: float = CALIBRATION_STALE_SHARE) -> "StyleEngine":
         """Load everything the service needs from disk (once, at start-up). The text model is
         ``text_model_dir``, else the one beside the image model (``MODEL/text``) when there is one."""
         from stylespace.data import load_catalog
@@ -188,12 +287,12 @@ class StyleEngine:
             judge = CompatibilityJudge.load(compat_dir, device=str(target))
         text_model = _load_text_model(index, text_model_dir)
         return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target, max_batch, inference,
-                   text_model)
+                   text_model=text_model, calibration_stale_share=calibration_stale_share)
 
     # --- what is loaded -----------------------------------------------------------------------------
     @property
     def size(self) -> int:
-        return len(self._view.order)
+        return self._view.size
 
     @property
     def model_id(self) -> str:
@@ -221,17 +320,38 @@ class StyleEngine:
             cutoff = self.judge.cutoff
             compat = {"cutoff": cutoff.value, "cutoff_method": cutoff.method, "tpr": cutoff.tpr, "fpr": cutoff.fpr,
                       "backbone": self.judge.model.config.backbone, "model": self.judge.name}
-        return {"items": self.size, "classes": len(self._view.class_counts), "model_id": self.model_id,
-                "embedding_dim": self.model.output_dim, "metric": self.index.metric,
-                "threshold": self.recommender.threshold, "confidence_score": self.recommender.score_name,
-                "match_threshold": self.recommender.match_threshold,
-                "junk": self.recommender.junk.to_dict(),
-                "compatibility": compat, "catalog": Path(str(self.catalog.source_path)).name,
-                "text_search": None if self.text_search is None else {
-                    "floor": self.text_search.text_model.floor, "names": self.text_search.has_names,
-                    "encoder": self.text_search.text_model.config.encoder},
-                "engine": self.embedder.engine,
-                "searches": self._batcher.queries, "search_batches": self._batcher.batches}
+        with self._lock:
+            marker = self.index.marker
+            return {"items": self.size, "classes": len(self._view.by_label), "model_id": self.model_id,
+                    "embedding_dim": self.model.output_dim, "metric": self.index.metric,
+                    "threshold": self.recommender.threshold, "confidence_score": self.recommender.score_name,
+                    "match_threshold": self.recommender.match_threshold,
+                    "junk": self.recommender.junk.to_dict(),
+                    "compatibility": compat, "catalog": Path(str(self.catalog.source_path)).name,
+                    "text_search": None if self.text_search is None else {
+                        "floor": self.text_search.text_model.floor, "names": self.text_search.has_names,
+                        "encoder": self.text_search.text_model.config.encoder},
+                    "engine": self.embedder.engine,
+                    "searches": self._batcher.queries, "search_batches": self._batcher.batches,
+                    "index": {"generation": marker.generation, "revision": marker.revision, "worker": os.getpid(),
+                              **dataclasses.asdict(self.live)},
+                    "calibration": self.calibration_state()}
+
+    def calibration_state(self) -> dict:
+        """Whether the recommendation's calibration still describes the catalog: the share of its items
+        changed since it was made, and ``stale`` once that passes :attr:`calibration_stale_share` (or when
+        items changed and the share is not known, or a rebuild moved the similarities)."""
+        from stylespace.recommend import load_calibration
+
+        saved = load_calibration(self.index)
+        if saved is None:
+            return {"calibrated": False, "changed_share": None, "stale_share": self.calibration_stale_share,
+                    "stale": False, "outdated": False}
+        share = saved.changed_share(self.index)
+        outdated = saved.outdated(self.index)
+        stale = outdated or (share is None) or share > self.calibration_stale_share
+        return {"calibrated": True, "changed_share": None if share is None else round(share, 6),
+                "stale_share": self.calibration_stale_share, "stale": bool(stale), "outdated": bool(outdated)}
 
     # --- search -------------------------------------------------------------------------------------
     # Every search goes through the batcher: concurrent requests share one forward pass and one
@@ -240,11 +360,7 @@ class StyleEngine:
     def submit_search(self, pixels: np.ndarray, k: int, blank: bool = False) -> Future:
         """Queue a search for an image (H, W, 3) uint8 at :attr:`input_size` (``blank``: its picture is blank
         or almost uniform, ``View.blank``: never a confident match); the future holds a Ranking."""
-        pixels = np.asarray(pixels)
-        if pixels.dtype != np.uint8 or pixels.shape != (*self.input_size, 3):
-            raise StylespaceError(f"expected a uint8 image of shape {(*self.input_size, 3)}, got "
-                                  f"{pixels.dtype} {pixels.shape}")
-        return self._batcher.submit(_Query(k=k, pixels=pixels, blank=bool(blank)))
+        return self._batcher.submit(_Query(k=k, pixels=self._checked_pixels(pixels), blank=bool(blank)))
 
     def submit_similar(self, item_id: str, k: int) -> Future:
         """Queue a search for a catalog item (its stored vector), the item itself left out."""
@@ -264,66 +380,165 @@ class StyleEngine:
         return self.embedder(np.asarray(pixels, dtype=np.uint8))
 
     def refresh(self) -> bool:
-        """Pick up what another process wrote to the index (items added or removed, a rebuild, a new
-        calibration); returns whether anything changed. Searches call it at most every
-        ``refresh_seconds``, from the one thread that searches, so no search sees half of a change.
-        An index rebuilt by another model is not adopted: the service keeps answering from the one it has."""
-        from stylespace.index import CatalogIndex
+        """Pick up what other processes committed to the index (items added, changed or removed, a rebuild,
+        a new calibration), in place; returns whether anything changed. Searches call it at most every
+        ``refresh_seconds``. An index rebuilt by another model is not adopted: the service keeps answering
+        from the one it has."""
+        from stylespace.index import read_config
+        from stylespace.index.catalog_index import config_stamp
+
+        with self._lock:
+            stamp = config_stamp(self.index.folder)
+            if stamp is None or stamp != self._config_stamp:  # a rebuild (or a checkpoint): by which model?
+                config = read_config(self.index.folder)
+                if config.model_id != self.index.model_id:
+                    if self._refused != config.generation:  # said once per generation
+                        log.error("the index at %s is now made by model %s, not %s (the served model); still "
+                                  "serving the index as it was loaded: restart the service with the new model",
+                                  self.index.folder, config.model_id, self.index.model_id)
+                        self._refused = config.generation
+                    return False
+                self._config_stamp = stamp
+            self.index.refresh()
+            return self._caught_up()
+
+    def _caught_up(self) -> bool:
+        """Under the lock, after the index handle moved (or may have): patch the view with what changed since
+        the view's position, and load the recommender again when the calibration or the generation changed."""
         from stylespace.recommend import SelectiveRecommender
 
-        current = self._current_stamp()
-        if current == self._stamp or current == self._refused:
+        position, calibration = self.index.position, self._current_calibration()
+        if position == self._position and calibration == self._calibration_stamp:
             return False
-        fresh = CatalogIndex.open(self.index.folder)
-        if fresh.model_id != self.index.model_id:
-            log.error("the index at %s is now made by model %s, not %s (the served model); still serving the "
-                      "index as it was loaded: restart the service with the new model", self.index.folder,
-                      fresh.model_id, self.index.model_id)
-            fresh.close()
-            self._refused = current  # said once; looked at again when the index changes again
-            return False
-        recommender = SelectiveRecommender.from_index(fresh)
-        view = _CatalogView.of(fresh)
-        text_search = None if self.text_search is None else _text_search(fresh, self.text_search.text_model)
-        old, self.index = self.index, fresh
-        self.recommender, self._view, self._stamp, self.text_search = recommender, view, current, text_search
-        old.close()
-        log.info("index %s reloaded: generation %d, %d items", fresh.folder, fresh.config.generation, view.size)
+        if position != self._position:
+            changes = self.index.changes_since(self._position)
+            if changes is None:  # a rebuild since, or a backend without a change log: read every item again
+                self._view = CatalogView.of(self.index)
+                self.live.view_rebuilds += 1
+            else:
+                self._view.apply(changes)
+                self.live.items_patched += len(changes)
+            self.live.catch_ups += 1
+            if position.generation != self._position.generation:
+                self.live.reopens += 1
+                log.info("index %s reloaded: generation %d, %d items", self.index.folder, position.generation,
+                         self._view.size)
+        if calibration != self._calibration_stamp or position.generation != self._position.generation:
+            self.recommender = SelectiveRecommender.from_index(self.index)
+        self._position, self._calibration_stamp = position, calibration
         return True
 
-    def _current_stamp(self) -> tuple:
-        """What changes when another process changes the index (its marker) or its calibration."""
-        from stylespace.index import CatalogIndex
+    def _current_calibration(self):
+        """What changes when a calibration is saved beside the index."""
         from stylespace.recommend import calibration_stamp
 
-        return CatalogIndex.current_marker(self.index.folder), calibration_stamp(self.index.folder)
+        return calibration_stamp(self.index.folder)
 
-    def _answer(self, queries: list["_Query"]) -> list[Ranking]:
-        """One batch: embed the images together, then one recommendation call for every query."""
-        now = time.monotonic()
-        if now - self._checked >= self.refresh_seconds:
-            self._checked = now
+    # --- changing the catalog -------------------------------------------------------------------------
+    # Every write is one transaction of the index (stylespace.index.writes, the code path the CLI takes
+    # too), made under the engine's lock and applied to the view before the lock is let go: the answer
+    # (with its revision) is sent once the change is committed and searches here already see it.
+
+    def put_items(self, uploads, existing: str = "replace", remove_ids=()) -> "WriteResult":
+        """Embed uploaded images (:class:`Upload`, decoded) and put them into the catalog, removing
+        ``remove_ids`` in the same transaction; an upload without an id gets one made from its image and
+        metadata (a retried request makes the same). Returns the :class:`WriteResult`."""
+        from stylespace.index.writes import NewItem, made_id, put_items, save_image
+
+        uploads = list(uploads)
+        vectors = self.embed_views([u.view for u in uploads]) if uploads else []
+        items = []
+        for upload, vector in zip(uploads, vectors):
+            item_id = upload.id if upload.id is not None else made_id(upload.data, upload.label, upload.meta)
+            source = save_image(self.index.folder, upload.data, upload.image_format)
+            items.append(NewItem(item_id, vector, upload.label, dict(upload.meta), source))
+        return self._write(lambda: put_items(self.index, items, model_id=self.index.model_id, existing=existing,
+                                             remove_ids=list(remove_ids)))
+
+    def replace_image(self, item_id: str, upload) -> "WriteResult":
+        """Give an item a new image (embedded again); its label and metadata are kept."""
+        from stylespace.index.writes import current_items, put_items, NewItem, save_image
+
+        vector = self.embed_views([upload.view])[0]
+        source = save_image(self.index.folder, upload.data, upload.image_format)
+
+        def write():
+            held = current_items(self.index, [item_id])[item_id]
+            item = NewItem(item_id, vector, held.label, held.meta, source)
+            return put_items(self.index, [item], model_id=self.index.model_id, existing="replace")
+
+        return self._write(write)
+
+    def update_items(self, patches) -> "WriteResult":
+        """Change labels and metadata (:class:`stylespace.index.writes.ItemPatch` by id)."""
+        from stylespace.index.writes import update_items
+
+        return self._write(lambda: update_items(self.index, patches))
+
+    def remove_items(self, ids, missing_ok: bool = False) -> "WriteResult":
+        from stylespace.index.writes import remove_items
+
+        return self._write(lambda: remove_items(self.index, ids, missing_ok))
+
+    def _write(self, change):
+        with self._lock:
             try:
-                self.refresh()
-            except StylespaceError as exc:  # a damaged or half-deleted index folder: keep what we have
-                log.error("could not reload the index at %s: %s", self.index.folder, exc)
-        vectors = np.empty((len(queries), self.index.config.dim), dtype=np.float32)
-        uploads = [i for i, q in enumerate(queries) if q.pixels is not None]
-        items = [i for i, q in enumerate(queries) if q.item_id is not None]
-        if uploads:
-            vectors[uploads] = self.embed(np.stack([queries[i].pixels for i in uploads]))
-        if items:
-            vectors[items] = self.index.vectors([queries[i].item_id for i in items])
-        exclude = [[q.item_id] if q.item_id is not None else [] for q in queries]
-        recommendations = self.recommender.recommend(vectors, k=max(q.k for q in queries), exclude_ids=exclude,
-                                                     model_id=self.index.model_id, blank=[q.blank for q in queries])
-        records = self._view.records
-        return [Ranking(hits=[(records[hit.id], float(hit.score)) for hit in r.items[:q.k]],
-                        confidence=float(r.confidence), threshold=self.recommender.threshold,
-                        confident=r.confident, score_name=self.recommender.score_name, reason=r.reason,
-                        not_a_product=r.junk, match_score=r.match_score,
-                        match_threshold=self.recommender.match_threshold)
-                for q, r in zip(queries, recommendations)]
+                result = change()
+            finally:  # a change that failed half-way may still have caught the handle up with others' changes
+                self._caught_up()
+            if result.changed:
+                self.live.writes += 1
+            return result
+
+    def embed_views(self, views) -> np.ndarray:
+        """(N, D) vectors of decoded canonical views of uploads, embedded by the search worker (with the
+        searches of the moment: one forward pass)."""
+        futures = [self._batcher.submit(_Query(k=0, pixels=self._checked_pixels(v.pixels), embed_only=True))
+                   for v in views]
+        return np.stack([f.result() for f in futures])
+
+    def _checked_pixels(self, pixels) -> np.ndarray:
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8 or pixels.shape != (*self.input_size, 3):
+            raise StylespaceError(f"expected a uint8 image of shape {(*self.input_size, 3)}, got "
+                                  f"{pixels.dtype} {pixels.shape}")
+        return pixels
+
+    def _answer(self, queries: list["_Query"]) -> list:
+        """One batch: embed the images together, then one recommendation call for every search (an
+        ``embed_only`` query, an item being written, is answered its vector). The whole batch holds the
+        lock: it searches one state of the catalog."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= self.refresh_seconds:
+                self._checked = now
+                try:
+                    self.refresh()
+                except StylespaceError as exc:  # a damaged or half-deleted index folder: keep what we have
+                    log.error("could not reload the index at %s: %s", self.index.folder, exc)
+            vectors = np.empty((len(queries), self.index.config.dim), dtype=np.float32)
+            uploads = [i for i, q in enumerate(queries) if q.pixels is not None]
+            items = [i for i, q in enumerate(queries) if q.item_id is not None]
+            if uploads:
+                vectors[uploads] = self.embed(np.stack([queries[i].pixels for i in uploads]))
+            if items:
+                vectors[items] = self.index.vectors([queries[i].item_id for i in items])
+            searches = [i for i, q in enumerate(queries) if not q.embed_only]
+            answers: list = [vectors[i].copy() if q.embed_only else None for i, q in enumerate(queries)]
+            if not searches:
+                return answers
+            wanted = [queries[i] for i in searches]
+            exclude = [[q.item_id] if q.item_id is not None else [] for q in wanted]
+            recommendations = self.recommender.recommend(vectors[searches], k=max(q.k for q in wanted),
+                                                         exclude_ids=exclude, model_id=self.index.model_id,
+                                                         blank=[q.blank for q in wanted])
+            records = self._view.records
+            for i, q, r in zip(searches, wanted, recommendations):
+                answers[i] = Ranking(hits=[(records[hit.id], float(hit.score)) for hit in r.items[:q.k]],
+                                     confidence=float(r.confidence), threshold=self.recommender.threshold,
+                                     confident=r.confident, score_name=self.recommender.score_name, reason=r.reason,
+                                     not_a_product=r.junk)
+            return answers
 
     def search_text(self, text: str, k: int, *, where=None, like_id: str | None = None, mode: str = "auto",
                     text_weight: float = 1.0):
@@ -332,16 +547,33 @@ class StyleEngine:
         search = self.text_search
         if search is None:
             raise StylespaceError("no text model is loaded")
-        if like_id is None:
-            return search.search(text, k, where=where, mode=mode)
-        self.item(like_id)
-        vector = search.index.vectors([like_id])[0]
-        return search.search(text, k, where=where, image_vector=vector, text_weight=text_weight,
-                             exclude_ids=[like_id])
+        with self._lock:  # the index handle is changed in place by writes and catch-ups: one state per search
+            if like_id is None:
+                return search.search(text, k, where=where, mode=mode)
+            self.item(like_id)
+            vector = search.index.vectors([like_id])[0]
+            return search.search(text, k, where=where, image_vector=vector, text_weight=text_weight,
+                                 exclude_ids=[like_id])
 
     def close(self) -> None:
-        """Stop the search worker (queued searches are answered first)."""
+        """Stop the search worker (queued searches are answered first) and the index watcher."""
+        self._stopping.set()
         self._batcher.close()
+        self._watcher.join(5)
+
+    def _watch(self) -> None:
+        said = None  # the last failure logged: a folder that stays broken is said once, not four times a second
+        while not self._stopping.wait(max(self.refresh_seconds, 0.05)):
+            try:
+                self.refresh()
+                said = None
+            except Exception as exc:  # the watcher outlives any failure; the index as loaded keeps answering
+                if str(exc) != said:
+                    said = str(exc)
+                    if isinstance(exc, StylespaceError):  # a damaged or half-deleted index folder
+                        log.error("could not reload the index at %s: %s", self.index.folder, exc)
+                    else:
+                        log.exception("could not catch up with the index at %s", self.index.folder)
 
     # --- the catalog --------------------------------------------------------------------------------
     def item(self, item_id: str) -> ItemRecord:
@@ -350,39 +582,54 @@ class StyleEngine:
         except KeyError:
             raise UnknownItem(f"no item with id {short(item_id)!r} in this catalog") from None
 
-    def image(self, item_id: str) -> tuple[bytes, str]:
-        """The item's image bytes as stored in the catalog (folder or zip) and their media type."""
-        from stylespace.data import Item
+    def _source(self, item_id: str) -> str:
+        with self._lock:
+            self.item(item_id)
+            return self._view.sources[item_id]
 
-        item = Item(item_id, self._view.sources[self.item(item_id).id])
+    def image(self, item_id: str) -> tuple[bytes, str]:
+        """The item's image bytes as stored in the catalog (folder or zip), or in the index folder for an
+        item put through the write API, and their media type."""
+        import mimetypes
+
+        from stylespace.data import Item
+        from stylespace.index.writes import image_path
+
+        source = self._source(item_id)
+        kept = image_path(self.index.folder, source)
         try:
-            data, media_type = self.catalog.read_bytes(item), self.catalog.media_type(item)
+            if kept is not None:
+                return kept.read_bytes(), mimetypes.guess_type(kept.name)[0] or "application/octet-stream"
+            item = Item(item_id, source)
+            return self.catalog.read_bytes(item), self.catalog.media_type(item)
         except (OSError, KeyError) as exc:
-            raise UnreadableCatalogImage(f"item {item_id!r}: cannot read its image {Path(item.source).name!r} "
-                                         f"from the catalog {Path(str(self.catalog.source_path)).name} ({exc})") from None
-        return data, media_type
+            where = "the index folder" if kept is not None else f"the catalog {Path(str(self.catalog.source_path)).name}"
+            raise UnreadableCatalogImage(f"item {item_id!r}: cannot read its image {Path(source).name!r} from {where} "
+                                         f"({exc})") from None
 
     def item_pixels(self, item_id: str, size: tuple[int, int]) -> np.ndarray:
         """The item's image decoded at ``size`` = (H, W) by the training decoder (its canonical view)."""
-        from stylespace.data import Item
+        from stylespace.data import Item, load_view
         from stylespace.data.cache import decode_one
+        from stylespace.index.writes import image_path
 
-        return decode_one(self.catalog, Item(item_id, self._view.sources[self.item(item_id).id]), size)
+        source = self._source(item_id)
+        kept = image_path(self.index.folder, source)
+        if kept is not None:
+            return load_view(kept, size=size).pixels
+        return decode_one(self.catalog, Item(item_id, source), size)
 
     def classes(self) -> list[tuple[str, int]]:
-        return list(self._view.class_counts)
+        with self._lock:
+            return self._view.class_counts
 
     def items(self, label: str | None, offset: int, limit: int) -> tuple[int, list[ItemRecord]]:
         """A page of items (all, or one label's), in catalog order; an unknown label is a 404."""
-        view = self._view
-        if label is None:
-            ids = view.order
-        elif label in view.by_label:
-            ids = view.by_label[label]
-        else:
-            raise UnknownItem(f"no items with label {short(label)!r}; GET /classes lists the labels", "unknown_label",
-                              "label")
-        return len(ids), [view.records[i] for i in ids[offset:offset + limit]]
+        with self._lock:
+            if label is not None and label not in self._view.by_label:
+                raise UnknownItem(f"no items with label {short(label)!r}; GET /classes lists the labels",
+                                  "unknown_label", "label")
+            return self._view.page(label, offset, limit)
 
     # --- compatibility ------------------------------------------------------------------------------
     def compare(self, pixels_a: np.ndarray, pixels_b: np.ndarray) -> dict:

@@ -50,6 +50,13 @@ CODES: dict[str, tuple[int, str]] = {
     "compare_unavailable": (503, "no compatibility model is loaded, so /compare cannot answer"),
     "text_search_unavailable": (503, "no text model is loaded, so /search/text cannot answer"),
     "internal_error": (500, "an unexpected failure on the server (logged there)"),
+    # the write API and its keys
+    "blank_image": (422, "an uploaded item's picture is blank or almost uniform (not a product photo)"),
+    "key_in_query": (400, "a key was sent in the URL; send it as `Authorization: Bearer KEY` instead"),
+    "unauthorized": (401, "no key, or a wrong or revoked one (`Authorization: Bearer KEY`)"),
+    "forbidden": (403, "the key is valid but may not do this (a read key on a write)"),
+    "too_many_failures": (429, "too many wrong keys from this address; retry after the `Retry-After` header's "
+                               "seconds"),
 }
 # Errors FastAPI and Starlette raise themselves, by status.
 _STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict", 413: "upload_too_large", 415: "not_an_image",

@@ -127,6 +127,12 @@ class Stats(BaseModel):
     search_batches: int = Field(description="Batches they were answered in (concurrent searches share one).")
     decoding: dict = Field(description="Upload decoding: the pixel limit, and per lane (ordinary, heavy) its "
                                        "threads, queue bound, uploads running, waiting, done and refused as busy.")
+    index: dict = Field(description="Where the served index stands (generation, revision) and how it kept up: "
+                                    "catch_ups (changes applied in place), items_patched, view_rebuilds and "
+                                    "reopens since start (a rebuild), writes committed through this process.")
+    calibration: dict = Field(description="Whether the recommendation's calibration still describes the catalog: "
+                                          "changed_share (items added, replaced or removed since it was made, as a "
+                                          "share of its items), stale_share (the limit) and stale.")
 
 
 class Health(BaseModel):
