@@ -537,7 +537,8 @@ class StyleEngine:
                 answers[i] = Ranking(hits=[(records[hit.id], float(hit.score)) for hit in r.items[:q.k]],
                                      confidence=float(r.confidence), threshold=self.recommender.threshold,
                                      confident=r.confident, score_name=self.recommender.score_name, reason=r.reason,
-                                     not_a_product=r.junk)
+                                     not_a_product=r.junk, match_score=r.match_score,
+                                     match_threshold=self.recommender.match_threshold)
             return answers
 
     def search_text(self, text: str, k: int, *, where=None, like_id: str | None = None, mode: str = "auto",
