@@ -4,14 +4,10 @@ set, bounded-memory retrieval, coarser labels, pair verification, and the report
 Nothing here needs a model: every function takes vectors and labels (numpy arrays), so embeddings from
 any extractor can be scored the same way. Search is exact, with FAISS. The two exceptions run models:
 :mod:`stylespace.evaluation.sources` (`SplitEvaluator`), which turns model folders and embeddings files
-<<<<<<< HEAD
 into those vectors for `stylespace evaluate`, and :mod:`stylespace.evaluation.benchmarks` (`run_benchmark`), which
 runs the published protocols of `stylespace bench` (training a model where the protocol does).
-=======
-into those vectors for `stylespace evaluate`.
 Each name below is imported from its module when first used (the CLI reads ``EvaluationConfig``'s defaults
 without loading scikit-learn).
->>>>>>> issue-27
 """
 from stylespace.utils import lazy_exports
 
