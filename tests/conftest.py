@@ -176,6 +176,27 @@ def plant_item(root: Path, item_id: int, label: str, data: bytes, ext: str = ".p
                                      f"planted {item_id}"])
 
 
+# --- a clustered catalog index with held-out labelled queries (recommendation, match score) ---------------
+
+CLUSTERED_MODEL = "model-a"
+
+
+def clustered_index(folder: Path):
+    """A small clustered catalog index (cosine, model id CLUSTERED_MODEL) with labels, and held-out labelled
+    queries: (index, its vectors, query vectors, query labels, item labels)."""
+    from stylespace.index import CatalogIndex
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 12))
+    labels = rng.integers(0, 5, 400)
+    vectors = (centres[labels] + 0.9 * rng.normal(size=(400, 12))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"c{i}" for i in range(300)]
+    index = CatalogIndex.create(Path(folder) / "idx", ids, vectors[:300], model_id=CLUSTERED_MODEL,
+                                labels=[f"L{v}" for v in labels[:300]])
+    return index, vectors[:300], vectors[300:], [f"L{v}" for v in labels[300:]], [f"L{v}" for v in labels[:300]]
+
+
 # --- coloured shapes and a tiny model (training, distributed training) -------------------------------------
 
 

@@ -12,7 +12,7 @@ from stylespace.recommend import MatchScale, SelectiveRecommender, calibrate
 from stylespace.recommend.junk import JunkRule
 from stylespace.recommend.saved import CALIBRATION_FILE
 from stylespace.utils import StylespaceError
-from test_recommend import MODEL, catalog  # noqa: F401  (the fixture, shared)
+from conftest import CLUSTERED_MODEL as MODEL, clustered_index
 
 
 def test_the_scale_is_the_isotonic_share_right_in_0_1():
@@ -56,9 +56,9 @@ def test_confident_means_at_least_the_thresholds_score_always(seed):
 
 
 @pytest.fixture
-def calibrated(catalog):
-    """test_recommend's clustered catalog index, calibrated on its held-out queries (saved with it)."""
-    index, _, queries, query_labels, _ = catalog
+def calibrated(tmp_path):
+    """The clustered catalog index of test_recommend, calibrated on its held-out queries (saved with it)."""
+    index, _, queries, query_labels, _ = clustered_index(tmp_path)
     calibration = calibrate(index, queries, query_labels, model_id=MODEL, target_error=0.1)
     calibration.save(index)
     return CatalogIndex.open(index.folder), queries, calibration

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import CLUSTERED_MODEL, clustered_index
 from stylespace.index import CatalogIndex
 from stylespace.recommend import (
     DensityRatio,
@@ -31,7 +32,7 @@ from stylespace.recommend.combined import CombinedScore, cross_fitted
 from stylespace.recommend.scores import NeighbourContext
 from stylespace.utils import StylespaceError
 
-MODEL = "model-a"
+MODEL = CLUSTERED_MODEL
 
 
 # --- risk-coverage ------------------------------------------------------------------------------------------
@@ -126,15 +127,7 @@ def test_undefined_confidences_rank_last_and_are_never_a_threshold():
 @pytest.fixture
 def catalog(tmp_path):
     """A small clustered catalog index (cosine) with labels, and held-out labelled queries."""
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(5, 12))
-    labels = rng.integers(0, 5, 400)
-    vectors = (centres[labels] + 0.9 * rng.normal(size=(400, 12))).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ids = [f"c{i}" for i in range(300)]
-    index = CatalogIndex.create(tmp_path / "idx", ids, vectors[:300], model_id=MODEL,
-                                labels=[f"L{v}" for v in labels[:300]])
-    return index, vectors[:300], vectors[300:], [f"L{v}" for v in labels[300:]], [f"L{v}" for v in labels[:300]]
+    return clustered_index(tmp_path)
 
 
 def _brute_neighbours(references: np.ndarray, queries: np.ndarray, k: int, exclude_self: bool = False):

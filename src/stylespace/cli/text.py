@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from stylespace.cli._options import JSON_OPTION
 from stylespace.cli._output import console, emit, out
 
 
@@ -36,7 +37,7 @@ def text_train_cmd(
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (0 = default)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (for embedding the catalog's images)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     import dataclasses
 
