@@ -420,6 +420,15 @@ class _Trim:
     work_size: tuple[int, int]
     box: tuple[int, int, int, int]
 
+    def small(self, size: tuple[int, int]) -> bool:
+        """Whether the product is small in its frame: its box under half the working copy's height and width and
+        smaller than the view ``size`` = (H, W) both ways (it would be enlarged). A packshot's product fills most
+        of its frame one way or the other, so an upscaled copy of one keeps the working copy's crop, close to the
+        original's own view (re-cut from the larger picture it would be sharper: another near copy's pixels)."""
+        top, bottom, left, right = self.box
+        width, height = self.work_size
+        return (bottom - top < min(size[0], height / 2)) and (right - left < min(size[1], width / 2))
+
 
 def canonical_view(image: Image.Image, size: tuple[int, int], working: int = WORK_PIXELS) -> View:
     """The canonical view (see the module docstring) of an RGB, upright ``image`` at ``size`` = (H, W).
@@ -461,7 +470,11 @@ def _view_and_trim(image: Image.Image, size: tuple[int, int], working: int,
             break
     bottom, right = top + rgb.shape[0], left + rgb.shape[1]
     trim = _Trim(work.size, (top, bottom, left, right))
-    if work.size == image.size or not refine:  # the working copy is the image (a packshot): its crop is the product
+    # The product's box is cut again from the decoded image only where the working copy's crop would have to be
+    # enlarged to fill the view (smaller than it both ways: a small product in a large frame). A product the
+    # working copy already holds at the view's size keeps that crop: re-cutting it from a larger picture (an
+    # upscaled copy of a packshot) would sharpen it and move its colours away from the original's view.
+    if work.size == image.size or not refine or not trim.small(size):  # a packshot, or a product big enough already
         pixels = fit_to_size(Image.fromarray(rgb), size, working)
     else:
         pixels = _refined(image, trim, size, working)
@@ -492,7 +505,7 @@ def load_view(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, 
     image = open_image(source, draft=_draft_box(size), budget=budget)
     view, trim = _view_and_trim(image, size, budget.working)
     stored = _stored_size(source)
-    if trim is None or stored is None or stored == image.size:
+    if trim is None or stored is None or stored == image.size or not trim.small(size):
         return view
     need = _draft_for_box(view.box, size)
     if need[0] <= image.width and need[1] <= image.height:
