@@ -306,7 +306,7 @@ def test_fashion_mnist_benchmark_trains_the_small_preset_and_prints_one_json_doc
     ours = [r for r in document["rows"] if r["ours"]]
     assert [r["method"] for r in ours] == ["small preset, trained here: its classifier",
                                            "small preset, trained here: 1-NN on its embedding (cosine, 200 training images)"]
-    assert "compact w24 stem 1" in ours[0]["note"] and "epochs changed to 1" in ours[0]["note"]
+    assert "compact w32 stem 2" in ours[0]["note"] and "epochs changed to 1" in ours[0]["note"]
     details = document["details"]
     assert (details["train_images"], details["test_images"], details["official_split"]) == (200, 30, False)
     nn1, classifier = _scored_again(data, tmp_path / "out" / "model")

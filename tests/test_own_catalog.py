@@ -197,7 +197,7 @@ def test_shipped_models_by_name_and_a_path_wins(tmp_path, monkeypatch):
     if shipped_dir("default") is None:
         pytest.skip("this installation has no shipped models")
     assert resolve_model_dir("default") == shipped_dir("default")
-    assert load_model("default").config.embed_layer == "features"
+    assert load_model("default").config.backbone == "efficientnet-lite0"  # the shipped default since issue 24
     assert load_compatibility("compat", device="cpu")[1].value > 0
     monkeypatch.chdir(tmp_path)
     (tmp_path / "default").mkdir()
