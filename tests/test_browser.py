@@ -174,7 +174,9 @@ def test_browse_and_compare(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(server + "/#browse/Watches")
-    wait_for(browser, lambda d: len(card_ids(d, "#browse-grid")) == 12, "the Watches items")
+    # the grid and the class list arrive from two requests: wait for both
+    wait_for(browser, lambda d: len(card_ids(d, "#browse-grid")) == 12 and d.find_elements(
+        By.CSS_SELECTOR, "#classes a.active"), "the Watches items")
     assert "Watches" in browser.find_element(By.CSS_SELECTOR, "#classes a.active").text
     browser.save_screenshot(str(tmp_path / "4-browse.png"))
 
