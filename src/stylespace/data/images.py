@@ -13,9 +13,11 @@ see identical preprocessing. The canonical view of an image is, in order:
    do not). The background connected to the border becomes white, the colour of the catalog's own
    packshots, so a grey or coloured backdrop does not look like another product. A photo without a
    uniform frame (a scene, a close-up) is kept whole;
-4. the product's box, found on the working copy, is cut from the decoded image itself (not from the
+4. when the product is small in its frame (its box under half the working copy both ways and smaller
+   than the view), its box, found on the working copy, is cut from the decoded image itself (not from the
    working copy) with a little room, and trimmed again there, so a product small in a large frame keeps
-   its pixels and its edges: a 10 %-wide product in a 1200 px photo is cut from 120 px, not from the
+   its pixels and its edges (a product that fills its frame keeps the working copy's crop: an upscaled copy
+   of a packshot then looks like the packshot, as the audit's near-copy test needs): a 10 %-wide product in a 1200 px photo is cut from 120 px, not from the
    working copy's 8. A JPEG decoded at a reduced scale is decoded again at the scale the product needs
    (within the budget). An image no larger than twice the model's input (a catalog packshot) has no
    reduced working copy, so this step changes nothing;
