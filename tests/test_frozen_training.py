@@ -133,3 +133,14 @@ def test_fine_tuning_a_lite0_model_keeps_its_backbone_and_starts_from_its_head(t
     for name, tensor in model.backbone.state_dict().items():
         assert torch.equal(tensor, parent.backbone.state_dict()[name]), name
     assert model.classes != parent.classes  # the new catalog's classes, on a new classifier
+
+
+def test_a_damaged_feature_cache_is_made_again(tmp_path):
+    model = EmbeddingModel(lite()).eval()
+    pixels = np.random.default_rng(2).integers(0, 255, (3, 80, 60, 3), dtype=np.uint8)
+    first = view_features(model, pixels, recipe(), tmp_path, progress=False)
+    path = next(tmp_path.glob("*.npy"))
+    path.write_bytes(b"truncated")
+    messages = []
+    again = view_features(model, pixels, recipe(), tmp_path, progress=False, log=messages.append)
+    assert np.array_equal(again, first) and "not readable" in messages[0]

@@ -100,11 +100,16 @@ def view_features(model: EmbeddingModel, pixels: np.ndarray, config: TrainConfig
     key = feature_cache_key(model, pixels, config, views)
     path = folder / f"{key}.npy"
     if path.is_file():
-        cached = np.load(path, mmap_mode="r")
-        if cached.shape == (views, n, model.feature_dim):
+        try:
+            cached = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:  # a damaged file (a disk that filled up): made again
+            cached = None
+            log(f"{path} is not readable ({exc}); computing the features again")
+        if cached is not None and cached.shape == (views, n, model.feature_dim):
             log(f"backbone features of {views} views x {n:,} images read from the cache ({path.name})")
-            return np.asarray(cached)
-        log(f"{path} has the wrong shape {cached.shape}; computing the features again")
+            return np.array(cached)  # a writable copy in memory (torch will not wrap a read-only map)
+        if cached is not None:
+            log(f"{path} has the wrong shape {cached.shape}; computing the features again")
     augment = BatchAugment(config.augmentation)
     out = np.empty((views, n, model.feature_dim), dtype=np.float16)
     started = time.perf_counter()
