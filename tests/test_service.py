@@ -436,12 +436,15 @@ def test_concurrent_searches_share_batches_and_get_their_own_answers(served):
         uploads = [str(i) for i in range(1000, 1072, 6)]
         items = [str(i) for i in range(1003, 1072, 6)]
         alone = {i: [r.id for r, _ in engine.similar(i, 5).hits] for i in items}
+        pixels = {u: load_rgb(served.catalog / "images" / f"{u}.png", size=engine.input_size) for u in uploads}
         batches_before = engine._batcher.batches
         futures = []
-        for upload, item in zip(uploads, items):  # interleaved: images and catalog items in the same batches
-            pixels = load_rgb(served.catalog / "images" / f"{upload}.png", size=engine.input_size)
-            futures.append((upload, "upload", engine.submit_search(pixels, 3)))
-            futures.append((item, "item", engine.submit_similar(item, 5)))
+        # The engine's lock held while submitting stands for a busy worker, whatever the machine's speed: the
+        # worker takes the first queries and waits on the lock, the rest queue up and go in one batch.
+        with engine._lock:
+            for upload, item in zip(uploads, items):  # interleaved: images and catalog items in the same batches
+                futures.append((upload, "upload", engine.submit_search(pixels[upload], 3)))
+                futures.append((item, "item", engine.submit_similar(item, 5)))
         for item_id, kind, future in futures:
             ranking = future.result(timeout=60)
             ids = [record.id for record, _ in ranking.hits]
@@ -449,7 +452,7 @@ def test_concurrent_searches_share_batches_and_get_their_own_answers(served):
                 assert ids[0] == item_id and len(ids) == 3
             else:
                 assert ids == alone[item_id]
-        assert engine._batcher.batches - batches_before < len(futures) / 2
+        assert engine._batcher.batches - batches_before <= 2
     finally:
         engine.close()
 
