@@ -205,7 +205,8 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
-    use_amp = config.amp and device.type == "cuda"
+    use_amp = ((config.amp and device.type == "cuda")
+               or (config.cpu_amp and device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
