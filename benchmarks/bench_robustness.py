@@ -17,6 +17,13 @@ family of distortions (the product at 10 / 25 / 50 % of a 1200 px frame):
 
     .venv/bin/python benchmarks/bench_robustness.py --family small_in_frame --items 300 \
         --model before=models/default:working-copy --model after=models/default
+
+``--query-views VIEWS`` (repeatable) measures each model on its one index once per choice of query views
+(``none``: the canonical view alone; ``mirror``, ``unstretch``, ``mirror,unstretch`` or ``all``: the query also
+searched as those views, each item's best score kept; `stylespace.data.query_views`), a column each:
+
+    .venv/bin/python benchmarks/bench_robustness.py --model default=models/default --items 1000 \
+        --query-views none --query-views mirror --query-views unstretch --query-views all -o views.json
 """
 from __future__ import annotations
 
@@ -81,6 +88,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--distortions", default="", help="comma-separated names (default: all)")
     parser.add_argument("--family", default="", help="one family of distortions instead (small_in_frame)")
+    parser.add_argument("--query-views", action="append", default=None, metavar="VIEWS",
+                        help="none, mirror, unstretch, mirror,unstretch or all; repeatable: each model is measured "
+                             "once per choice, on the same index (default: none)")
     parser.add_argument("-o", "--output", type=Path, help="write all reports as JSON")
     args = parser.parse_args()
 
@@ -88,16 +98,24 @@ def main() -> int:
 
     from stylespace.data import load_catalog
     from stylespace.data.distortions import DISTORTIONS, FAMILIES
+    from stylespace.data.query_views import QueryViews
     from stylespace.index.build import build_index
     from stylespace.index.robustness import RobustnessConfig, markdown_table, measure_robustness
     from stylespace.models import load_model
+    from stylespace.utils import StylespaceError
 
     torch.set_num_threads(torch.get_num_threads())
     if args.family and args.family not in FAMILIES:
         parser.error(f"--family {args.family!r}: expected one of {', '.join(FAMILIES)}")
     names = (FAMILIES[args.family] if args.family else tuple(n for n in args.distortions.split(",") if n)) \
         or tuple(DISTORTIONS)
-    config = RobustnessConfig(items=args.items, seed=args.seed, distortions=names)
+    try:
+        choices = [QueryViews.parse(text) for text in (args.query_views or ["none"])]
+    except StylespaceError as exc:
+        parser.error(f"--query-views: {exc}")
+    configs = [RobustnessConfig(items=args.items, seed=args.seed, distortions=names, query_views=views)
+               for views in choices]
+    config = configs[0]
     catalog = load_catalog(args.catalog)
     reports, records = [], {}
     for spec in args.model:
@@ -112,11 +130,17 @@ def main() -> int:
             model = load_model(path)
             index, _ = build_index(model, catalog, Path(scratch) / "index", model_path=path, progress=False)
             print(f"{name}: indexed {len(index):,} items in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-            report = measure_robustness(model, catalog, index, config, log=lambda line: print(f"  {name} {line}", file=sys.stderr))
+            for measured in configs:
+                views = measured.query_views
+                shown = name if not views.enabled else f"{name}+views:{','.join(views.views)}"
+                report = measure_robustness(model, catalog, index, measured,
+                                            log=lambda line, shown=shown: print(f"  {shown} {line}", file=sys.stderr))
+                print(f"{shown}: measured in {report.seconds:.0f} s", file=sys.stderr)
+                label = f"{shown} ({view_name})"
+                reports.append((label, report))
+                records[label] = {"model": path, "view": mode or "canonical", "query_views": list(views.names),
+                                  **report.to_dict()}
             index.close()
-        label = f"{name} ({view_name})"
-        reports.append((label, report))
-        records[label] = {"model": path, "view": mode or "canonical", **report.to_dict()}
     table = markdown_table(reports)
     print(f"{config.items} catalog items, seed {config.seed}, searched against the whole index of "
           f"{reports[0][1].index_items:,} items; cells are exact-product R@1 / R@10 / article-type P@1 (%)\n")

@@ -240,6 +240,25 @@ def tiny_model(classes: bool = True, seed: int = 0, **kw):
                                    classes=["red", "blue", "green", "yellow"] if classes else [], **kw))
 
 
+def compact_index(root: Path, catalog_dir: Path):
+    """The catalog at ``catalog_dir`` indexed (plain, not whitened) by an untrained 16-d compact model: the model
+    saved to ``root/model``, the index in ``root/index``, the image cache in ``root/cache``. Returns
+    (catalog, model, index)."""
+    import torch
+
+    from stylespace.data import load_catalog
+    from stylespace.index.build import build_index
+    from stylespace.models import ModelConfig, build_model, save_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="compact", width=8, embedding_dim=16, classes=[])).eval()
+    save_model(model, root / "model")
+    catalog = load_catalog(catalog_dir)
+    index, _ = build_index(model, catalog, root / "index", model_path=root / "model", progress=False,
+                           cache_dir=root / "cache", whiten=False)
+    return catalog, model, index
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch) -> Path:
     """A private image cache for the test, so tests never touch the user's cache."""

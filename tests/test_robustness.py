@@ -7,15 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
-from stylespace.data import load_catalog
 from stylespace.data.distortions import DISTORTIONS
-from stylespace.index.build import build_index
 from stylespace.index.robustness import RobustnessConfig, markdown_table, measure_robustness, pixel_copies
-from stylespace.models import ModelConfig, build_model, save_model
 from stylespace.utils import StylespaceError
-from conftest import plant_item, write_patterned_catalog
+from conftest import compact_index, plant_item, write_patterned_catalog
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +20,7 @@ def setup(tmp_path_factory):
     catalog_dir = write_patterned_catalog(root / "catalog", per_class=8)
     # a pixel-identical copy under another id: the same product for the search
     plant_item(catalog_dir, 5000, "Shirts", (catalog_dir / "images" / "1000.png").read_bytes())
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone="compact", width=8, embedding_dim=16, classes=[])).eval()
-    save_model(model, root / "model")
-    catalog = load_catalog(catalog_dir)
-    index, _ = build_index(model, catalog, root / "index", model_path=root / "model", progress=False,
-                           cache_dir=root / "cache", whiten=False)
+    catalog, model, index = compact_index(root, catalog_dir)
     return root, catalog, model, index
 
 

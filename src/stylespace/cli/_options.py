@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from stylespace.cli._output import out
+from stylespace.data.query_views import QueryViews
 from stylespace.index.build import BLANK_REASON
 from stylespace.ray_embedding import RayConfig
 from stylespace.utils import StylespaceError
@@ -64,6 +65,10 @@ def given(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+QUERY_VIEWS_OPTION = setting(QueryViews, "views", "--query-views", shown="none", metavar="VIEWS",
+                             help="Also search each query image as these views, keeping each item's best score: "
+                                  "mirror (flipped left to right), unstretch (resized to the catalog's aspect "
+                                  "ratio: undoes a stretched photo), comma-separated, all, or none.")
 RAY_WORKERS_OPTION = setting(RayConfig, "workers", "--ray-workers",
                              help="Ray embedding workers (0 = one per CPU of the cluster).")
 RAY_GPUS_OPTION = setting(RayConfig, "gpus_per_worker", "--ray-gpus-per-worker",

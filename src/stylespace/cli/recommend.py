@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from stylespace.cli._options import (BATCH_OPTION, DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, WHERE_OPTION_HELP,
-                                     hit_record, hits_table, parse_where)
+from stylespace.cli._options import (BATCH_OPTION, DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, QUERY_VIEWS_OPTION,
+                                     WHERE_OPTION_HELP, hit_record, hits_table, parse_where)
 from stylespace.cli._options import with_engine
 from stylespace.cli._output import console, emit, out
 
@@ -31,6 +31,7 @@ def recommend_cmd(
     threshold: Optional[float] = typer.Option(None, help="Override the index's calibrated threshold."),
     score: Optional[str] = typer.Option(None, help="Override the index's confidence score (e.g. top1)."),
     show_all: bool = typer.Option(False, "--all", help="List the items of recommendations below the threshold too."),
+    query_views: Optional[str] = QUERY_VIEWS_OPTION,
     model: Optional[Path] = MODEL_OPTION,
     device: str = DEVICE_OPTION,
     as_json: bool = JSON_OPTION,
@@ -43,9 +44,11 @@ def recommend_cmd(
     recommender, note = choose_recommender(index, score, threshold)
     if note:
         console.print(f"[yellow]note:[/yellow] {note}")
-    batch = embed_queries(index, queries, by_id=by_id, model_path=model, device=device, progress=not as_json)
-    recommendations = recommender.recommend(batch.vectors, exclude_ids=batch.exclusions() if by_id else None,
-                                            where=parse_where(where), blank=batch.blank)
+    batch = embed_queries(index, queries, by_id=by_id, model_path=model, device=device, progress=not as_json,
+                          query_views=query_views)
+    vectors, query_of = batch.searched()
+    recommendations = recommender.recommend(vectors, exclude_ids=batch.exclusions() if by_id else None,
+                                            where=parse_where(where), blank=batch.blank, query_of=query_of)
     result = {"index": str(index_dir), "score": recommender.score_name, "threshold": recommender.threshold,
               "match_threshold": recommender.match_threshold, "junk": recommender.junk.to_dict(),
               "queries": [{"query": name, "match_score": rec.match_score, "confidence": rec.confidence,

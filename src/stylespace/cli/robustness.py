@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from stylespace.cli._options import JSON_OPTION, given, setting
+from stylespace.cli._options import JSON_OPTION, QUERY_VIEWS_OPTION, given, setting
 from stylespace.cli._output import console, emit, out
 from stylespace.index.robustness import RobustnessConfig
 from stylespace.utils import StylespaceError, write_json
@@ -30,6 +30,7 @@ def robustness_cmd(
                                   "choices."),
     distortions: Optional[str] = setting(RobustnessConfig, "distortions", shown="all",
                                          help="Comma-separated distortion names."),
+    query_views: Optional[str] = QUERY_VIEWS_OPTION,
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the report as JSON here."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -40,7 +41,7 @@ def robustness_cmd(
     from stylespace.models import load_model
 
     names = tuple(n.strip() for n in distortions.split(",") if n.strip()) if distortions else None
-    config = RobustnessConfig(**given(items=items, seed=seed, distortions=names))
+    config = RobustnessConfig(**given(items=items, seed=seed, distortions=names, query_views=query_views))
     model = load_model(model_path)
     catalog = load_catalog(catalog_path)
     log = (lambda line: None) if as_json else (lambda line: console.print(line))
@@ -60,14 +61,19 @@ def robustness_cmd(
         write_json(output, result)
 
     def render(r: dict) -> None:
-        table = Table(title=f"{r['model']}: {r['config']['items']} items searched against {r['index_items']:,}")
-        for column in ("distortion", "R@1", "R@1 (own id)", f"R@{r['config']['k']}", "type P@1", "target R@1"):
+        views = "+".join(["canonical", *r["config"]["query_views"]["views"]])
+        table = Table(title=f"{r['model']}: {r['config']['items']} items searched against {r['index_items']:,} "
+                            f"(query views: {views})")
+        columns = ["distortion", "R@1", "R@1 (own id)", f"R@{r['config']['k']}", "type P@1", "target R@1"]
+        with_views = views != "canonical"
+        for column in columns + (["views / query"] if with_views else []):
             table.add_column(column, justify="left" if column == "distortion" else "right")
         for row in r["rows"]:
             target = "" if row["target"] is None else f"{100 * row['target']:.0f} %"
             mark = "" if row["meets_target"] is None else (" [green]ok[/green]" if row["meets_target"] else " [red]below[/red]")
             table.add_row(row["name"], f"{100 * row['r1']:.1f} %", f"{100 * row['r1_id']:.1f} %", f"{100 * row['r10']:.1f} %",
-                          f"{100 * row['type_p1']:.1f} %", target + mark)
+                          f"{100 * row['type_p1']:.1f} %", target + mark,
+                          *([f"{row['views_per_query']:.2f}"] if with_views else []))
         out.print(table)
         out.print("R@1 and R@10 count a pixel-identical copy of the item under another id as the product; "
                   f"R@1 (own id) does not. {r['seconds']:.0f} s")

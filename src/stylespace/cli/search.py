@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from stylespace.cli._options import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, WHERE_OPTION_HELP, hit_record,
-                                     hits_table, parse_where)
+from stylespace.cli._options import (DEVICE_OPTION, JSON_OPTION, MODEL_OPTION, QUERY_VIEWS_OPTION, WHERE_OPTION_HELP,
+                                     hit_record, hits_table, parse_where)
 from stylespace.cli._options import with_engine
 from stylespace.cli._output import emit, out
 from stylespace.utils import StylespaceError
@@ -41,12 +41,15 @@ def search_cmd(
                                                     "embedding), embedding, hybrid or keywords (BM25 on names)."),
     text_weight: float = typer.Option(1.0, "--text-weight", help="Image and words: how much the words count "
                                                                  "beside the image."),
+    query_views: Optional[str] = QUERY_VIEWS_OPTION,
     model: Optional[Path] = MODEL_OPTION,
     device: str = DEVICE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
+    from stylespace.data.query_views import QueryViews
     from stylespace.index import CatalogIndex
 
+    views = QueryViews.of(query_views)
     index = CatalogIndex.open(index_dir)
     if text is not None:
         return _text_search(index, index_dir, text, queries or [], by_id, exclude_self, k, where, mode, text_weight,
@@ -55,13 +58,14 @@ def search_cmd(
         raise StylespaceError("give query images, ids with --id, or words with --text")
     from stylespace.index.queries import embed_queries
 
-    batch = embed_queries(index, queries, by_id=by_id, model_path=model, device=device, progress=not as_json)
+    batch = embed_queries(index, queries, by_id=by_id, model_path=model, device=device, progress=not as_json,
+                          query_views=views)
     started = time.perf_counter()
-    results = index.search(batch.vectors, k, exclude_ids=batch.exclusions() if exclude_self else None,
-                           where=parse_where(where), metric=metric, model_id=None)
+    results = batch.search(index, k, exclude_self=exclude_self, where=parse_where(where), metric=metric)
     seconds = time.perf_counter() - started
     shown_metric = metric or index.metric
     result = {"index": str(index_dir), "k": k, "metric": shown_metric, "search_seconds": round(seconds, 4),
+              "query_views": list(views.names) if batch.views is not None else ["canonical"],
               "queries": [{"query": name, "hits": [hit_record(r, h) for r, h in enumerate(hits, 1)]}
                           for name, hits in zip(batch.names, results)]}
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from stylespace.cli._options import ENGINE_OPTION
+from stylespace.cli._options import ENGINE_OPTION, QUERY_VIEWS_OPTION
 from stylespace.cli._output import console
 from stylespace.utils import StylespaceError
 
@@ -42,9 +42,11 @@ def serve_cmd(
                                         "and see each other's writes within a quarter of a second)."),
     calibration_stale_share: float = typer.Option(0.1, help="/stats reports the recommendation's calibration "
                                                             "stale once this share of its items changed."),
+    query_views: Optional[str] = QUERY_VIEWS_OPTION,
 ) -> None:
     import uvicorn
 
+    from stylespace.data.query_views import QueryViews
     from stylespace.service.app import SETTINGS_VARIABLE, app_from_settings
 
     if not 0 < port < 65536:
@@ -65,7 +67,8 @@ def serve_cmd(
                 "device": device, "inference": engine, "read_key": read_key,
                 "calibration_stale_share": calibration_stale_share,
                 "text_model_dir": None if text_model is None else str(text_model),
-                "decoded_pixels": int(max_decode_mpx * 1_000_000)}
+                "decoded_pixels": int(max_decode_mpx * 1_000_000),
+                "query_views": ",".join(QueryViews.of(query_views).views)}  # checked here, before any worker starts
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}"
     console.print(f"loading {index_dir} ...")

@@ -504,21 +504,28 @@ def load_view(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, 
     the product found there is smaller than that, it is decoded again at the scale the product needs (within
     ``budget``), so that a small product in a large photo is cut from enough pixels.
     """
+    return decode_view(source, size, budget)[0]
+
+
+def decode_view(source: bytes | str | os.PathLike | Image.Image, size: tuple[int, int] = (80, 60),
+                budget: PixelBudget = DEFAULT_BUDGET) -> tuple[View, Image.Image]:
+    """:func:`load_view`, and the decoded, upright RGB image the view was made from (at the reduced scale a
+    JPEG was first decoded at), so that other views of the same picture need no second decode."""
     image = open_image(source, draft=_draft_box(size), budget=budget)
     view, trim = _view_and_trim(image, size, budget.working)
     stored = _stored_size(source)
     if trim is None or stored is None or stored == image.size or not trim.small(size):
-        return view
+        return view, image
     need = _draft_for_box(view.box, size)
     if need[0] <= image.width and need[1] <= image.height:
-        return view  # the first decode already covers the product at twice the model's input
+        return view, image  # the first decode already covers the product at twice the model's input
     try:  # a square box: the decoder's box is in the stored orientation, ``need`` in the upright one
         finer = open_image(source, draft=(max(need), max(need)), budget=budget)
     except ImageDecodeError:  # over the budget at a finer scale: the first decode's view stands
-        return view
+        return view, image
     if finer.size == image.size:
-        return view
-    return dataclasses.replace(view, pixels=_refined(finer, trim, size, budget.working))
+        return view, image
+    return dataclasses.replace(view, pixels=_refined(finer, trim, size, budget.working)), image
 
 
 def _stored_size(source) -> tuple[int, int] | None:

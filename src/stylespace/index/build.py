@@ -15,6 +15,7 @@ import numpy as np
 from stylespace.data.images import VIEW_VERSION
 from stylespace.index.catalog_index import CatalogIndex
 from stylespace.index.config import IndexSettings
+from stylespace.index.query_views import ViewVectors, stack_views
 from stylespace.models.shipped import resolve_model_dir
 from stylespace.progress import steps
 from stylespace.utils import StylespaceError
@@ -162,13 +163,27 @@ def embed_query_views(model, sources: Sequence, device: str = "auto",
     """((Q, D) embeddings, (Q,) blank flags) of query images of any size (paths, bytes or PIL images),
     decoded into their canonical views (:func:`stylespace.data.load_view`) at the model's input size, as
     the catalog was; a flag says the picture is blank or almost uniform (``View.blank``)."""
-    from stylespace.data import load_view
+    embedded = embed_query_view_sets(model, sources, device=device, batch_size=batch_size)
+    return embedded.vectors, embedded.blank
+
+
+def embed_query_view_sets(model, sources: Sequence, views=None, device: str = "auto",
+                          batch_size: int = 64) -> ViewVectors:
+    """Query images of any size (paths, bytes or PIL images) embedded as the views ``views`` (a
+    :class:`stylespace.data.query_views.QueryViews`; None: the canonical view alone) asks for, each decoded once
+    (:func:`stylespace.data.query_views.load_query_views`); every view of ``batch_size`` queries in one forward
+    pass. Returns :class:`ViewVectors` ((N, D) vectors, the query of each row, (Q,) blank flags)."""
+    from stylespace.data.query_views import QueryViews, load_query_views
     from stylespace.embeddings import embed_images
 
+    views = QueryViews.of(views)
     size = tuple(model.config.input_size)
-    views = [load_view(source, size=size) for source in sources]
-    pixels = np.stack([v.pixels for v in views]) if views else np.empty((0, *size, 3), np.uint8)
-    return embed_images(model, pixels, batch_size=batch_size, device=device), [bool(v.blank) for v in views]
+    sets = [load_query_views(source, size, views) for source in sources]
+    if not sets:
+        return ViewVectors(np.empty((0, model.output_dim), np.float32), np.empty(0, np.int64), [], [])
+    pixels, query_of = stack_views([s.pixels for s in sets])
+    vectors = embed_images(model, pixels, batch_size=batch_size * len(views.names), device=device)
+    return ViewVectors(vectors, query_of, [name for s in sets for name in s.names], [bool(s.blank) for s in sets])
 
 
 def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:

@@ -6,18 +6,22 @@ every command and notebook that queries an index.
 
 >>> batch = embed_queries(index, ["photo.jpg", "folder/"])
 >>> index.search(batch.vectors, k=10, exclude_ids=batch.exclusions())
+>>> batch = embed_queries(index, ["photo.jpg"], query_views="all")  # also mirrored and un-stretched
+>>> batch.search(index, k=10)  # each item's best score over the views
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from stylespace.index.build import embed_query_views, image_files
-from stylespace.index.catalog_index import CatalogIndex
+from stylespace.data.query_views import QueryViews
+from stylespace.index.build import embed_query_view_sets, image_files
+from stylespace.index.catalog_index import CatalogIndex, Hit
+from stylespace.index.query_views import ViewVectors, search_views
 from stylespace.progress import console
 from stylespace.utils import StylespaceError
 
@@ -32,16 +36,32 @@ class QueryBatch:
         own_ids: (Q,) the catalog id each query is, or may be (an id, or an image file named ``<id>.<ext>``):
             what ``--exclude-self`` leaves out of its results.
         blank: (Q,) whether each query image is blank or almost uniform; None for id queries.
+        views: every view of each query image (:class:`ViewVectors`) when query views were asked for; None
+            for id queries and for images searched as their canonical view alone (``vectors``).
     """
 
     names: list[str]
     vectors: np.ndarray
     own_ids: list[str]
     blank: list[bool] | None
+    views: ViewVectors | None = None
 
     def exclusions(self) -> list[list[str]]:
         """Per query, the ids to leave out of its results: the query itself."""
         return [[i] for i in self.own_ids]
+
+    def searched(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """What a search takes: ((N, D) vectors, (N,) the query of each row, or None when each query is one row)."""
+        return (self.vectors, None) if self.views is None else (self.views.vectors, self.views.query_of)
+
+    def search(self, index: CatalogIndex, k: int = 10, *, exclude_self: bool = False,
+               where: Mapping[str, Any] | None = None, metric: str | None = None) -> list[list[Hit]]:
+        """Each query's ``k`` nearest items (``CatalogIndex.search``), over all its views when it has several
+        (each item's best score); ``exclude_self`` leaves each query's own id out."""
+        exclude = self.exclusions() if exclude_self else None
+        if self.views is None:
+            return index.search(self.vectors, k, exclude_ids=exclude, where=where, metric=metric)
+        return search_views(index, self.views, k, exclude_ids=exclude, where=where, metric=metric)
 
 
 def open_query_model(index: CatalogIndex, model_path: str | os.PathLike | None = None, device: str = "auto"):
@@ -61,11 +81,14 @@ def open_query_model(index: CatalogIndex, model_path: str | os.PathLike | None =
 
 def embed_queries(index: CatalogIndex, queries: Sequence[str], *, by_id: bool = False,
                   model_path: str | os.PathLike | None = None, device: str = "auto",
-                  progress: bool = True) -> QueryBatch:
+                  progress: bool = True, query_views: QueryViews | str | None = None) -> QueryBatch:
     """Vectors for query image paths or folders of images (embedded by the index's model), or, with
-    ``by_id``, for ids of items already in the index (their stored vectors)."""
+    ``by_id``, for ids of items already in the index (their stored vectors). ``query_views``
+    (:class:`QueryViews`, or ``mirror,unstretch`` / ``all`` / ``none``): the images are also embedded as those
+    views, for :meth:`QueryBatch.search` (an id query has its stored vector only)."""
     if not queries:
         raise StylespaceError("give at least one query: image files, a folder of images, or ids with --id")
+    views = QueryViews.of(query_views)
     if by_id:
         names = [str(q) for q in queries]
         return QueryBatch(names, index.vectors(names), names, None)
@@ -73,8 +96,9 @@ def embed_queries(index: CatalogIndex, queries: Sequence[str], *, by_id: bool = 
     model = open_query_model(index, model_path, device)
     status = console.status(f"embedding {len(files)} query image(s)") if progress else contextlib.nullcontext()
     with status:
-        vectors, blank = embed_query_views(model, files, device=device)
-    return QueryBatch([str(f) for f in files], vectors, [f.stem for f in files], blank)
+        embedded = embed_query_view_sets(model, files, views, device=device)
+    return QueryBatch([str(f) for f in files], embedded.canonical, [f.stem for f in files], embedded.blank,
+                      embedded if views.enabled else None)
 
 
 def index_summary(index: CatalogIndex) -> dict:

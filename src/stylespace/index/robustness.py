@@ -11,6 +11,10 @@ included). Per distortion:
 - ``r1_id``: the same at rank 1, counting only the item's own id;
 - ``type_p1``: share of queries whose first hit that is *not the product* has the item's label (the
   right article type even when the product is not the first hit).
+
+With ``RobustnessConfig.query_views`` each upload is searched as its views too (mirrored, un-stretched:
+:mod:`stylespace.data.query_views`), each item keeping its best score, as ``stylespace search --query-views``
+does; ``views_per_query`` says what that cost.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from stylespace.data.distortions import DISTORTIONS
+from stylespace.data.query_views import QueryViews
 from stylespace.utils import StylespaceError, at_least, some_of, validate
 
 
@@ -33,12 +38,16 @@ class RobustnessConfig:
         seed: fixes the sample, the second items and every random choice of the distortions.
         distortions: names from ``stylespace.data.distortions.DISTORTIONS`` (default: all of them).
         k: depth of the recall measure (``r10`` with the default).
+        query_views: the views each query is searched as besides its canonical view (:class:`QueryViews`, or
+            its text: ``mirror,unstretch``, ``all``, ``none``), each item's best score kept, as a search with
+            query views does.
     """
 
     items: int = 1000
     seed: int = 0
     distortions: tuple[str, ...] = tuple(DISTORTIONS)
     k: int = 10
+    query_views: QueryViews = dataclasses.field(default_factory=QueryViews)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -50,12 +59,14 @@ class RobustnessConfig:
             some_of("distortions", self.distortions, tuple(DISTORTIONS)),
         ])
         self.distortions = tuple(self.distortions)
+        self.query_views = QueryViews.of(self.query_views)
         return self
 
 
 @dataclasses.dataclass
 class DistortionResult:
-    """One distortion's figures (shares in [0, 1]); ``target`` is the R@1 promised (None: no target)."""
+    """One distortion's figures (shares in [0, 1]); ``target`` is the R@1 promised (None: no target);
+    ``views_per_query``: the mean number of views each query was searched as (1.0 without query views)."""
 
     name: str
     description: str
@@ -65,6 +76,7 @@ class DistortionResult:
     r1_id: float
     type_p1: float
     target: float | None
+    views_per_query: float = 1.0
 
     @property
     def meets_target(self) -> bool | None:
@@ -127,7 +139,8 @@ def measure_robustness(model, catalog, index, config: RobustnessConfig | None = 
 
     Returns a :class:`RobustnessReport`; ``log`` receives one line per distortion.
     """
-    from stylespace.index.build import embed_query_images
+    from stylespace.index.build import embed_query_view_sets
+    from stylespace.index.query_views import neighbours_of_views
     from stylespace.models import model_id as model_id_of
 
     config = (config or RobustnessConfig()).validate()
@@ -150,8 +163,9 @@ def measure_robustness(model, catalog, index, config: RobustnessConfig | None = 
         distortion = DISTORTIONS[name]
         rng = np.random.default_rng([config.seed, 100 + number])
         uploads = [distortion.apply(image, rng, other) for image, other in zip(packshots, others)]
-        vectors = embed_query_images(model, uploads)
-        found = index.neighbours(vectors, k=config.k + 1, model_id=mid)
+        views = embed_query_view_sets(model, uploads, config.query_views)
+        found = neighbours_of_views(index, views.vectors, views.query_of, k=config.k + 1, model_id=mid,
+                                    n_queries=views.n_queries)
         own = found.keys == keys[:, None]
         same = own | (copies[np.clip(found.keys, 0, None)] == copies[keys][:, None]) & (found.keys >= 0)
         r1 = float(same[:, 0].mean())
@@ -161,7 +175,8 @@ def measure_robustness(model, catalog, index, config: RobustnessConfig | None = 
         first_other = np.argmax(~same, axis=1)
         other_first = found.keys[np.arange(len(ids)), first_other]
         type_p1 = float((index.labels_of_keys(other_first) == labels).mean())
-        rows.append(DistortionResult(name, distortion.description, len(ids), r1, r10, r1_id, type_p1, distortion.target))
+        rows.append(DistortionResult(name, distortion.description, len(ids), r1, r10, r1_id, type_p1, distortion.target,
+                                     views.views_per_query))
         log(f"{name:18s} R@1 {100 * r1:5.1f} %  R@{config.k} {100 * r10:5.1f} %  type P@1 {100 * type_p1:5.1f} %")
     return RobustnessReport(config, mid, len(index), rows, round(time.perf_counter() - started, 2))
 

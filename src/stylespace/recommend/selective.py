@@ -18,6 +18,7 @@ import numpy as np
 from stylespace.embeddings import vectors_and_model
 from stylespace.index import structures
 from stylespace.index.catalog_index import CatalogIndex, Hit
+from stylespace.index.query_views import first_rows, neighbours_of_views
 from stylespace.recommend.combined import CombinedScore, cross_fitted
 from stylespace.recommend.junk import JUNK_REASONS, UNSURE, JunkRule
 from stylespace.recommend.match import MatchScale
@@ -117,15 +118,26 @@ class SelectiveRecommender:
 
     def context(self, queries, *, model_id: str | None = None, exclude_ids=None,
                 where: Mapping | None = None, query_keys: np.ndarray | None = None,
-                scores: Sequence[ConfidenceScore] | None = None, k: int = 0) -> NeighbourContext:
-        """Search once for what ``scores`` (default: this recommender's) need, and at least ``k`` neighbours."""
+                scores: Sequence[ConfidenceScore] | None = None, k: int = 0,
+                query_of: np.ndarray | None = None) -> NeighbourContext:
+        """Search once for what ``scores`` (default: this recommender's) need, and at least ``k`` neighbours.
+
+        ``query_of`` (N,): the rows of ``queries`` (N, D) are views of Q queries (``query_of[i]`` is row i's,
+        each query's canonical view first; :mod:`stylespace.index.query_views`): every view is searched and each
+        item keeps its best score; the scores and the junk test that read the query read its canonical view.
+        """
         scores = list(scores or [self.score])
         k = max([k, self.n_items] + [s.neighbours_needed for s in scores])
         queries, model_id = vectors_and_model(queries, model_id)
         self.index.check_model(model_id)
         # prepared once: the search takes them as they are, and the scores that read the query keep them
         prepared = structures.prepare_vectors(queries, self.index.metric, self.index.config.dim, "query vectors")
-        neighbours = self.index.neighbours(prepared, k, exclude_ids=exclude_ids, where=where, prepared=True)
+        if query_of is None:
+            neighbours = self.index.neighbours(prepared, k, exclude_ids=exclude_ids, where=where, prepared=True)
+        else:
+            neighbours = neighbours_of_views(self.index, prepared, query_of, k, exclude_ids=exclude_ids, where=where,
+                                             prepared=True)
+            prepared = prepared[first_rows(query_of, len(neighbours))]
         # kept for every score: the scores that read the query, and the junk test (its distance from the centre)
         return NeighbourContext(self.index, neighbours, self.n_items, query_keys, prepared)
 
@@ -135,16 +147,19 @@ class SelectiveRecommender:
         return np.where(np.isnan(values), -np.inf, values)
 
     def recommend(self, queries, *, k: int | None = None, model_id: str | None = None, exclude_ids=None,
-                  where: Mapping | None = None, blank: Sequence[bool] | None = None) -> list[Recommendation]:
+                  where: Mapping | None = None, blank: Sequence[bool] | None = None,
+                  query_of: np.ndarray | None = None) -> list[Recommendation]:
         """A :class:`Recommendation` per query of ``queries`` (Q, D) (see ``CatalogIndex.neighbours``).
 
         ``k`` lists more items than the ``n_items`` the confidence judges (default: ``n_items``).
         ``blank`` (Q,) says which queries' pictures are blank or almost uniform (``View.blank`` of their
         canonical views); those, and queries whose embedding fails the junk test, are never confident.
+        ``query_of`` (N,): ``queries`` (N, D) are views of Q queries, searched together (see :meth:`context`).
         """
         k = self.n_items if k is None else k
         validate([at_least("k", k, 1)])
-        context = self.context(queries, model_id=model_id, exclude_ids=exclude_ids, where=where, k=k)
+        context = self.context(queries, model_id=model_id, exclude_ids=exclude_ids, where=where, k=k,
+                               query_of=query_of)
         if blank is not None and len(blank) != len(context.neighbours):
             raise StylespaceError(f"{len(blank)} blank flags for {len(context.neighbours)} queries")
         confidence = self.confidence(context)

@@ -60,7 +60,7 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
                compat_dir: str | os.PathLike | None = None, max_upload_bytes: int = 10_000_000,
                device: str = "auto", max_batch: int = 32, decode_limits: DecodeLimits | None = None,
                inference: str = "auto", text_model_dir: str | os.PathLike | None = None, read_key: bool = False,
-               calibration_stale_share: float = CALIBRATION_STALE_SHARE) -> FastAPI:
+               calibration_stale_share: float = CALIBRATION_STALE_SHARE, query_views=None) -> FastAPI:
     """Build the app over the index in ``index_dir``; everything is loaded here, once.
 
     Args:
@@ -78,11 +78,14 @@ def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None
         read_key: reads need a key too (of scope read or write); writes always need one of scope write
             (``stylespace keys create``, kept in the index folder).
         calibration_stale_share: the share of changed items past which /stats calls the calibration stale.
+        query_views: the views an uploaded photo is also searched as, each item keeping its best score
+            (:class:`stylespace.data.query_views.QueryViews`, or its text: ``mirror,unstretch``, ``all``; default:
+            none, the canonical view alone).
     """
     validate([at_least("max_upload_bytes", max_upload_bytes, 1, note="bytes")])
     engine = StyleEngine.load(index_dir, model_dir=model_dir, compat_dir=compat_dir, device=device,
                               max_batch=max_batch, inference=inference, text_model_dir=text_model_dir,
-                              calibration_stale_share=calibration_stale_share)
+                              calibration_stale_share=calibration_stale_share, query_views=query_views)
     decoder = UploadDecoder(decode_probed_view, probe_upload, decode_limits or DecodeLimits())
 
     @contextlib.asynccontextmanager

@@ -182,7 +182,8 @@ class UploadDecoder:
     """Decode uploads into canonical views within :class:`DecodeLimits`, on two lanes (see the module docstring).
 
     Args:
-        decode: ``decode(data, size, field, budget) -> result`` (the upload decoder; raises for bad input).
+        decode: ``decode(data, size, field, budget[, views]) -> result`` (the upload decoder; raises for bad
+            input; ``views`` only for an upload submitted with query views).
         probe: ``probe(data, size, field) -> decoded pixels`` from the header (raises for bad input).
         limits: the :class:`DecodeLimits`.
     """
@@ -196,11 +197,13 @@ class UploadDecoder:
         self.heavy = DecodeLane("heavy", limits.heavy_workers, limits.max_heavy_waiting, nice=19,
                                 per_second=limits.heavy_per_second)
 
-    def submit(self, data: bytes, size: tuple[int, int], field: str = "image") -> Future:
-        """Start decoding ``data`` for a view of ``size``; the future holds the result or the refusal.
-        Raises :class:`Busy` when the ordinary lane is full (a heavy upload's future may hold Busy too)."""
+    def submit(self, data: bytes, size: tuple[int, int], field: str = "image", views=None) -> Future:
+        """Start decoding ``data`` for a view of ``size`` (and, with ``views``, a
+        :class:`stylespace.data.query_views.QueryViews`, the query's other views too: the decoder is then called
+        with it); the future holds the result or the refusal. Raises :class:`Busy` when the ordinary lane is full
+        (a heavy upload's future may hold Busy too)."""
         outer: Future = Future()
-        first = self.ordinary.submit(self._ordinary, data, size, field)
+        first = self.ordinary.submit(self._ordinary, data, size, field, views)
 
         def forward(done: Future) -> None:
             try:
@@ -212,7 +215,7 @@ class UploadDecoder:
                 outer.set_result(result)
                 return
             try:
-                second = self.heavy.submit(self._heavy, data, size, field)
+                second = self.heavy.submit(self._heavy, data, size, field, views)
             except Busy as exc:
                 outer.set_exception(exc)
                 return
@@ -221,16 +224,21 @@ class UploadDecoder:
         first.add_done_callback(forward)
         return outer
 
-    def _ordinary(self, data: bytes, size: tuple[int, int], field: str):
+    def _ordinary(self, data: bytes, size: tuple[int, int], field: str, views=None):
         # The header's format errors are answered here at once; the size is judged on the heavy lane.
         pixels = self.probe_fn(data, size, field, DEFAULT_BUDGET)
         if pixels > self.limits.heavy_pixels:
             return _HEAVY
-        return self.decode_fn(data, size, field, self.budget)
+        return self._decode(data, size, field, views)
 
-    def _heavy(self, data: bytes, size: tuple[int, int], field: str):
+    def _heavy(self, data: bytes, size: tuple[int, int], field: str, views=None):
         self.probe_fn(data, size, field, self.budget)  # over the budget: refused here, in turn, undecoded
-        return self.decode_fn(data, size, field, self.budget)
+        return self._decode(data, size, field, views)
+
+    def _decode(self, data: bytes, size: tuple[int, int], field: str, views):
+        if views is None:
+            return self.decode_fn(data, size, field, self.budget)
+        return self.decode_fn(data, size, field, self.budget, views)
 
     def stats(self) -> dict:
         return {"decoded_pixels": self.limits.decoded_pixels, "heavy_pixels": self.limits.heavy_pixels,

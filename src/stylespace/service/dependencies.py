@@ -43,7 +43,8 @@ Decoder = Annotated[UploadDecoder, Depends(_decoder)]
 RequestLimits = Annotated[Limits, Depends(_limits)]
 
 
-async def decode(decoder: UploadDecoder, data: bytes, size: tuple[int, int], field: str):
-    """Decode uploaded bytes into their canonical view at ``size`` on the decoder's bounded lanes (awaited,
-    never on the event loop); refused with the API's errors (415, 422, 503 busy)."""
-    return await asyncio.wrap_future(decoder.submit(data, size, field))
+async def decode(decoder: UploadDecoder, data: bytes, size: tuple[int, int], field: str, views=None):
+    """Decode uploaded bytes into their canonical view at ``size`` (with ``views``, a ``QueryViews``: into the
+    ``ViewSet`` of the query's views) on the decoder's bounded lanes (awaited, never on the event loop); refused
+    with the API's errors (415, 422, 503 busy)."""
+    return await asyncio.wrap_future(decoder.submit(data, size, field, views))

@@ -213,6 +213,9 @@ class StyleEngine:
             or ``torch`` (:func:`stylespace.inference.make_embedder`; the ONNX file is made at start-up).
         calibration_stale_share: the share of the items changed since the recommendation was calibrated
             beyond which ``/stats`` reports the calibration stale.
+        query_views: the views an uploaded photo is searched as besides its canonical view
+            (:class:`stylespace.data.query_views.QueryViews`, or its text; default: none): the upload decoder
+            makes them (the search router asks for :attr:`query_views`), and each item keeps its best score.
 
     **Changes while serving.** One lock (``_lock``) guards the index handle, the recommender and the
     catalog view: a batch of searches holds it while it searches, a write while it commits and catches up,
@@ -224,14 +227,18 @@ class StyleEngine:
 
     def __init__(self, index, model, recommender, catalog, judge=None, device="cpu", max_batch: int = 32,
                  inference: str = "auto", text_model=None,
-                 calibration_stale_share: float = CALIBRATION_STALE_SHARE):
+                 calibration_stale_share: float = CALIBRATION_STALE_SHARE, query_views=None):
+        from stylespace.data.query_views import QueryViews
         from stylespace.inference import make_embedder
         from stylespace.models import model_id
 
         index.check_model(model_id(model), "queries embedded by the given model")
+        self.query_views = QueryViews.of(query_views)
         self.index = index
         self.model = model.eval()
-        self.embedder = make_embedder(self.model, inference, device, images=None, batch_size=max(max_batch, 1))
+        # a batch of searches is one forward pass, every view of every upload in it
+        self.embedder = make_embedder(self.model, inference, device, images=None,
+                                      batch_size=max(max_batch, 1) * len(self.query_views.names))
         self.recommender = recommender
         self.catalog = catalog
         self.judge = judge
@@ -264,7 +271,7 @@ class StyleEngine:
              compat_dir: str | os.PathLike | None = None, device: str = "auto",
              max_batch: int = 32, inference: str = "auto",
              text_model_dir: str | os.PathLike | None = None,
-             calibration_stale_share: float = CALIBRATION_STALE_SHARE) -> "StyleEngine":
+             calibration_stale_share: float = CALIBRATION_STALE_SHARE, query_views=None) -> "StyleEngine":
         """Load everything the service needs from disk (once, at start-up). The text model is
         ``text_model_dir``, else the one beside the image model (``MODEL/text``) when there is one."""
         from stylespace.data import load_catalog
@@ -287,7 +294,7 @@ class StyleEngine:
             judge = CompatibilityJudge.load(compat_dir, device=str(target))
         text_model = _load_text_model(index, text_model_dir)
         return cls(index, model, SelectiveRecommender.from_index(index), catalog, judge, target, max_batch, inference,
-                   text_model=text_model, calibration_stale_share=calibration_stale_share)
+                   text_model=text_model, calibration_stale_share=calibration_stale_share, query_views=query_views)
 
     # --- what is loaded -----------------------------------------------------------------------------
     @property
@@ -331,7 +338,7 @@ class StyleEngine:
                     "text_search": None if self.text_search is None else {
                         "floor": self.text_search.text_model.floor, "names": self.text_search.has_names,
                         "encoder": self.text_search.text_model.config.encoder},
-                    "engine": self.embedder.engine,
+                    "engine": self.embedder.engine, "query_views": list(self.query_views.names),
                     "searches": self._batcher.queries, "search_batches": self._batcher.batches,
                     "index": {"generation": marker.generation, "revision": marker.revision, "worker": os.getpid(),
                               **dataclasses.asdict(self.live)},
@@ -358,9 +365,10 @@ class StyleEngine:
     # index search (see batching.py); the sync methods wait for their answer, the submit_ ones do not.
 
     def submit_search(self, pixels: np.ndarray, k: int, blank: bool = False) -> Future:
-        """Queue a search for an image (H, W, 3) uint8 at :attr:`input_size` (``blank``: its picture is blank
-        or almost uniform, ``View.blank``: never a confident match); the future holds a Ranking."""
-        return self._batcher.submit(_Query(k=k, pixels=self._checked_pixels(pixels), blank=bool(blank)))
+        """Queue a search for an image (H, W, 3) uint8 at :attr:`input_size`, or for its views (V, H, W, 3), the
+        canonical view first (``ViewSet.pixels``: each item keeps its best score over them); ``blank``: its
+        picture is blank or almost uniform, ``View.blank``: never a confident match. The future holds a Ranking."""
+        return self._batcher.submit(_Query(k=k, pixels=self._checked_pixels(pixels, views=True), blank=bool(blank)))
 
     def submit_similar(self, item_id: str, k: int) -> Future:
         """Queue a search for a catalog item (its stored vector), the item itself left out."""
@@ -368,7 +376,7 @@ class StyleEngine:
         return self._batcher.submit(_Query(k=k, item_id=item_id))
 
     def search(self, pixels: np.ndarray, k: int, blank: bool = False) -> Ranking:
-        """The ``k`` items closest to an image (H, W, 3) uint8 at :attr:`input_size`."""
+        """The ``k`` items closest to an image (H, W, 3) uint8 at :attr:`input_size`, or to its views (V, H, W, 3)."""
         return self.submit_search(pixels, k, blank).result()
 
     def similar(self, item_id: str, k: int) -> Ranking:
@@ -497,17 +505,24 @@ class StyleEngine:
                    for v in views]
         return np.stack([f.result() for f in futures])
 
-    def _checked_pixels(self, pixels) -> np.ndarray:
+    def _checked_pixels(self, pixels, views: bool = False) -> np.ndarray:
+        """``pixels`` if they are one image (H, W, 3) uint8 at :attr:`input_size`, or with ``views`` also one or
+        more views of it (V, H, W, 3)."""
         pixels = np.asarray(pixels)
-        if pixels.dtype != np.uint8 or pixels.shape != (*self.input_size, 3):
-            raise StylespaceError(f"expected a uint8 image of shape {(*self.input_size, 3)}, got "
-                                  f"{pixels.dtype} {pixels.shape}")
+        shape = (*self.input_size, 3)
+        ok = pixels.shape == shape or (views and pixels.ndim == 4 and len(pixels) >= 1 and pixels.shape[1:] == shape)
+        if pixels.dtype != np.uint8 or not ok:
+            expected = f"{shape}" + (f" or views {('V', *shape)}" if views else "")
+            raise StylespaceError(f"expected a uint8 image of shape {expected}, got {pixels.dtype} {pixels.shape}")
         return pixels
 
     def _answer(self, queries: list["_Query"]) -> list:
         """One batch: embed the images together, then one recommendation call for every search (an
         ``embed_only`` query, an item being written, is answered its vector). The whole batch holds the
-        lock: it searches one state of the catalog."""
+        lock: it searches one state of the catalog. An upload searched as several views (V, H, W, 3) has them
+        all embedded in the same forward pass and searched together, each item keeping its best score."""
+        from stylespace.index.query_views import first_rows, stack_views
+
         with self._lock:
             now = time.monotonic()
             if now - self._checked >= self.refresh_seconds:
@@ -519,8 +534,14 @@ class StyleEngine:
             vectors = np.empty((len(queries), self.index.config.dim), dtype=np.float32)
             uploads = [i for i, q in enumerate(queries) if q.pixels is not None]
             items = [i for i, q in enumerate(queries) if q.item_id is not None]
+            views: dict[int, np.ndarray] = {}  # query -> all its views' vectors, for those searched as several
             if uploads:
-                vectors[uploads] = self.embed(np.stack([queries[i].pixels for i in uploads]))
+                pixels, query_of = stack_views([queries[i].pixels for i in uploads])
+                embedded = self.embed(pixels)  # every view of every upload: one forward pass
+                starts = first_rows(query_of, len(uploads))
+                vectors[uploads] = embedded[starts]
+                ends = np.append(starts[1:], len(embedded))
+                views = {i: embedded[start:end] for i, start, end in zip(uploads, starts, ends) if end - start > 1}
             if items:
                 vectors[items] = self.index.vectors([queries[i].item_id for i in items])
             searches = [i for i, q in enumerate(queries) if not q.embed_only]
@@ -529,9 +550,14 @@ class StyleEngine:
                 return answers
             wanted = [queries[i] for i in searches]
             exclude = [[q.item_id] if q.item_id is not None else [] for q in wanted]
-            recommendations = self.recommender.recommend(vectors[searches], k=max(q.k for q in wanted),
+            searched, searched_of = vectors[searches], None
+            if views:
+                rows = [views.get(i, vectors[i][None]) for i in searches]
+                searched = np.concatenate(rows)
+                searched_of = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+            recommendations = self.recommender.recommend(searched, k=max(q.k for q in wanted),
                                                          exclude_ids=exclude, model_id=self.index.model_id,
-                                                         blank=[q.blank for q in wanted])
+                                                         blank=[q.blank for q in wanted], query_of=searched_of)
             records = self._view.records
             for i, q, r in zip(searches, wanted, recommendations):
                 answers[i] = Ranking(hits=[(records[hit.id], float(hit.score)) for hit in r.items[:q.k]],

@@ -121,6 +121,10 @@ class Stats(BaseModel):
                                                        "similarity floor, whether items have names (hybrid), its "
                                                        "encoder; null when no text model is loaded.")
     engine: str = Field(description="What embeds queries: 'onnx' (ONNX Runtime) or 'torch' (PyTorch).")
+    query_views: list[str] = Field(["canonical"], description="The views an uploaded photo is searched as, each "
+                                                              "item keeping its best score: canonical, and mirror "
+                                                              "and unstretch when the server was started with "
+                                                              "--query-views.")
     max_upload_bytes: int
     max_k: int
     searches: int = Field(description="Searches answered since start-up.")

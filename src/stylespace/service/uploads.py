@@ -23,6 +23,7 @@ from fastapi import UploadFile
 from stylespace.data import ImageDecodeError, View, load_view
 from stylespace.data.images import (DEFAULT_BUDGET, DecompressionBomb, ImageTooLarge, PixelBudget,
                                     UnknownImageFormat, probe_image)
+from stylespace.data.query_views import QueryViews, ViewSet, load_query_views
 from stylespace.service.errors import ApiError, error_body
 
 CHUNK_BYTES = 64 * 1024
@@ -167,9 +168,12 @@ def decode_upload_view(data: bytes, size: tuple[int, int], field: str = "image",
 
 
 def decode_probed_view(data: bytes, size: tuple[int, int], field: str = "image",
-                       budget: PixelBudget = DEFAULT_BUDGET) -> View:
-    """:func:`decode_upload_view` for bytes :func:`probe_upload` has already passed."""
+                       budget: PixelBudget = DEFAULT_BUDGET, views: QueryViews | None = None) -> View | ViewSet:
+    """:func:`decode_upload_view` for bytes :func:`probe_upload` has already passed; with ``views``, the
+    upload's :class:`ViewSet` (its canonical view and those ``views`` asks for, from one decode)."""
     try:
+        if views is not None:
+            return load_query_views(data, size, views, budget)
         return load_view(data, size=size, budget=budget)
     except ImageDecodeError as exc:
         raise _decode_error(exc, field) from None

@@ -27,7 +27,8 @@ async def search(engine: Engine, decoder: Decoder, limits: RequestLimits,
     """The k catalog items closest in style to an uploaded image, with the recommendation confidence."""
     started = time.perf_counter()
     data = await read_upload(image, limits.max_upload_bytes, "image")
-    view = await decode(decoder, data, engine.input_size, "image")
+    views = engine.query_views if engine.query_views.enabled else None  # the canonical view alone, or its views too
+    view = await decode(decoder, data, engine.input_size, "image", views)
     ranking = await asyncio.wrap_future(engine.submit_search(view.pixels, k, view.blank))
     query = schemas.QueryInfo(kind="upload", filename=None if image.filename is None else short(image.filename))
     return json_answer(search_result(ranking, query, k, started, engine.index.metric))
