@@ -519,10 +519,16 @@ class StyleEngine:
     def _answer(self, queries: list["_Query"]) -> list:
         """One batch: embed the images together, then one recommendation call for every search (an
         ``embed_only`` query, an item being written, is answered its vector). The whole batch holds the
-        lock: it searches one state of the catalog. An upload searched as several views (V, H, W, 3) has them
-        all embedded in the same forward pass and searched together, each item keeping its best score."""
+        lock: it searches one state of the catalog. The forward pass runs before the lock is taken (it needs
+        no catalog state), so a write or another worker's catch-up waits for a search, never for an embedding.
+        An upload searched as several views (V, H, W, 3) has them all embedded in the same forward pass and
+        searched together, each item keeping its best score."""
         from stylespace.index.query_views import first_rows, stack_views
 
+        uploads = [i for i, q in enumerate(queries) if q.pixels is not None]
+        if uploads:
+            pixels, query_of = stack_views([queries[i].pixels for i in uploads])
+            embedded = self.embed(pixels)  # every view of every upload: one forward pass
         with self._lock:
             now = time.monotonic()
             if now - self._checked >= self.refresh_seconds:
@@ -532,12 +538,9 @@ class StyleEngine:
                 except StylespaceError as exc:  # a damaged or half-deleted index folder: keep what we have
                     log.error("could not reload the index at %s: %s", self.index.folder, exc)
             vectors = np.empty((len(queries), self.index.config.dim), dtype=np.float32)
-            uploads = [i for i, q in enumerate(queries) if q.pixels is not None]
             items = [i for i, q in enumerate(queries) if q.item_id is not None]
             views: dict[int, np.ndarray] = {}  # query -> all its views' vectors, for those searched as several
             if uploads:
-                pixels, query_of = stack_views([queries[i].pixels for i in uploads])
-                embedded = self.embed(pixels)  # every view of every upload: one forward pass
                 starts = first_rows(query_of, len(uploads))
                 vectors[uploads] = embedded[starts]
                 ends = np.append(starts[1:], len(embedded))
