@@ -64,10 +64,13 @@ def bench_build(model, catalog, folder: Path, batch_size: int, whiten: bool) -> 
                    "total (s)": decode + embed + write}
 
 
-def bench_single_queries(model, index, catalog, n: int, seed: int, large: bool) -> dict:
-    """One query at a time: image bytes -> load_rgb -> embed -> top-10 search, timed per stage."""
-    import torch
+def bench_single_queries(model, index, catalog, n: int, seed: int, large: bool, engine: str = "auto") -> dict:
+    """One query at a time: image bytes -> load_rgb -> embed -> top-10 search, timed per stage. ``engine``:
+    what embeds (``auto`` is what `stylespace search` and the service take for one image: ONNX Runtime
+    where it is installed)."""
     from PIL import Image
+
+    from stylespace.inference import make_embedder
 
     from stylespace.data import load_rgb
 
@@ -83,22 +86,21 @@ def bench_single_queries(model, index, catalog, n: int, seed: int, large: bool) 
         payloads = [enlarge(p) for p in payloads]
     size = tuple(model.config.input_size)
     decode, embed, search, total = [], [], [], []
-    with torch.inference_mode():
-        for warmup in payloads[:5]:
-            model.embed(torch.from_numpy(load_rgb(warmup, size).copy()).permute(2, 0, 1)[None].float().div(255))
-        for data in payloads:
-            t0 = time.perf_counter()
-            pixels = load_rgb(data, size)
-            t1 = time.perf_counter()
-            x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float().div_(255)  # load_rgb gives a read-only view
-            vector = model.embed(x).numpy()
-            t2 = time.perf_counter()
-            index.search(vector, 10)
-            t3 = time.perf_counter()
-            decode.append(t1 - t0)
-            embed.append(t2 - t1)
-            search.append(t3 - t2)
-            total.append(t3 - t0)
+    embedder = make_embedder(model, engine=engine, images=1)
+    for warmup in payloads[:5]:
+        embedder(load_rgb(warmup, size)[None])
+    for data in payloads:
+        t0 = time.perf_counter()
+        pixels = load_rgb(data, size)
+        t1 = time.perf_counter()
+        vector = embedder(pixels[None])
+        t2 = time.perf_counter()
+        index.search(vector, 10)
+        t3 = time.perf_counter()
+        decode.append(t1 - t0)
+        embed.append(t2 - t1)
+        search.append(t3 - t2)
+        total.append(t3 - t0)
     return {stage: (percentile_ms(values, 50), percentile_ms(values, 99))
             for stage, values in (("decode", decode), ("embed", embed), ("search", search), ("total", total))}
 
@@ -206,6 +208,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads when indexing (0 = torch's default)")
     parser.add_argument("--query-threads", type=int, default=1,
                         help="torch threads for one query at a time (1: a single small image gains nothing from more)")
+    parser.add_argument("--engine", default="auto", help="what embeds single queries: auto (as search and the "
+                                                         "service: ONNX Runtime where installed), torch or onnx")
     parser.add_argument("--skip-approximate", action="store_true")
     parser.add_argument("--no-whiten", action="store_true", help="index without whitening (the default whitens, "
                                                                  "as `stylespace index` does)")
@@ -253,10 +257,10 @@ def main() -> int:
         build_threads = torch.get_num_threads()
         torch.set_num_threads(args.query_threads)
         for large in (False, True):
-            timing = bench_single_queries(model, index, catalog, args.queries, 0, large)
+            timing = bench_single_queries(model, index, catalog, args.queries, 0, large, args.engine)
             name = "1800x2400 JPEG photo" if large else "catalog WebP (60x80)"
             print(f"| {name} | " + " | ".join(f"{p50:.2f} / {p99:.2f}" for p50, p99 in timing.values()) + " |")
-        print(f"\n(torch threads for single queries: {args.query_threads})\n")
+        print(f"\n(embedding engine for single queries: {args.engine}; torch threads: {args.query_threads})\n")
         torch.set_num_threads(build_threads)
 
         all_ids = index.ids
