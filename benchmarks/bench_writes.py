@@ -254,6 +254,7 @@ class Writer:
         self.acknowledged: list[tuple[str, int, float, float]] = []  # (kind, revision, time, latency)
         self.errors: list[str] = []
         self._removable: list[str] = []
+        self.tag = f"{time.time_ns():x}"  # ids of this run's own: a reused index keeps an earlier run's items
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -270,7 +271,7 @@ class Writer:
             while not self._stop.is_set():
                 elapsed = time.monotonic() - started
                 if added < elapsed * self.add_rate:
-                    pool.submit(self._add, http, f"soak-{added}", self.images[added % len(self.images)])
+                    pool.submit(self._add, http, f"soak-{self.tag}-{added}", self.images[added % len(self.images)])
                     added += 1
                     continue
                 if removed < elapsed * self.remove_rate:

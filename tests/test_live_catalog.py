@@ -102,6 +102,28 @@ def test_a_change_at_200k_items_is_applied_in_place_without_reopening(tmp_path, 
         engine.close()
 
 
+def test_a_worker_that_has_not_caught_up_yet_still_removes_and_changes_an_item_another_acknowledged(served, monkeypatch):
+    from stylespace.service import create_app
+    from stylespace.service.keys import KeyStore
+
+    monkeypatch.setattr("stylespace.service.engine.REFRESH_SECONDS", 3600.0)  # neither worker catches up by itself
+    key = KeyStore(served.index).create("test")[0]
+    auth = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(served.index, inference="torch")) as first, \
+            TestClient(create_app(served.index, inference="torch")) as second:
+        added = first.post("/items", files={"image": ("a.png", product(1), "image/png")},
+                           data={"id": "new-a", "label": "Shirts"}, headers=auth)
+        assert added.status_code == 201, added.text
+        first.post("/items", files={"image": ("b.png", product(2), "image/png")},
+                   data={"id": "new-b", "label": "Shirts"}, headers=auth).raise_for_status()
+        assert second.get("/items/new-a").status_code == 404  # its view is behind: nothing has caught it up
+        changed = second.put("/items/new-b/image", files={"image": ("c.png", product(3), "image/png")}, headers=auth)
+        assert changed.status_code == 200, changed.text
+        removed = second.delete("/items/new-a", headers=auth)
+        assert removed.status_code == 200, removed.text
+        assert removed.json()["removed"] == ["new-a"]
+
+
 def test_a_rebuild_is_the_one_change_that_reads_every_item_again(served, monkeypatch):
     from stylespace.index import CatalogIndex
     from stylespace.service import create_app

@@ -490,6 +490,9 @@ class StyleEngine:
 
     def _write(self, change):
         with self._lock:
+            # This worker may not have caught up yet with another's commit: a write judges the catalog as it is
+            # now (an item another worker acknowledged a moment ago can be removed or changed here at once).
+            self.refresh()
             try:
                 result = change()
             finally:  # a change that failed half-way may still have caught the handle up with others' changes
@@ -606,6 +609,13 @@ class StyleEngine:
                         log.exception("could not catch up with the index at %s", self.index.folder)
 
     # --- the catalog --------------------------------------------------------------------------------
+    def current_item(self, item_id: str) -> ItemRecord:
+        """:meth:`item` after catching up with what other processes committed (for a write: the item may have
+        been added a moment ago through another worker)."""
+        with self._lock:
+            self.refresh()
+            return self.item(item_id)
+
     def item(self, item_id: str) -> ItemRecord:
         try:
             return self._view.records[item_id]

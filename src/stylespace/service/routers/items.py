@@ -143,7 +143,7 @@ async def replace_image(request: Request, item_id: ITEM_ID,
                         image: Annotated[UploadFile, File(description="The item's new photo.")]):
     """Give an item a new image: decoded, embedded again and committed; its label and metadata stay."""
     engine = request.app.state.engine
-    engine.item(item_id)  # an unknown id is answered 404 before its upload is decoded
+    await _run(engine.current_item, item_id)  # an unknown id is answered 404 before its upload is decoded
     upload = await _upload(request, image, "image", item_id, None, {})
     result = await _run(engine.replace_image, item_id, upload)
     return _answer(result, item_id, 200)
