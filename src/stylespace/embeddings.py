@@ -123,7 +123,7 @@ def vectors_and_model(vectors, model_id: str | None = None) -> tuple[np.ndarray,
 
 
 def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str | torch.device = "auto",
-                 progress: bool = False, engine: str | None = None) -> np.ndarray:
+                 progress: bool = False, engine: str | None = None, precision: str | None = None) -> np.ndarray:
     """L2-normalised embeddings of images.
 
     Args:
@@ -135,6 +135,9 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
         progress: show a progress bar on stderr.
         engine: ``auto`` (ONNX Runtime on a CPU when installed and worth its export, else PyTorch),
             ``torch`` or ``onnx``; None: the one the command chose (:func:`stylespace.inference.engine_choice`).
+        precision: ``fp32`` or ``int8`` (the model quantised, on ONNX Runtime; made on first use, calibrated on
+            a seeded sample of ``pixels``); None: the one the command chose
+            (:func:`stylespace.inference.precision_choice`).
 
     Returns:
         (N, D) float32, unit-length rows.
@@ -147,7 +150,8 @@ def embed_images(model, pixels: np.ndarray, batch_size: int = 512, device: str |
                  getattr(getattr(model, "config", None), "input_size", pixels.shape[1:3]))
     check_pixels(pixels, size)
     if embedder is None:
-        embedder = make_embedder(model, engine, device, images=len(pixels), batch_size=batch_size)
+        embedder = make_embedder(model, engine, device, images=len(pixels), batch_size=batch_size,
+                                 precision=precision, calibration=pixels)
     out = np.empty((len(pixels), embedder.output_dim), dtype=np.float32)
     with steps(progress, len(pixels), f"embedding {len(pixels):,} images") as advance:
         for start in range(0, len(pixels), batch_size):
@@ -188,20 +192,26 @@ def class_scores(model, pixels: np.ndarray, batch_size: int = 512,
 VECTOR_CACHE_MIN = 2048
 
 
-def _vector_cache_path(model, array) -> Path | None:
+def _vector_cache_path(model, array, precision: str | None = None) -> Path | None:
     """Where the vectors of every row of a decoded image ``array`` under ``model`` are kept: named by the model id
-    (its weights) and the image cache's own folder (the catalog's content, the view size and version)."""
+    (its weights), the precision that ran it when not fp32 (``<id>-int8-...``: int8 vectors are close to fp32's,
+    not equal, and never stand in for them) and the image cache's own folder (the catalog's content, the view
+    size and version)."""
+    from stylespace.inference import check_precision, chosen_precision
     from stylespace.models import model_id
     from stylespace.utils import cache_root
 
     if getattr(array, "folder", None) is None or not hasattr(model, "config") or len(array) < VECTOR_CACHE_MIN:
         return None
-    return cache_root() / "vectors" / f"{model_id(model)}-{Path(array.folder).name}.npy"
+    precision = check_precision(precision or chosen_precision())
+    tag = "" if precision == "fp32" else f"-{precision}"
+    return cache_root() / "vectors" / f"{model_id(model)}{tag}-{Path(array.folder).name}.npy"
 
 
-def cached_array_vectors(model, array) -> np.ndarray | None:
-    """(len(array), output_dim) vectors of ``array``'s rows from the cache, or None when they were not kept."""
-    path = _vector_cache_path(model, array)
+def cached_array_vectors(model, array, precision: str | None = None) -> np.ndarray | None:
+    """(len(array), output_dim) vectors of ``array``'s rows from the cache, or None when they were not kept;
+    ``precision`` as in :func:`embed_images`."""
+    path = _vector_cache_path(model, array, precision)
     if path is None or not path.is_file():
         return None
     try:
@@ -212,14 +222,16 @@ def cached_array_vectors(model, array) -> np.ndarray | None:
 
 
 def array_vectors(model, array, batch_size: int = 512, device: str | torch.device = "auto",
-                  progress: bool = True) -> np.ndarray:
+                  progress: bool = True, precision: str | None = None) -> np.ndarray:
     """(len(array), output_dim) embeddings of every row of a decoded image array (``data.ImageArray``), read from
-    the cache when this model embedded the same array before, else embedded and kept there (atomically)."""
-    cached = cached_array_vectors(model, array)
+    the cache when this model embedded the same array at this precision before, else embedded and kept there
+    (atomically); ``precision`` as in :func:`embed_images`."""
+    cached = cached_array_vectors(model, array, precision)
     if cached is not None:
         return np.asarray(cached)
-    vectors = embed_images(model, array.pixels, batch_size=batch_size, device=device, progress=progress)
-    path = _vector_cache_path(model, array)
+    vectors = embed_images(model, array.pixels, batch_size=batch_size, device=device, progress=progress,
+                           precision=precision)
+    path = _vector_cache_path(model, array, precision)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as handle:
@@ -243,6 +255,7 @@ def catalog_embeddings(model, catalog, ids: list[str], vectors: np.ndarray, fail
                        blank: list[str]) -> Embeddings:
     """The :class:`Embeddings` of a catalog's decodable items ``ids`` (catalog order), however they were made
     (here, or on a Ray cluster by :mod:`stylespace.ray_embedding`): labels and provenance as ``embed_catalog`` writes."""
+    from stylespace.inference import chosen_precision
     from stylespace.models import model_id
 
     labels = [catalog[i].label for i in ids]
@@ -254,5 +267,7 @@ def catalog_embeddings(model, catalog, ids: list[str], vectors: np.ndarray, fail
         "failed": dict(failed),
         "blank": list(blank),
     }
+    if chosen_precision() != "fp32":
+        meta["precision"] = chosen_precision()
     return Embeddings(ids, vectors, labels if any(label is not None for label in labels) else None,
                       model_id(model), meta)

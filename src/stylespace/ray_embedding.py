@@ -194,6 +194,11 @@ def embed_items_ray(model, catalog, ids: Sequence[str] | None = None, config: Ra
     if len(rows):
         import pandas
 
+        from stylespace.inference import chosen_precision
+
+        if chosen_precision() != "fp32":  # the int8 file is calibrated on decoded images, which the driver has not
+            raise StylespaceError(f"--precision {chosen_precision()} does not run on a Ray cluster yet; embed "
+                                  "without --ray, or at --precision fp32")
         slot = {int(row): k for k, row in enumerate(rows)}
         description = f"embedding {len(rows):,} images with Ray"
         with RaySession(config) as ray, steps(progress, len(rows), description) as advance:
