@@ -13,7 +13,8 @@ split's main support and main test parts (the split the model's run.json names b
 The table, in one run, on one stratified split of the tree (train 0.7 / val 0.1 / test 0.2, seed 0):
 - from scratch: `stylespace train TREE --split SPLIT --preset cpu` (a new network, the 5-minute recipe);
 - shipped as is: models/default, not trained on the tree;
-- fine-tuned: `stylespace train TREE --split SPLIT --init default` (preset finetune).
+- fine-tuned: `stylespace train TREE --split SPLIT --init default` (the preset that picks: finetune-frozen for
+  the shipped EfficientNet-Lite0 model, finetune for a compact one).
 Each model's figure is `stylespace evaluate`'s scenario 1 (train -> test) kNN k=1 accuracy; training wall
 time is the run's own train_seconds.
 """
@@ -148,7 +149,11 @@ def main() -> None:
         run = train(tree, split, args.work / "scratch", preset="cpu")
         rows.append(("from scratch (`--preset cpu`)", args.work / "scratch", run["train_seconds"], run["cpu_seconds"]))
     rows.append(("shipped as is (models/default)", ROOT / "models" / "default", None, None))
-    run = train(tree, split, args.work / args.name, preset="finetune", init="default", **json.loads(args.finetune))
+    from stylespace.training.presets import finetune_preset
+
+    # the preset `stylespace train --init default` picks (finetune-frozen for a model on a pre-trained backbone)
+    run = train(tree, split, args.work / args.name, preset=finetune_preset("default"), init="default",
+                **json.loads(args.finetune))
     rows.append((f"fine-tuned (`--init default`{', ' + args.finetune if args.finetune != '{}' else ''})",
                  args.work / args.name, run["train_seconds"], run["cpu_seconds"]))
     table = []
