@@ -258,6 +258,27 @@ def test_instance_objective_loss_falls_and_needs_views(tmp_path, data):
 # --- the loop --------------------------------------------------------------------------------------
 
 
+def test_cpu_amp_trains_under_bfloat16_autocast_where_the_cpu_has_it(tmp_path, data, monkeypatch):
+    import torch
+
+    x, y, vx, vy = data
+    entered = []
+    real_autocast = torch.autocast
+
+    def recording_autocast(device_type, dtype=None, enabled=True, **kw):
+        entered.append((device_type, dtype, enabled))
+        return real_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    monkeypatch.setattr(torch, "autocast", recording_autocast)
+    result = fit(tiny_model(), x, y, vx, vy, tiny_config(epochs=3, cpu_amp=True), tmp_path / "amp", progress=False)
+    supported = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert entered and all(e == ("cpu", torch.bfloat16, supported) for e in entered)
+    assert result.best_val_metric > 0.5  # it still learns (chance: 0.25)
+    entered.clear()
+    fit(tiny_model(), x, y, vx, vy, tiny_config(epochs=1), tmp_path / "fp32", progress=False)
+    assert entered and not any(enabled for _, _, enabled in entered)  # off unless asked: runs stay as they were
+
+
 def test_fit_writes_the_run_folder(tmp_path, data):
     x, y, vx, vy = data
     model = tiny_model()

@@ -24,9 +24,9 @@
 - ``small``: small grey images such as Fashion-MNIST's 28 x 28: the compact network with a stride-2 stem at width
   32, 30 epochs, light augmentation that suits centred grey items (mirror, +-10 %
   shift and zoom, no colour change), and bfloat16 autocast where the CPU has bfloat16 instructions
-  (``cpu_amp``): a step took 58 ms instead of 94 ms on this machine, about 27 s an epoch of Fashion-MNIST
-  instead of 46 s, which is what fits 30 epochs in 15 minutes (a stride-1 stem at width 24 took 103-118 s an
-  epoch). See docs/training.md for its figures and `stylespace bench fashion-mnist` for the run that measures
+  (``cpu_amp``): `stylespace bench fashion-mnist` ran its epochs in 27-37 s on this machine, 46-50 s in float32,
+  so 30 epochs took 19 minutes instead of about 24, still past the 15 minutes aimed at (a stride-1 stem at width
+  24 took 103-118 s an epoch). See docs/training.md for its figures and `stylespace bench fashion-mnist` for the run that measures
   them. `stylespace train` picks it when ``--input-size`` is at most 32 px a side and no preset is named.
 """
 from __future__ import annotations
