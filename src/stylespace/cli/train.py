@@ -39,7 +39,8 @@ def train_cmd(
                                                              "default), gpu, small "
                                                              "(28 x 28 grey images; the default up to 32 px a side), or "
                                                              "finetune (the default with --init; finetune-frozen for a "
-                                                             "lite0 parent)."),
+                                                             "lite0 parent), distill (the compact network learning "
+                                                             "models/default's vectors: the fast tier)."),
     init: Optional[str] = typer.Option(None, "--init", help="Fine-tune a trained stylespace model: `default` (the "
                                        "shipped one), a run folder or a model folder. Its architecture, backbone and "
                                        "embedding head are kept; the classifier is new, for this catalog's classes."),
@@ -47,6 +48,8 @@ def train_cmd(
                                                                     "everything but the backbone."),
     backbone_lr_factor: Optional[float] = typer.Option(None, help="Fine-tuning: the backbone's learning rate is "
                                                                   "--lr times this."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Distil from this trained model (distill preset: "
+                                          "default): the student learns its vectors, PCA-reduced to its own width."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with its own settings."),
     backbone: Optional[str] = typer.Option(None, help="compact, lenet, resnet18, resnet50, vgg16, inception_v3, or "
                                                       "efficientnet-lite0/1/2 (ImageNet weights from a pip package)."),
@@ -131,7 +134,8 @@ def train_cmd(
                                 augment=augment, val_fraction=val_fraction, seed=seed, device=device,
                                 num_threads=threads, objective_config=objective_config, init=init,
                                 freeze_backbone_epochs=freeze_backbone_epochs,
-                                backbone_lr_factor=backbone_lr_factor, cached_views=cached_views).validate()
+                                backbone_lr_factor=backbone_lr_factor, cached_views=cached_views,
+                                teacher=teacher).validate()
     model, result, record = train_run(catalog_path, split, model_config, train_config, out_dir, resume=resume,
                                       progress=not as_json, log=lambda line: console.print(line))
     if not is_primary_process():

@@ -50,6 +50,10 @@ class TrainConfig:
             frozen and only the head and classifier train, on its pooled features of N views of every training
             image (the first as it is, the others augmented) computed once and cached
             (:mod:`stylespace.training.frozen`): the recipe for a pre-trained backbone on a CPU.
+        teacher: distil from this trained model (a shipped name such as ``default``, a run or a model folder):
+            the ``distill`` term pulls each augmented view's search vector toward the teacher's vector of the
+            item's canonical view, PCA-reduced to the student's width (:mod:`stylespace.training.teacher`).
+            Needs the ``distill`` term, and the ``distill`` term needs a teacher.
     """
 
     objective: str = "ce"
@@ -80,6 +84,7 @@ class TrainConfig:
     freeze_backbone_epochs: int = 0
     backbone_lr_factor: float = 1.0
     cached_views: int = 0
+    teacher: str = ""
 
     # train.json files written when the objective's settings were called ``loss``
     RENAMED: ClassVar[dict[str, str]] = {"loss": "objective_config"}
@@ -118,6 +123,11 @@ class TrainConfig:
             (self.cached_views == 0 or not is_number(self.views) or self.cached_views >= self.views,
              f"cached_views ({self.cached_views}) must be at least views ({self.views}): each step draws that "
              "many different cached views of an item"),
+            (("distill" in terms) == bool(self.teacher),
+             "the distill term learns a teacher model's vectors: give both the term (e.g. objective ce+distill:4) "
+             f"and a teacher (e.g. teacher default), got objective {self.objective!r}, teacher {self.teacher!r}"),
+            ("distill" not in terms or self.cached_views == 0,
+             "distillation trains the whole student network on images: set cached_views to 0"),
             ("instance" not in terms or (is_number(self.views) and self.views >= 2 and self.augment),
              f"the instance term compares augmented views of each item: it needs views >= 2 and augmentation "
              f"on, got views={self.views}, augment={self.augment}"),

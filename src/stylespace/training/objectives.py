@@ -10,6 +10,8 @@ classifier's logits (B, C) when the model has a classifier, and the integer labe
 - :class:`InstanceTerm`: PML's NT-Xent loss with item ids as labels, on the vectors the search uses: the
   augmented views of one item (``TrainConfig.views`` per item in a batch) must be each other's nearest
   neighbours, so a mirrored, cropped or darker photo of a product finds that product, not only its class.
+- :class:`DistillTerm`: the cosine distance between each view's search vector and a teacher model's vector of
+  the item (:mod:`stylespace.training.teacher`): a small network learns a large one's style space.
 
 ``build_objective("ce+triplet", ...)`` makes the common ones by name; ``"ce:1+triplet:0.5"`` sets weights.
 """
@@ -98,11 +100,30 @@ class InstanceTerm(nn.Module):
         return self.loss((search if search is not None else embeddings).float(), instances)
 
 
+class DistillTerm(nn.Module):
+    """Mean cosine distance ``1 - cos(search_i, target_i)`` between each view's search vector (B, F) and its
+    item's unit target vector (B, F) from a teacher. Without targets (validation batches) it is 0."""
+
+    needs_classifier = False
+    needs_targets = True
+
+    def forward(self, search: torch.Tensor | None, targets: torch.Tensor | None) -> torch.Tensor:
+        if targets is None or search is None:
+            return torch.zeros(())
+        if search.shape != targets.shape:
+            raise StylespaceError(f"distillation targets are {tuple(targets.shape)} but the search vectors are "
+                                  f"{tuple(search.shape)}; the targets must be reduced to the student's width")
+        cosine = (nn.functional.normalize(search.float(), dim=1) * targets.float()).sum(dim=1)
+        return (1.0 - cosine).mean()
+
+
 class Objective(nn.Module):
     """A weighted sum of named terms; ``forward`` returns (total loss, {name: term loss}).
 
     ``instances`` (B,) are item ids (views of one item share one) and ``search`` (B, F) the vectors the
-    index stores; only terms that need views (:class:`InstanceTerm`) read them."""
+    index stores; only terms that need views (:class:`InstanceTerm`) read them. ``targets`` (B, F) are a
+    teacher's unit vectors of each row's item, read with ``search_vectors`` (B, F, the model's search vectors,
+    unit length) by terms that need targets (:class:`DistillTerm`)."""
 
     def __init__(self, terms: dict[str, nn.Module], weights: dict[str, float]):
         super().__init__()
@@ -119,12 +140,19 @@ class Objective(nn.Module):
     def needs_views(self) -> bool:
         return any(getattr(term, "needs_views", False) for term in self.terms.values())
 
+    @property
+    def needs_targets(self) -> bool:
+        return any(getattr(term, "needs_targets", False) for term in self.terms.values())
+
     def forward(self, embeddings: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor,
-                instances: torch.Tensor | None = None,
-                search: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                instances: torch.Tensor | None = None, search: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None,
+                search_vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         total, parts = 0.0, {}
         for name, term in self.terms.items():
-            if getattr(term, "needs_views", False):
+            if getattr(term, "needs_targets", False):
+                value = term(search_vectors, targets).to(embeddings.device)
+            elif getattr(term, "needs_views", False):
                 value = term(embeddings, logits, labels, instances, search)
             else:
                 value = term(embeddings, logits, labels)
@@ -166,7 +194,7 @@ class ObjectiveConfig:
         ], "objective")
 
 
-TERMS = ("ce", "contrastive", "triplet", "ms", "arcface", "instance")
+TERMS = ("ce", "contrastive", "triplet", "ms", "arcface", "instance", "distill")
 MINERS = ("semihard", "batch_hard", "all")
 
 
@@ -194,6 +222,8 @@ def build_term(name: str, cfg: ObjectiveConfig, n_classes: int, embedding_dim: i
                                              scale=cfg.arcface_scale))
     if name == "instance":
         return InstanceTerm(cfg.temperature)
+    if name == "distill":
+        return DistillTerm()
     raise StylespaceError(f"objective term {name!r} is unknown; expected one of {', '.join(TERMS)}")
 
 

@@ -199,6 +199,13 @@ def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | No
     parent_record = _parent_record(run_dir, parent, resume)
     if parent is not None:
         parent.imprint(model, pixels[train_idx], y[train_idx])
+    distilled = None
+    if config.teacher:
+        from stylespace.training.teacher import teacher_targets
+
+        distilled = parallel.primary_first(lambda: teacher_targets(
+            config.teacher, array, ids, train_idx, model.output_dim, tuple(model_config.input_size),
+            progress=progress, log=log))
     if config.cached_views:
         if resume or parallel.world_size > 1:
             raise StylespaceError("a run on cached backbone features (cached_views) takes minutes and runs in one "
@@ -207,7 +214,8 @@ def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | No
                                         run_dir, progress=progress, log=log)
     else:
         result = fit(model, pixels[train_idx], y[train_idx], pixels[val_idx], y[val_idx], config, run_dir,
-                     resume=resume, progress=progress, log=log, parallel=parallel)
+                     resume=resume, progress=progress, log=log, parallel=parallel,
+                     targets=distilled.targets[train_idx] if distilled is not None else None)
     record = {
         "catalog": str(catalog_path),
         "catalog_fingerprint": catalog.fingerprint(),
@@ -220,6 +228,7 @@ def _train_run(catalog_path, split_manifest_path, model_config: ModelConfig | No
         "classes": classes,
         "model_id": model_id(model),
         **({"parent": parent_record} if parent_record else {}),
+        **({"distilled_from": distilled.record} if distilled is not None else {}),
         **({"pretrained": pretrained_record(model_config.backbone)} if model_config.weights == "imagenet" else {}),
         "val_metric": result.val_metric,
         "best_epoch": result.best_epoch,

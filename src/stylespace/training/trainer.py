@@ -159,7 +159,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
         val_pixels: np.ndarray | None, val_labels: np.ndarray | None, config: TrainConfig,
         run_dir: str | Path, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] = lambda message: None, objective: Objective | None = None,
-        parallel: SingleProcess | None = None) -> FitResult:
+        parallel: SingleProcess | None = None, targets: np.ndarray | None = None) -> FitResult:
     """Train ``model`` in place and save it (best validation epoch) into ``run_dir``.
 
     Args:
@@ -177,6 +177,9 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
             trained with the model and saved in the checkpoint.
         parallel: this process's part in data-parallel training (:mod:`stylespace.training.distributed`,
             under torchrun); default: training in this process alone.
+        targets: (N, F) unit vectors, one per training image, of the model's search width (``output_dim``): what
+            a ``distill`` term pulls each view's search vector toward (a teacher's vectors,
+            :mod:`stylespace.training.teacher`); needed by, and only read by, such a term.
     """
     config.validate()
     parallel = parallel or SingleProcess()
@@ -215,6 +218,13 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
     if objective.needs_classifier and model.classifier is None:
         raise StylespaceError(f"objective {config.objective!r} has a cross-entropy term but the model has no "
                               "classifier; build it with the class names (ModelConfig.classes)")
+    if objective.needs_targets:
+        if targets is None:
+            raise StylespaceError(f"objective {config.objective!r} has a distill term but no teacher targets were "
+                                  "given (TrainConfig.teacher names the teacher model)")
+        if np.shape(targets) != (len(train_labels), model.output_dim):
+            raise StylespaceError(f"distillation targets must be ({len(train_labels)}, {model.output_dim}): one "
+                                  f"vector per training image, of the model's search width; got {np.shape(targets)}")
     model.to(device).to(memory_format=torch.channels_last)
     objective.to(device)
     forward = parallel.prepare(model, objective, changing_trainables=config.freeze_backbone_epochs > 0)
@@ -222,6 +232,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
     store = device if device.type == "cuda" else torch.device("cpu")
     train_x = torch.from_numpy(np.ascontiguousarray(train_pixels)).to(store)
     train_y = torch.from_numpy(train_labels).to(device)
+    train_t = torch.from_numpy(np.asarray(targets, dtype=np.float32)).to(device) if objective.needs_targets else None
     order = np.random.default_rng(config.seed).permutation(len(val_labels))  # mixed classes in every val batch
     val_x = torch.from_numpy(np.ascontiguousarray(np.asarray(val_pixels)[order] if has_val else
                                                   np.zeros((0, *size, 3), np.uint8))).to(store)
@@ -258,7 +269,7 @@ def fit(model: EmbeddingModel, train_pixels: np.ndarray, train_labels: np.ndarra
                 train_loss, train_accuracy = train_epoch(
                     model, objective, optimizer, schedule, sampler.batches(epoch), train_x, train_y, augment, device,
                     use_amp, generator, lambda k, loss: bar.advance(task, k, info=f"loss {loss:.4f}{suffix}"),
-                    views=config.views, forward=forward, parallel=parallel)
+                    views=config.views, forward=forward, parallel=parallel, targets=train_t)
                 bar.stop(task)
                 if not math.isfinite(train_loss):
                     raise StylespaceError(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning "
@@ -303,13 +314,15 @@ def train_epoch(model: EmbeddingModel, objective: Objective, optimizer, schedule
                 labels: torch.Tensor, augment: BatchAugment | None, device: torch.device, use_amp: bool,
                 generator: torch.Generator, on_progress: Callable[[int, float], None],
                 views: int = 1, forward: torch.nn.Module | None = None,
-                parallel: SingleProcess | None = None) -> tuple[float, float | None]:
+                parallel: SingleProcess | None = None,
+                targets: torch.Tensor | None = None) -> tuple[float, float | None]:
     """One pass over ``batches`` ((indices, augmentation strength) pairs); returns (mean loss, accuracy of the
     classifier on the augmented batches, or None without a classifier). ``on_progress(batches done since
     the last call, running mean loss)`` is called every few batches. With ``views`` > 1 each item of a batch
     is augmented that many times; the views of one item share an instance id (the instance term's labels).
     ``forward`` is the model's training forward pass (wrapped in DistributedDataParallel under torchrun) and
-    ``parallel`` this process's part; under torchrun the returned means are over every rank's items."""
+    ``parallel`` this process's part; under torchrun the returned means are over every rank's items.
+    ``targets`` (N, F) on ``device``: each training image's teacher vector, for a ``distill`` term."""
     forward = forward or TrainingForward(model)
     parallel = parallel or SingleProcess()
     model.train()
@@ -329,8 +342,12 @@ def train_epoch(model: EmbeddingModel, objective: Objective, optimizer, schedule
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             features, embeddings, logits = forward(x.contiguous(memory_format=torch.channels_last))
         search = features.float() if search_on_features else None
+        distill = {}
+        if targets is not None:
+            distill = {"targets": targets[idx.to(targets.device)].repeat(views, 1),
+                       "search_vectors": model.search_vectors(features.float(), embeddings.float())}
         loss, _ = objective(embeddings.float(), None if logits is None else logits.float(), y,
-                            instances=instances, search=search)
+                            instances=instances, search=search, **distill)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         parallel.average_objective_gradients(objective)
