@@ -423,14 +423,16 @@ def test_a_reader_sees_writes_of_another_handle_after_refresh(index, data):
 # --- approximate kinds ------------------------------------------------------------------------------------------
 
 
-def whitened_by_hand(references: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def whitened_by_hand(references: np.ndarray, queries: np.ndarray, dims: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Cosine PCA whitening by numpy, as the index should do it: centre on the normalised references,
-    rotate to the principal axes, divide by sqrt(eigenvalue + 1 % of their mean), normalise."""
+    rotate to the principal axes (the ``dims`` largest only, when given), divide by sqrt(eigenvalue + 1 % of
+    the mean of all eigenvalues), normalise."""
     r = references / np.linalg.norm(references, axis=1, keepdims=True)
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     mean = r.mean(axis=0)
-    eigenvalues, axes = np.linalg.eigh(np.cov(r - mean, rowvar=False, bias=True))
-    project = axes / np.sqrt(eigenvalues + structures.WHITEN_EPSILON * eigenvalues.mean())
+    eigenvalues, axes = np.linalg.eigh(np.cov(r - mean, rowvar=False, bias=True))  # ascending
+    kept = slice(-dims if dims else 0, None)
+    project = axes[:, kept] / np.sqrt(eigenvalues[kept] + structures.WHITEN_EPSILON * eigenvalues.mean())
     out = [(x - mean) @ project for x in (r, q)]
     return tuple(x / np.linalg.norm(x, axis=1, keepdims=True) for x in out)
 
@@ -486,6 +488,110 @@ def test_an_index_written_before_whitening_opens_unwhitened(index):
     assert not reopened.config.whiten and reopened.config.whitened_items == 0
     reopened.rebuild()
     assert not structures.is_whitened(reopened.structure)
+
+
+# --- searching fewer dimensions (search_dims) ---------------------------------------------------------------
+
+
+def low_rank_clusters(n: int = 800, dim: int = 32, rank: int = 6, classes: int = 10, seed: int = 0):
+    """Well-separated clusters in a ``rank``-dimensional subspace of ``dim`` dimensions, plus a little noise in
+    every dimension: what the top ``rank`` whitened components hold."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.normal(size=(dim, rank)))[0]
+    centres = 2.0 * rng.normal(size=(classes, rank))
+    labels = rng.integers(0, classes, n)
+    points = centres[labels] + 0.3 * rng.normal(size=(n, rank))
+    vectors = (points @ basis.T + 0.001 * rng.normal(size=(n, dim))).astype(np.float32)
+    return [f"item{i}" for i in range(n)], vectors, [f"class{c}" for c in labels]
+
+
+def test_a_reduced_index_finds_what_the_full_whitened_one_finds(tmp_path):
+    ids, vectors, labels = low_rank_clusters()
+    references, queries = vectors[:700], vectors[700:]
+    full = CatalogIndex.create(tmp_path / "full", ids[:700], references, model_id=MODEL, labels=labels[:700],
+                               whiten=True)
+    reduced = CatalogIndex.create(tmp_path / "reduced", ids[:700], references, model_id=MODEL, labels=labels[:700],
+                                  whiten=True, search_dims=6)
+    # the FAISS side holds 6-dimensional whitened vectors; the item store the 32 given
+    assert reduced.search_space(queries).shape == (100, 6) and full.search_space(queries).shape == (100, 32)
+    assert reduced.vectors(ids[:2]).shape == (2, 32) and reduced.config.whitened_items == 700
+    found, expected = reduced.neighbours(queries, k=1), full.neighbours(queries, k=1)
+    assert (found.keys == expected.keys).mean() >= 0.9  # the same top-1 item
+    truth = np.array(labels[700:])
+    assert (reduced.labels_of_keys(found.keys[:, 0]) == truth).all()
+    # similarities are those of the top 6 whitened components (not the last 6, nor all 32)
+    ref, q = whitened_by_hand(references, queries, dims=6)
+    np.testing.assert_allclose(found.similarities[:, 0], (q @ ref.T).max(axis=1), atol=1e-4)
+    distances = reduced.centre_distances(queries)
+    assert distances.shape == (100,) and np.isfinite(distances).all()
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
+def test_a_reduced_index_is_recorded_reopened_added_to_and_rebuilt(tmp_path, kind):
+    ids, vectors, labels = low_rank_clusters(n=600)
+    index = CatalogIndex.create(tmp_path / "idx", ids[:500], vectors[:500], model_id=MODEL, labels=labels[:500],
+                                kind=kind, nlist=4, nprobe=4, whiten=True, search_dims=6)
+    assert json.loads((index.folder / "index.json").read_text())["search_dims"] == 6
+    before = index.neighbours(vectors[500:520], k=5).keys
+    reopened = CatalogIndex.open(index.folder)
+    assert reopened.config.search_dims == 6 and reopened.search_space(vectors[:3]).shape == (3, 6)
+    np.testing.assert_array_equal(reopened.neighbours(vectors[500:520], k=5).keys, before)
+    # items added later go through the same PCA: each finds itself
+    reopened.add(ids[500:], vectors[500:], model_id=MODEL, labels=labels[500:])
+    assert [h[0].id for h in reopened.search(vectors[500:510], k=1)] == ids[500:510]
+    assert reopened.config.whitened_items == 500  # added, not refitted
+    reopened.remove(ids[:10])
+    reopened.rebuild()  # refitted on the 590 items held now, still over 6 dimensions
+    assert reopened.config.whitened_items == 590 and reopened.config.search_dims == 6
+    assert reopened.search_space(vectors[:3]).shape == (3, 6)
+    assert [h[0].id for h in reopened.search(vectors[500:510], k=1)] == ids[500:510]
+    assert CatalogIndex.open(index.folder).config.search_dims == 6
+    reopened.rebuild(search_dims=0)  # back to every dimension
+    assert reopened.search_space(vectors[:3]).shape == (3, 32)
+    assert json.loads((index.folder / "index.json").read_text())["search_dims"] == 0
+
+
+def test_a_reduced_compressed_index_reranks_in_the_reduced_space(tmp_path):
+    ids, vectors, _ = low_rank_clusters(n=1200, dim=16)
+    exact = CatalogIndex.create(tmp_path / "exact", ids, vectors, model_id=MODEL, whiten=True, search_dims=6)
+    compressed = CatalogIndex.create(tmp_path / "sq8", ids, vectors, model_id=MODEL, kind="hnsw-sq8", whiten=True,
+                                     search_dims=6)
+    assert compressed.config.recall_at_10 > 0.9
+    hits, truth = compressed.search(vectors[:5], k=3), exact.search(vectors[:5], k=3)
+    assert [h[0].id for h in hits] == [h[0].id for h in truth]
+    np.testing.assert_allclose([[x.score for x in h] for h in hits], [[x.score for x in h] for h in truth], atol=1e-5)
+
+
+def test_bad_search_dims_are_refused_naming_the_setting(tmp_path, data):
+    ids, vectors, _, _ = data  # 600 items of 16 dimensions
+    with pytest.raises(StylespaceError, match=r"search_dims must be an integer in \[0, 16\].*at most the 16 dim"):
+        CatalogIndex.create(tmp_path / "a", ids, vectors, model_id=MODEL, whiten=True, search_dims=17)
+    with pytest.raises(StylespaceError, match="search_dims must be an integer >= 0"):
+        CatalogIndex.create(tmp_path / "b", ids, vectors, model_id=MODEL, whiten=True, search_dims=-1)
+    with pytest.raises(StylespaceError, match="search_dims 8 needs whitening on"):
+        CatalogIndex.create(tmp_path / "c", ids, vectors, model_id=MODEL, search_dims=8)  # whiten off
+    with pytest.raises(StylespaceError, match=r"search_dims 8 needs the whitening's PCA.*at least 64 items.*got 40"):
+        CatalogIndex.create(tmp_path / "d", ids[:40], vectors[:40], model_id=MODEL, whiten=True, search_dims=8)
+    assert not (tmp_path / "d" / "index.json").exists()
+    index = CatalogIndex.create(tmp_path / "e", ids, vectors, model_id=MODEL, whiten=True, search_dims=8)
+    with pytest.raises(StylespaceError, match="search_dims must be an integer in"):
+        index.rebuild(search_dims=99)
+    with pytest.raises(StylespaceError, match="search_dims 8 needs whitening on"):
+        index.rebuild(whiten=False)
+    assert CatalogIndex.open(index.folder).config.search_dims == 8  # the refused rebuilds changed nothing
+
+
+def test_an_index_json_without_search_dims_searches_every_dimension(tmp_path, data):
+    ids, vectors, _, _ = data
+    index = CatalogIndex.create(tmp_path / "w", ids, vectors, model_id=MODEL, whiten=True)
+    config = json.loads((index.folder / "index.json").read_text())
+    assert config["search_dims"] == 0
+    del config["search_dims"]
+    (index.folder / "index.json").write_text(json.dumps(config))
+    reopened = CatalogIndex.open(index.folder)
+    assert reopened.config.search_dims == 0 and reopened.search_space(vectors[:2]).shape == (2, 16)
+    reopened.rebuild()
+    assert reopened.config.search_dims == 0 and reopened.search_space(vectors[:2]).shape == (2, 16)
 
 
 def test_recall_at_k():
@@ -683,3 +789,25 @@ def test_an_index_of_the_format_before_is_converted_once_keeping_keys_and_calibr
     assert saved.confidence == "top1" and saved.threshold == 0.7 and not saved.outdated(index)
     assert "vectors-000003.faiss" not in os.listdir(folder) and "items-000003.sqlite" not in os.listdir(folder)
     assert index.add(["new"], vectors[:1], model_id=MODEL)[0] == keys[-1] + 1
+
+
+def test_cli_search_dims_reaches_build_and_rebuild(small_catalog, tiny_model, tmp_path, data):
+    from typer.testing import CliRunner
+
+    from stylespace.cli import app
+
+    runner = CliRunner()
+    # 72 items embedded in 32 dimensions are too few for the PCA: the option got through to the build
+    refused = runner.invoke(app, ["index", str(tiny_model), str(small_catalog), "-o", str(tmp_path / "built"),
+                                  "--search-dims", "8"])
+    assert refused.exit_code != 0
+    assert "search_dims 8 needs the whitening's PCA" in refused.output + str(refused.exception)
+    ids, vectors, _, _ = data
+    index = CatalogIndex.create(tmp_path / "w", ids, vectors, model_id=MODEL, whiten=True)
+    reduced = runner.invoke(app, ["index", "rebuild", str(index.folder), "--search-dims", "8"])
+    assert reduced.exit_code == 0 and "searching 8 of 16 dimensions" in reduced.output
+    assert CatalogIndex.open(index.folder).search_space(vectors[:1]).shape == (1, 8)
+    info = json.loads(runner.invoke(app, ["index", "info", str(index.folder), "--json"]).stdout)
+    assert info["search_dims"] == 8 and info["dim"] == 16
+    too_many = runner.invoke(app, ["index", "rebuild", str(index.folder), "--search-dims", "17"])
+    assert too_many.exit_code != 0 and "search_dims must be an integer in [0, 16]" in str(too_many.exception)

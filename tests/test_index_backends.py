@@ -153,3 +153,23 @@ def test_cli_builds_a_milvus_index_that_search_and_recommend_use_unchanged(small
     recommended = run("recommend", index_dir, "1004", "--id")
     assert len(recommended["queries"][0]["items"]) == 3
     assert run("index", "info", index_dir)["backend"] == "milvus"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_reduced_index_searches_and_scores_in_its_searched_dimensions(tmp_path, backend):
+    from stylespace.recommend import calibrate
+
+    ids, vectors, labels, metas = catalog(n=500, dim=16)
+    index = build(tmp_path, backend, ids[:400], vectors[:400], labels[:400], metas[:400], whiten=True, search_dims=6)
+    assert index.config.search_dims == 6 and index.search_space(vectors[:2]).shape == (2, 6)
+    assert [hits[0].id for hits in index.search(vectors[:5], k=1)] == ids[:5]
+    index.add(ids[400:410], vectors[400:410], model_id=MODEL, labels=labels[400:410], metas=metas[400:410])
+    assert [hits[0].id for hits in index.search(vectors[400:405], k=1)] == ids[400:405]
+    # the scores that read vectors compare them as the search does: 6 whitened dimensions
+    calibration = calibrate(index, vectors[410:], labels[410:], scores=["top1", "local10", "agreement10"],
+                            target_coverage=0.6)
+    assert calibration.chosen in ("top1", "local10", "agreement10")
+    index.rebuild()
+    reopened = CatalogIndex.open(index.folder)
+    assert reopened.config.search_dims == 6 and reopened.config.whitened_items == 410
+    assert [hits[0].id for hits in reopened.search(vectors[400:405], k=1)] == ids[400:405]

@@ -70,6 +70,10 @@ def build_cmd(
     whiten: Optional[bool] = setting(IndexSettings, "whiten", "--whiten/--no-whiten", help="Whiten the vectors "
                                      "with a PCA fitted on this catalog (no labels needed; needs 4 items per "
                                      "dimension): better neighbours and confidence."),
+    search_dims: Optional[int] = setting(IndexSettings, "search_dims", "--search-dims", metavar="N",
+                                         help="Search only the top N whitened dimensions (the whitening's PCA "
+                                              "keeps N components; needs --whiten): faster searches; the full "
+                                              "vectors are kept. 0 = every dimension the model gives."),
     overwrite: bool = typer.Option(False, help="Replace an index already in the output folder."),
     include_blank: bool = INCLUDE_BLANK_OPTION,
     batch_size: int = BATCH_OPTION,
@@ -95,7 +99,7 @@ def build_cmd(
                                 ray=ray_config(ray, ray_address, ray_workers, ray_gpus),
                                 **given(kind=kind, metric=metric, whiten=whiten, nlist=nlist, nprobe=nprobe,
                                         hnsw_m=hnsw_m, ef_search=ef_search, backend=backend, uri=uri,
-                                        collection=collection, pq_m=pq_m, rerank=rerank))
+                                        collection=collection, pq_m=pq_m, rerank=rerank, search_dims=search_dims))
     result = index_summary(index)
     result.update({"source": selection.description, "failed": failed, "blank_left_out": blank_count(failed),
                    "seconds": round(time.perf_counter() - started, 2)})
@@ -105,6 +109,8 @@ def build_cmd(
                   f"({r['backend']}, {r['kind']}, {r['metric']}, model {r['model_id']}) in {r['seconds']:.1f} s")
         if r["recall_at_10"] is not None:
             out.print(f"recall@10 against exact search: {r['recall_at_10']:.4f}")
+        if r["search_dims"]:
+            out.print(f"searching the top {r['search_dims']} of {r['dim']} whitened dimensions")
         if index.config.whiten and not r["whitened_items"]:
             out.print(f"not whitened: {r['count']:,} items are too few for {r['dim']} dimensions "
                       "(whitening needs 4 items per dimension)")
@@ -254,6 +260,9 @@ def rebuild_cmd(
     rerank: Optional[int] = typer.Option(None, help="ivf-pq / hnsw-sq8: candidates per result re-ranked exactly."),
     whiten: Optional[bool] = typer.Option(None, help="Whiten (fitted again on the items held now) or not "
                                                      "(default: unchanged)."),
+    search_dims: Optional[int] = typer.Option(None, "--search-dims", metavar="N",
+                                              help="Search only the top N whitened dimensions (0 = every one; "
+                                                   "default: unchanged)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     from stylespace.index import CatalogIndex
@@ -263,7 +272,8 @@ def rebuild_cmd(
     started = time.perf_counter()
     index = CatalogIndex.open(index_dir)
     settings = {k: v for k, v in {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_search": ef_search,
-                                  "pq_m": pq_m, "rerank": rerank, "whiten": whiten}.items() if v is not None}
+                                  "pq_m": pq_m, "rerank": rerank, "whiten": whiten,
+                                  "search_dims": search_dims}.items() if v is not None}
     index.rebuild(kind=kind, metric=metric, **settings)
     result = index_summary(index)
     result["seconds"] = round(time.perf_counter() - started, 2)
@@ -275,6 +285,7 @@ def rebuild_cmd(
     emit(result, as_json, lambda r: out.print(
         f"rebuilt {index_dir}: {r['count']:,} items, {r['kind']}, {r['metric']}"
         + (f", whitened on {r['whitened_items']:,} items" if r["whitened_items"] else "")
+        + (f", searching {r['search_dims']} of {r['dim']} dimensions" if r["search_dims"] else "")
         + f" in {r['seconds']:.1f} s"
         + (f"; recall@10 vs exact {r['recall_at_10']:.4f}" if r["recall_at_10"] is not None else "")))
 

@@ -105,7 +105,7 @@ def build_index(model, catalog, folder: str | os.PathLike, *, ids: Sequence[str]
         include_blank: index items whose image is blank or nearly uniform too (default: left out, as a
             picture with nothing in it matches blank uploads and nothing else; the image cache knows them).
         ray: a :class:`stylespace.ray_embedding.RayConfig`: decode and embed on a Ray cluster (the same index).
-        settings: other :class:`IndexConfig` fields (nlist, nprobe, hnsw_m, ...).
+        settings: other :class:`IndexConfig` fields (nlist, nprobe, hnsw_m, search_dims, ...).
     Returns:
         (the index, {id: reason} for items left out: their image could not be decoded, or it is blank
         (:data:`BLANK_REASON`)).

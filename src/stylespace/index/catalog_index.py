@@ -128,6 +128,8 @@ class CatalogIndex:
             labels, metas, sources: per item, optional (labels are used only to calibrate recommendations).
             whiten: whiten the vectors (see :class:`IndexSettings`); off here, where vectors are indexed as given
                 (``build_index``, which embeds a catalog with a model, whitens by default).
+            search_dims (a setting): search only the top N whitened dimensions (needs ``whiten``; see
+                :class:`IndexSettings`).
             overwrite: replace an index already in ``folder`` (atomically, like any other write).
             measure_recall: for approximate kinds, measure recall@10 against exact search (stored in index.json).
             settings: other :class:`IndexConfig` fields (backend, uri, nlist, nprobe, hnsw_m, model_path, ...).
@@ -204,9 +206,9 @@ class CatalogIndex:
         return self.backend.vectors(np.asarray(keys, dtype=np.int64))
 
     def search_space(self, vectors: np.ndarray) -> np.ndarray:
-        """(N, D) vectors as stored (see :meth:`vectors_of_keys`) -> as searches compare them: whitened and
-        normalised when the index is whitened, unchanged otherwise. Their dot products (cosine) or
-        distances (euclidean) are the similarities searches report."""
+        """(N, D) vectors as stored (see :meth:`vectors_of_keys`) -> as searches compare them (N, D'): whitened
+        and normalised when the index is whitened (D' = ``search_dims`` when set, else D), unchanged otherwise.
+        Their dot products (cosine) or distances (euclidean) are the similarities searches report."""
         return structures.search_space(self.structure, vectors)
 
     def centre_distances(self, vectors: np.ndarray) -> np.ndarray | None:
@@ -436,10 +438,11 @@ class CatalogIndex:
                 **settings: Any) -> "CatalogIndex":
         """Remake the structure from the stored vectors (compaction: removed items dropped, IVF cells and
         codebooks retrained, the whitening fitted again on the items held now), optionally as another
-        ``kind`` or ``metric`` or with other settings (nlist, hnsw_m, whiten...). Item keys are kept. A
-        rebuild that can move similarities (a whitening fitted again or switched, another metric) bumps
+        ``kind`` or ``metric`` or with other settings (nlist, hnsw_m, whiten, search_dims...). Item keys are kept.
+        A rebuild that can move similarities (a whitening fitted again or switched, another metric) bumps
         ``space_version``, which tells a saved recommendation calibration that it is out of date."""
-        allowed = {"nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search", "whiten", "pq_m", "rerank"}
+        allowed = {"nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search", "whiten", "pq_m", "rerank",
+                   "search_dims"}
         unknown = sorted(set(settings) - allowed)
         if unknown:
             raise StylespaceError(f"rebuild cannot change {unknown}; it can change kind, metric and {sorted(allowed)}")
@@ -448,8 +451,7 @@ class CatalogIndex:
             old = self.config
             config = dataclasses.replace(old, kind=kind or old.kind, metric=metric or old.metric,
                                          metadata_columns=list(old.metadata_columns), **settings)
-            whitens = config.whiten and len(self) >= structures.WHITEN_MIN_ITEMS_PER_DIM * config.dim
-            if config.metric != old.metric or old.whitened_items or whitens:
+            if config.metric != old.metric or old.whitened_items or structures.whitens(config, len(self)):
                 config.space_version = old.space_version + 1  # similarities may move: calibrations are outdated
             config.updated = _now()
             self._adopt(self.backend.rebuild(config, measure_recall))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from stylespace.utils import METRICS, at_least, each, one_of, validate
+from stylespace.utils import METRICS, at_least, each, in_range, one_of, validate
 
 KINDS = ("exact", "ivf", "hnsw", "ivf-pq", "hnsw-sq8")
 # Kinds whose structure holds compressed codes: their shortlist is re-ranked with the exact vectors.
@@ -44,6 +44,14 @@ class IndexSettings:
             structure is made or rebuilt; needs at least 4 items per dimension, else the index is left plain.
             On for an index of a catalog embedded by a model (``build_index``, the CLI); ``CatalogIndex.create``
             indexes vectors as given unless asked.
+        search_dims: searched dimensions; 0 (the default) = every dimension the model gives. N > 0: the
+            whitening's PCA keeps its top N components (``PCAMatrix(D, N, -0.5)``), and the FAISS structure (every
+            kind) holds and compares N-dimensional whitened vectors, which makes each comparison D / N times
+            cheaper; the item store keeps the full vectors (re-ranking, text search and a later rebuild read
+            them) and items added later go through the same PCA. The reduction *is* the whitening, so it needs
+            ``whiten`` on (refused when off) and enough items to fit it (4 per model dimension, 4 x D: a build or
+            rebuild with fewer is refused rather than silently searching all D unwhitened dimensions). See
+            docs/search.md, "Searching fewer dimensions".
     """
 
     metric: str = "cosine"
@@ -59,6 +67,7 @@ class IndexSettings:
     pq_m: int = 0
     rerank: int = 20
     whiten: bool = True
+    search_dims: int = 0
 
     def __post_init__(self) -> None:
         validate(self._checks(), "index")
@@ -75,6 +84,10 @@ class IndexSettings:
         yield one_of("whiten", self.whiten, (True, False))
         yield at_least("nlist", self.nlist, 0, note="0 = automatic")
         yield at_least("pq_m", self.pq_m, 0, note="0 = automatic")
+        yield at_least("search_dims", self.search_dims, 0, note="0 = every dimension the model gives")
+        yield (not self.search_dims or self.whiten,
+               f"search_dims {self.search_dims} needs whitening on (the reduction is the whitening's PCA): "
+               "turn whiten on (--whiten), or search every dimension (search_dims 0)")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -85,7 +98,8 @@ class IndexConfig(IndexSettings):
     Attributes:
         model_id: :func:`stylespace.models.model_id` of the model that embedded the items; queries
             embedded by another model are refused.
-        dim: D, the embedding size.
+        dim: D, the embedding size (what the item store holds and queries are given in); the FAISS structure
+            compares :attr:`searched_dim` dimensions (``search_dims``, or D).
         whitened_items: how many items the whitening in use was fitted on (0 = the index is not whitened).
         model_path: the model folder the index was built with (the CLI embeds queries with it).
         input_size: (H, W) the model takes; query images are decoded to this size.
@@ -140,8 +154,11 @@ class IndexConfig(IndexSettings):
                "needs the model_id of the model that embedded its items")
         yield at_least("dim", self.dim, 1)
         yield from super()._checks()
-        yield (not self.pq_m or self.dim % self.pq_m == 0,
-               f"pq_m must divide the dimension {self.dim} (0 = automatic), got {self.pq_m!r}")
+        yield in_range("search_dims", self.search_dims, 0, self.dim, integer=True,
+                       note=f"at most the {self.dim} dimensions the model gives; 0 = every one")
+        searched = f"{self.searched_dim}{' searched (search_dims)' if self.search_dims else ''}"
+        yield (not self.pq_m or self.searched_dim % self.pq_m == 0,
+               f"pq_m must divide the dimension {searched} (0 = automatic), got {self.pq_m!r}")
         yield each("input_size", self.input_size, 1, count=2, note="(H, W) in pixels")
         yield (self.version <= FORMAT_VERSION, f"format version {self.version} is newer than this stylespace "
                                                f"understands ({FORMAT_VERSION}); upgrade stylespace")
@@ -157,20 +174,27 @@ class IndexConfig(IndexSettings):
         return self
 
     @property
+    def searched_dim(self) -> int:
+        """The dimensions the FAISS structure holds and compares: ``search_dims``, or every one (D) when 0."""
+        return self.search_dims or self.dim
+
+    @property
     def compressed(self) -> bool:
         """The structure holds compressed codes (its shortlist is re-ranked with the exact vectors)."""
         return self.kind in COMPRESSED_KINDS
 
     def auto_pq_m(self) -> int:
-        """``pq_m``, or D / 8 sub-quantisers of 8 bits (32 bytes for 256 dimensions) when 0: FAISS trains
-        4-dimensional sub-quantisers 20 x slower than 8-dimensional ones (128 s against 5.6 s on 20,000
-        vectors here), and the exact re-ranking recovers what the coarser codes lose."""
+        """``pq_m``, or D / 8 sub-quantisers of 8 bits (32 bytes for 256 dimensions) when 0, D being the
+        searched dimension (:attr:`searched_dim`): FAISS trains 4-dimensional sub-quantisers 20 x slower than
+        8-dimensional ones (128 s against 5.6 s on 20,000 vectors here), and the exact re-ranking recovers what
+        the coarser codes lose."""
         if self.pq_m:
             return self.pq_m
-        for m in (self.dim // 8, self.dim // 4, self.dim // 2, self.dim):
-            if m >= 1 and self.dim % m == 0:
+        dim = self.searched_dim
+        for m in (dim // 8, dim // 4, dim // 2, dim):
+            if m >= 1 and dim % m == 0:
                 return m
-        return self.dim
+        return dim
 
     def auto_nlist(self, n: int) -> int:
         """IVF cells for ``n`` vectors: ``nlist`` when set, else about 4 sqrt(N), with >= 39 vectors per cell

@@ -33,8 +33,8 @@ crash before leaves the previous generation, untouched, in force; its files are 
 for readers that opened it, and the orphans of a crashed write are removed by the next rebuild.
 
 Each vector is stored once, in the vector file (plus the small SQLite row of its id and metadata);
-``ivf`` and ``hnsw`` structures hold a second, full copy (FAISS cannot search vectors it does not hold),
-the compressed kinds only codes.
+``ivf`` and ``hnsw`` structures hold a second, full copy (FAISS cannot search vectors it does not hold;
+``search_dims`` dimensions of it, whitened, when set), the compressed kinds only codes.
 """
 from __future__ import annotations
 

@@ -10,9 +10,10 @@ One collection per generation, ``<collection>_g<G>``: fields ``key`` (INT64 prim
 ``item_id``, ``source``, ``label`` (nullable), ``meta`` (JSON), one VARCHAR scalar field ``m_<column>`` per
 metadata column known at build (``where`` filters become Milvus filter expressions on them; columns that
 appear later are filtered through the JSON field), ``raw`` (the vector as given) and ``vector`` (as
-searched: prepared, whitened). Kinds map to Milvus index types: exact -> FLAT, ivf -> IVF_FLAT, hnsw ->
-HNSW, ivf-pq -> IVF_PQ (a server; Milvus Lite does not build it), hnsw-sq8 -> HNSW_SQ (SQ8); the
-compressed kinds' shortlists are re-ranked on the client with the exact vectors, as in the embedded backend.
+searched: prepared, whitened; only the whitening's top ``search_dims`` components when that is set). Kinds
+map to Milvus index types: exact -> FLAT, ivf -> IVF_FLAT, hnsw -> HNSW, ivf-pq -> IVF_PQ (a server; Milvus
+Lite does not build it), hnsw-sq8 -> HNSW_SQ (SQ8); the compressed kinds' shortlists are re-ranked on the
+client with the exact vectors, as in the embedded backend.
 A small ``<collection>_state`` collection holds the revision (the index's "changed since" marker) and the
 next key. A rebuild fills the next generation's collection and then replaces ``index.json`` (the commit
 point); the previous collection is dropped one rebuild later.
@@ -181,7 +182,7 @@ class MilvusBackend(BackendPosition):
         for column in config.metadata_columns:
             schema.add_field(column_field(column), DataType.VARCHAR, max_length=1024, nullable=True)
         schema.add_field("raw", DataType.FLOAT_VECTOR, dim=config.dim)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=config.dim)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=config.searched_dim)  # reduced with search_dims
         metric = "IP" if config.metric == "cosine" else "L2"
         params = {"exact": {}, "ivf": {"nlist": config.auto_nlist(max(n, 39))},
                   "hnsw": {"M": config.hnsw_m, "efConstruction": config.ef_construction},

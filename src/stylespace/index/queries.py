@@ -107,7 +107,7 @@ def index_summary(index: CatalogIndex) -> dict:
     c = index.config
     marker = index.marker
     return {"folder": str(index.folder), "backend": c.backend, "uri": c.uri, "collection": c.collection,
-            "count": len(index), "stale": c.stale, "dim": c.dim, "metric": c.metric,
+            "count": len(index), "stale": c.stale, "dim": c.dim, "search_dims": c.search_dims, "metric": c.metric,
             "kind": c.kind, "whitened_items": c.whitened_items, "model_id": c.model_id, "model_path": c.model_path,
             "input_size": list(c.input_size), "catalog": c.catalog, "metadata_columns": c.metadata_columns,
             "recall_at_10": c.recall_at_10, "view_version": c.view_version, "view_outdated": index.view_outdated,

@@ -17,6 +17,12 @@ catalog barely varies and shrinks the few dominant ones, which on the Fashion Pr
 raised scenario 4's top-3 correct rate from 87.6 % to 89.3 % and the selective coverage at 5 % error from
 49 % to 62 % with the same top-1 score (docs/benchmarks.md). Items added later are transformed with the fitted whitening; ``rebuild``
 fits it again on what the index then holds.
+
+With ``search_dims`` N > 0 the ``PCAMatrix`` keeps only its top N components (``PCAMatrix(D, N, -0.5)``): the
+whitening also reduces, and the structure inside (flat, IVF cells, HNSW graph, PQ / SQ codes) is made over N
+dimensions (:attr:`IndexConfig.searched_dim`). Everything that reads "the search space" (:func:`search_space`,
+:func:`rerank`, :func:`centre_distances`, recall and typicality) then works in N dimensions; the item store
+keeps the full D. A reduced index that cannot be whitened (too few items) is refused, never made unreduced.
 """
 from __future__ import annotations
 
@@ -98,8 +104,13 @@ def new_structure(config: IndexConfig, training: np.ndarray | None = None):
     faiss.omp_set_num_threads(search_threads(SMALL_BATCH))
     n = 0 if training is None else len(training)
     whitening = None
-    if config.whiten and n >= WHITEN_MIN_ITEMS_PER_DIM * config.dim:
+    if whitens(config, n):
         whitening = _fit_whitening(config, training)
+    elif config.search_dims:
+        raise StylespaceError(
+            f"search_dims {config.search_dims} needs the whitening's PCA, which needs at least "
+            f"{WHITEN_MIN_ITEMS_PER_DIM * config.dim:,} items ({WHITEN_MIN_ITEMS_PER_DIM} per dimension of the "
+            f"{config.dim} the model gives), got {n:,}; search every dimension (search_dims 0, --search-dims 0)")
     inner = _bare_structure(config, n)
     if whitening is None:
         structure = inner
@@ -122,43 +133,55 @@ def new_structure(config: IndexConfig, training: np.ndarray | None = None):
     return structure
 
 
+def whitens(config: IndexConfig, n: int) -> bool:
+    """Whether a structure of ``config`` made from ``n`` items is whitened (``whiten`` on and at least
+    :data:`WHITEN_MIN_ITEMS_PER_DIM` items per model dimension; the PCA estimates the full D x D covariance
+    even when it keeps fewer components)."""
+    return bool(config.whiten) and n >= WHITEN_MIN_ITEMS_PER_DIM * config.dim
+
+
 def _bare_structure(config: IndexConfig, n: int):
-    """The structure of ``config.kind`` without whitening (IVF cells not trained yet)."""
+    """The structure of ``config.kind`` without whitening (IVF cells not trained yet), over the searched
+    dimensions (``search_dims``, or every one)."""
     faiss = _faiss()
     metric = faiss_metric(config.metric)
+    dim = config.searched_dim
     if config.kind == "exact":
-        flat = faiss.IndexFlatIP(config.dim) if config.metric == "cosine" else faiss.IndexFlatL2(config.dim)
+        flat = faiss.IndexFlatIP(dim) if config.metric == "cosine" else faiss.IndexFlatL2(dim)
         return faiss.IndexIDMap2(flat)
     if config.kind == "hnsw":
-        graph = faiss.IndexHNSWFlat(config.dim, config.hnsw_m, metric)
+        graph = faiss.IndexHNSWFlat(dim, config.hnsw_m, metric)
         graph.hnsw.efConstruction = config.ef_construction
         return faiss.IndexIDMap2(graph)
     if config.kind in ("ivf-pq", "hnsw-sq8") and n < COMPRESSED_MIN_ITEMS:
         raise StylespaceError(f"a {config.kind} index needs at least {COMPRESSED_MIN_ITEMS:,} items to train its "
                               f"codes, got {n}; use --kind exact for small catalogs")
     if config.kind == "hnsw-sq8":
-        graph = faiss.IndexHNSWSQ(config.dim, faiss.ScalarQuantizer.QT_8bit, config.hnsw_m, metric)
+        graph = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, config.hnsw_m, metric)
         graph.hnsw.efConstruction = config.ef_construction
         return faiss.IndexIDMap2(graph)
     if n < 39:
         raise StylespaceError(f"an IVF index needs at least 39 items to train its cells, got {n}; "
                               "use --kind exact for small catalogs")
-    quantizer = faiss.IndexFlatIP(config.dim) if config.metric == "cosine" else faiss.IndexFlatL2(config.dim)
+    quantizer = faiss.IndexFlatIP(dim) if config.metric == "cosine" else faiss.IndexFlatL2(dim)
     if config.kind == "ivf-pq":
-        return faiss.IndexIVFPQ(quantizer, config.dim, config.auto_nlist(n), config.auto_pq_m(), 8, metric)
-    return faiss.IndexIVFFlat(quantizer, config.dim, config.auto_nlist(n), metric)  # the wrapper keeps the quantizer alive
+        return faiss.IndexIVFPQ(quantizer, dim, config.auto_nlist(n), config.auto_pq_m(), 8, metric)
+    return faiss.IndexIVFFlat(quantizer, dim, config.auto_nlist(n), metric)  # the wrapper keeps the quantizer alive
 
 
 def _fit_whitening(config: IndexConfig, training: np.ndarray) -> list:
-    """[PCAMatrix whitening (+ NormalizationTransform for cosine)] fitted on ``training`` (N, D)."""
+    """[PCAMatrix whitening (+ NormalizationTransform for cosine)] fitted on ``training`` (N, D), keeping the
+    top ``search_dims`` components (all D when 0)."""
     faiss = _faiss()
-    pca = faiss.PCAMatrix(config.dim, config.dim, -0.5)
+    dim = config.searched_dim
+    pca = faiss.PCAMatrix(config.dim, dim, -0.5)
     pca.train(np.ascontiguousarray(training, dtype=np.float32))
+    # the floor is a share of the mean of all D eigenvalues, kept or not: the same whichever N is searched
     eigenvalues = faiss.vector_to_array(pca.eigenvalues)
     pca.epsilon = float(WHITEN_EPSILON * max(eigenvalues.mean(), 1e-12))
     pca.prepare_Ab()  # re-derive the projection with the epsilon floor
     if config.metric == "cosine":
-        return [pca, faiss.NormalizationTransform(config.dim, 2.0)]
+        return [pca, faiss.NormalizationTransform(dim, 2.0)]
     return [pca]
 
 
@@ -168,7 +191,8 @@ def is_whitened(structure) -> bool:
 
 
 def search_space(structure, vectors: np.ndarray) -> np.ndarray:
-    """Prepared vectors (N, D) -> as ``structure`` compares them (whitened and normalised, or unchanged)."""
+    """Prepared vectors (N, D) -> as ``structure`` compares them (N, D'): whitened (reduced to ``search_dims``
+    D' when set) and normalised, or unchanged."""
     faiss = _faiss()
     structure = faiss.downcast_index(structure)
     if not isinstance(structure, faiss.IndexPreTransform):
@@ -226,10 +250,12 @@ def rerank(structure, config: IndexConfig, queries: np.ndarray, candidates: np.n
            fetch: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``fetch`` of each query's shortlist scored again on the exact vectors: prepared ``queries``
     (Q, D), ``candidates`` (Q, C) keys (-1 = none) and their prepared ``exact`` vectors (Q, C, D) ->
-    (similarities, keys) (Q, fetch), nearest first, in the space ``structure`` searches."""
+    (similarities, keys) (Q, fetch), nearest first, in the space ``structure`` searches (D' dimensions:
+    ``search_dims`` when set; the exact vectors are the full D ones, reduced here as the queries are)."""
     valid = candidates >= 0
     exact = np.where(valid[..., None], exact, 0.0).astype(np.float32)
-    searched = np.asarray(search_space(structure, exact.reshape(-1, config.dim))).reshape(exact.shape)
+    flat = np.asarray(search_space(structure, exact.reshape(-1, config.dim)))
+    searched = flat.reshape(*exact.shape[:2], flat.shape[1])
     sims = similarities(np.asarray(search_space(structure, queries)), searched, config.metric)
     sims[~valid] = -np.inf
     order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
@@ -326,7 +352,8 @@ CENTRE_PERCENTILES = (50.0, 95.0, 99.0, 99.5, 99.9)
 
 def centre_distances(structure, vectors: np.ndarray) -> np.ndarray | None:
     """(N,) distance of prepared vectors from the catalog's centre under the fitted whitening (the
-    Mahalanobis distance, on the catalog's own covariance); None for an unwhitened structure."""
+    Mahalanobis distance, on the catalog's own covariance; over the top ``search_dims`` components for a
+    reduced index); None for an unwhitened structure."""
     faiss = _faiss()
     structure = faiss.downcast_index(structure)
     if not isinstance(structure, faiss.IndexPreTransform):

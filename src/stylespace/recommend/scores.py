@@ -67,15 +67,17 @@ class NeighbourContext:
         return self._vectors["queries"]
 
     def neighbour_vectors(self, k: int) -> np.ndarray:
-        """(Q, k, D) vectors of the query's k nearest items, in the space the index searches (NaN where missing)."""
+        """(Q, k, D') vectors of the query's k nearest items, in the space the index searches (NaN where missing)."""
         self._need(k)
         if self._vectors.get("k", 0) < k:
             stored = self.index.vectors_of_keys(self.neighbours.keys[:, :k])
             flat = stored.reshape(-1, stored.shape[-1])
             valid = ~np.isnan(flat).any(axis=1)
-            if valid.any():  # compared as the search compared them (whitened, for a whitened index)
-                flat[valid] = self.index.search_space(flat[valid])
-            self._vectors.update(k=k, vectors=flat.reshape(stored.shape))
+            # compared as the search compared them (whitened, for a whitened index: D' = search_dims when set)
+            searched = np.full((len(flat), self.index.config.searched_dim), np.nan, dtype=np.float32)
+            if valid.any():
+                searched[valid] = self.index.search_space(flat[valid])
+            self._vectors.update(k=k, vectors=searched.reshape(*stored.shape[:-1], searched.shape[1]))
         return self._vectors["vectors"][:, :k]
 
     def item_neighbours(self, k: int) -> Neighbours:
