@@ -20,11 +20,12 @@
   with the features and the head's embedding side by side (``embed_layer="both"``): the features keep what
   ImageNet knows of types this catalog never showed. See docs/training.md for its measured figures.
 - ``finetune-frozen``: ``--init`` on a model of the ``lite0`` recipe: the same recipe from the parent's head.
-- ``distill``: the fast tier: the compact network (the ``default`` preset's, 80 x 60, 256-d search vectors)
-  trained to reproduce the vectors of ``models/default`` (``teacher``), PCA-reduced to 256 dimensions, from
-  augmented views of each training image (the target is always the canonical view's vector), with the
-  cross-entropy beside it for the classifier (``ce+distill:4``), bfloat16 autocast where the CPU has it.
-  With ``--init compact`` it starts from the compact model's weights: 10 epochs. See docs/training.md.
+- ``distill``: the fast tier: the compact network (the ``default`` preset's backbone, 80 x 60) with a 256-d
+  embedding head trained from scratch to reproduce the vectors of ``models/default`` (``teacher``),
+  PCA-reduced to 256 dimensions, from augmented views of each training image (the target is always the
+  canonical view's vector), with the cross-entropy beside it for the classifier (``ce+distill:4``), 20
+  epochs, bfloat16 autocast where the CPU has it. The search vectors are the head's, not the pooled
+  features: those come out of a ReLU, all positive, and cannot follow centred targets. See docs/training.md.
 - ``gpu``: a larger model and longer schedule for one modern GPU (a few minutes on an H100).
 - ``small``: small grey images such as Fashion-MNIST's 28 x 28: the compact network with a stride-2 stem at width
   32, 30 epochs, light augmentation that suits centred grey items (mirror, +-10 %
@@ -83,10 +84,9 @@ PRESETS: dict[str, tuple[dict, dict]] = {
              augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
                                padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
     ),
-    "distill": (  # the compact network learning models/default's vectors; --init compact starts from its weights
-        dict(backbone="compact", width=32, stem_stride=4, embedding_dim=128, classifier="cosine",
-             embed_layer="features"),
-        dict(objective="ce+distill:4", teacher="default", views=1, epochs=10, batch_size=128, lr=1e-3,
+    "distill": (  # the search vectors are the head's (of any sign): pooled ReLU features cannot follow centred targets
+        dict(backbone="compact", width=32, stem_stride=4, embedding_dim=256, classifier="cosine", embed_layer="head"),
+        dict(objective="ce+distill:4", teacher="default", views=1, epochs=20, batch_size=128, lr=3e-3,
              schedule="onecycle", sampler="shuffle", cpu_amp=True, objective_config=dict(label_smoothing=0.1),
              augmentation=dict(scale=0.18, translate=0.06, flip=0.5, colour=0.3, aspect=0.35, rotate=10.0,
                                padding="backdrop", background=0.3, greyscale=0.1, blur=0.15, jpeg=0.2)),
