@@ -523,3 +523,117 @@ def test_the_instance_term_is_nt_xent_with_two_views():
     reference = losses.NTXentLoss(temperature=0.1)(vectors, items)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
     assert float(term(vectors, None, torch.zeros(64, dtype=torch.long))) == 0.0  # single views: no term
+
+
+# --- distillation ----------------------------------------------------------------------------------------
+
+
+def test_the_distill_term_is_the_cosine_distance_to_the_targets():
+    from stylespace.training.objectives import DistillTerm
+
+    term = DistillTerm()
+    targets = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    assert float(term(targets * 3.0, targets)) == pytest.approx(0.0, abs=1e-6)  # the search vector's length is free
+    assert float(term(-targets, targets)) == pytest.approx(2.0, abs=1e-6)
+    assert float(term(targets, None)) == 0.0  # validation batches carry no targets
+    with pytest.raises(StylespaceError, match="student's width"):
+        term(torch.randn(6, 4), targets)
+    objective = build_objective("ce+distill:2", ObjectiveConfig(), 4, 8)
+    assert objective.needs_targets and not build_objective("ce", ObjectiveConfig(), 4, 8).needs_targets
+
+
+def test_pca_targets_are_unit_vectors_on_the_training_rows_top_components():
+    from stylespace.training.teacher import pca_targets
+
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(32, 32)))[0]
+    scales = np.array([10.0, 5.0, 2.0] + [0.01] * 29)
+    vectors = (rng.normal(size=(400, 32)) * scales) @ basis.T
+    targets, explained = pca_targets(vectors, np.arange(300), 3)
+    assert targets.shape == (400, 3) and targets.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(targets, axis=1), 1.0, atol=1e-5)
+    assert explained > 0.99  # three strong directions hold nearly all the variance
+    # the reduced vectors keep the teacher's neighbours: cosines of the centred vectors are close to the targets'
+    centred = vectors - vectors[:300].mean(0)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    assert np.abs(centred[:50] @ centred[:50].T - targets[:50] @ targets[:50].T).max() < 0.05
+    _, fewer = pca_targets(vectors, np.arange(300), 1)
+    assert fewer < explained
+    with pytest.raises(StylespaceError, match="at most as wide"):
+        pca_targets(vectors, np.arange(300), 33)
+
+
+def test_distillation_brings_the_student_to_the_teachers_vectors(tmp_path, data):
+    """Trained with the distill term alone, the student's search vectors of the training images (augmented as it
+    learnt them) come close to their targets, from an untrained start that is not."""
+    x, y, _, _ = data
+    student = tiny_model(classes=False, embed_layer="head")
+    rng = np.random.default_rng(1)
+    class_directions = rng.normal(size=(4, student.output_dim))  # a teacher that knows the classes
+    targets = class_directions[y] + 0.3 * rng.normal(size=(len(y), student.output_dim))
+    targets = (targets / np.linalg.norm(targets, axis=1, keepdims=True)).astype(np.float32)
+
+    def mean_cosine() -> float:
+        student.eval()
+        with torch.no_grad():
+            from stylespace.models.inputs import as_model_input
+
+            vectors = student.embed(as_model_input(torch.from_numpy(x))).numpy()
+        return float((vectors * targets).sum(1).mean())
+
+    before = mean_cosine()
+    config = tiny_config(objective="distill", teacher="a teacher", epochs=12, lr=5e-3,
+                         augmentation=AugmentConfig(scale=0.1, flip=0.5))
+    fit(student, x, y, None, None, config, tmp_path / "run", progress=False, targets=targets)
+    after = mean_cosine()
+    assert after > before + 0.3 and after > 0.6, (before, after)
+
+
+def test_distillation_needs_its_targets_and_its_teacher(tmp_path, data):
+    x, y, _, _ = data
+    config = tiny_config(objective="ce+distill", teacher="default", epochs=1)
+    with pytest.raises(StylespaceError, match="no teacher targets"):
+        fit(tiny_model(), x, y, None, None, config, tmp_path / "a", progress=False)
+    with pytest.raises(StylespaceError, match=r"one vector per training image"):
+        fit(tiny_model(), x, y, None, None, config, tmp_path / "b", progress=False,
+            targets=np.zeros((len(y), 5), np.float32))
+    with pytest.raises(StylespaceError, match="teacher"):
+        TrainConfig(objective="ce+distill")
+    with pytest.raises(StylespaceError, match="distill term"):
+        TrainConfig(objective="ce", teacher="default")
+    with pytest.raises(StylespaceError, match="cached_views"):
+        TrainConfig(objective="ce+distill", teacher="default", cached_views=2, views=1)
+
+
+def test_cli_distils_a_trained_teacher_into_a_smaller_student(tmp_path, catalog_and_split):
+    from typer.testing import CliRunner
+
+    from stylespace.cli import app
+
+    catalog, split, _ = catalog_and_split
+    runner = CliRunner()
+    common = ["--split", str(split), "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.2", "--device", "cpu",
+              "--json"]
+    teacher = runner.invoke(app, ["train", str(catalog), "--out", str(tmp_path / "teacher"), "--preset", "cpu",
+                                  "--width", "8", *common])
+    assert teacher.exit_code == 0, teacher.output
+    student_run = tmp_path / "student"
+    student = runner.invoke(app, ["train", str(catalog), "--out", str(student_run), "--preset", "distill",
+                                  "--teacher", str(tmp_path / "teacher"), "--width", "4", "--embedding-dim", "32",
+                                  *common])
+    assert student.exit_code == 0, student.output
+    record = json.loads(student.stdout)["distilled_from"]
+    assert record["teacher"] == str(tmp_path / "teacher") and record["teacher_dim"] == 64 and record["target_dim"] == 32
+    assert record["model_id"] == json.loads(teacher.stdout)["model_id"]
+    assert 0 < record["explained_variance"] <= 1
+    saved = json.loads((student_run / "train.json").read_text())
+    assert saved["teacher"] == str(tmp_path / "teacher") and saved["objective"] == "ce+distill:4"
+    assert load_model(student_run).output_dim == 32
+    wider = runner.invoke(app, ["train", str(catalog), "--out", str(tmp_path / "wider"), "--preset", "distill",
+                                "--teacher", str(tmp_path / "teacher"), "--width", "4", "--embedding-dim", "128",
+                                *common])
+    assert wider.exit_code != 0 and "at most as wide" in str(wider.exception)
+    other_size = runner.invoke(app, ["train", str(catalog), "--out", str(tmp_path / "size"), "--preset", "distill",
+                                     "--teacher", str(tmp_path / "teacher"), "--width", "4", "--embedding-dim", "32",
+                                     "--input-size", "64x48", *common])
+    assert other_size.exit_code != 0 and "input size" in str(other_size.exception)
