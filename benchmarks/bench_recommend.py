@@ -33,6 +33,8 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, help="write the error rate (%%) vs coverage (%%) plot here")
     parser.add_argument("--save-index", type=Path, help="keep the calibrated scenario-4 index in this folder")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--search-dims", type=int, default=0,
+                        help="search the top N whitened dimensions of the support index (0 = all, the default)")
     args = parser.parse_args()
     if args.model is None and not args.untrained:
         parser.error("give --model MODEL_DIR (a trained model), or --untrained to exercise the pipeline")
@@ -60,7 +62,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.save_index or Path(tmp) / "scenario4"
         index, _ = build_index(model, catalog, folder, ids=support.ids, labels=dict(zip(support.ids, support.labels)),
-                               model_path=args.model or "", overwrite=True, batch_size=args.batch_size)
+                               model_path=args.model or "", overwrite=True, batch_size=args.batch_size,
+                               search_dims=args.search_dims)
         embeddings, failed = embed_items(model, catalog, query.ids, batch_size=args.batch_size)
         labels = dict(zip(query.ids, query.labels))
         group = dict(zip(query.ids, query.column("group")))

@@ -83,7 +83,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
     parser.add_argument("--model", action="append", required=True,
-                        help="NAME=PATH[:legacy|:working-copy], repeatable")
+                        help="NAME=PATH[:legacy|:working-copy][@N], repeatable; @N indexes the model searching "
+                             "the top N whitened dimensions (index search_dims; default: all)")
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--distortions", default="", help="comma-separated names (default: all)")
@@ -120,7 +121,10 @@ def main() -> int:
     reports, records = [], {}
     for spec in args.model:
         name, _, path = spec.partition("=")
+        path, _, dims = path.partition("@")
         path, _, mode = path.partition(":")
+        if dims and not dims.isdigit():
+            parser.error(f"--model {spec}: @{dims} is not a number of dimensions")
         started = time.perf_counter()
         if mode not in VIEWS:
             parser.error(f"--model {spec}: unknown view {mode!r}; expected legacy or working-copy")
@@ -128,7 +132,8 @@ def main() -> int:
         with view(), \
                 tempfile.TemporaryDirectory(prefix="bench-robustness-") as scratch:
             model = load_model(path)
-            index, _ = build_index(model, catalog, Path(scratch) / "index", model_path=path, progress=False)
+            index, _ = build_index(model, catalog, Path(scratch) / "index", model_path=path, progress=False,
+                                   search_dims=int(dims or 0))
             print(f"{name}: indexed {len(index):,} items in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             for measured in configs:
                 views = measured.query_views
