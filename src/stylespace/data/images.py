@@ -59,6 +59,11 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # what an image of ordinary shape needs at twice the model's input size, far below what a hostile
 # aspect ratio would make.
 WORK_PIXELS = 1_000_000
+# What the service accepts of one uploaded image by default (`stylespace serve --max-upload-mb`, `--max-decode-mpx`):
+# the file's bytes and the pixels it decodes at (a JPEG at up to 1/8 scale, so a phone's photo passes). Here, below
+# the service, so that what measures uploads from a lower floor (`index.robustness.measure_photos`) reads the same.
+UPLOAD_BYTES = 10_000_000
+UPLOAD_PIXELS = 4_000_000
 # A PNG may carry compressed text chunks that Pillow inflates while reading the header (1 MB each,
 # 64 MB in all by default); a product photo needs none of that.
 PngImagePlugin.MAX_TEXT_CHUNK = 256 * 1024

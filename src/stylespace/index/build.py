@@ -174,11 +174,22 @@ def embed_query_view_sets(model, sources: Sequence, views=None, device: str = "a
     (:func:`stylespace.data.query_views.load_query_views`); every view of ``batch_size`` queries in one forward
     pass. Returns :class:`ViewVectors` ((N, D) vectors, the query of each row, (Q,) blank flags)."""
     from stylespace.data.query_views import QueryViews, load_query_views
-    from stylespace.embeddings import embed_images
 
     views = QueryViews.of(views)
     size = tuple(model.config.input_size)
     sets = [load_query_views(source, size, views) for source in sources]
+    return embed_view_sets(model, sets, views, device=device, batch_size=batch_size)
+
+
+def embed_view_sets(model, sets: Sequence, views=None, device: str = "auto", batch_size: int = 64) -> ViewVectors:
+    """Query images already decoded into their views (:class:`stylespace.data.query_views.ViewSet`, made by
+    ``load_query_views`` with the ``views`` given here) embedded; every view of ``batch_size`` queries in one
+    forward pass. What :func:`embed_query_view_sets` does after decoding, for a caller that decodes itself (within
+    a pixel budget, keeping the images that fail apart)."""
+    from stylespace.data.query_views import QueryViews
+    from stylespace.embeddings import embed_images
+
+    views = QueryViews.of(views)
     if not sets:
         return ViewVectors(np.empty((0, model.output_dim), np.float32), np.empty(0, np.int64), [], [])
     pixels, query_of = stack_views([s.pixels for s in sets])

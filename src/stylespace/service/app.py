@@ -33,6 +33,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from stylespace.data.images import UPLOAD_BYTES
 from stylespace.service import errors
 from stylespace.service.auth import KeyGuard
 from stylespace.service.decoding import DecodeLimits, UploadDecoder
@@ -57,7 +58,7 @@ ROUTERS = (page.router, docs.router, service.router, search.router, text.router,
 
 
 def create_app(index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
-               compat_dir: str | os.PathLike | None = None, max_upload_bytes: int = 10_000_000,
+               compat_dir: str | os.PathLike | None = None, max_upload_bytes: int = UPLOAD_BYTES,
                device: str = "auto", max_batch: int = 32, decode_limits: DecodeLimits | None = None,
                inference: str = "auto", text_model_dir: str | os.PathLike | None = None, read_key: bool = False,
                calibration_stale_share: float = CALIBRATION_STALE_SHARE, query_views=None) -> FastAPI:

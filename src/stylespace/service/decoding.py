@@ -25,7 +25,7 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from stylespace.data.images import DEFAULT_BUDGET, WORK_PIXELS, PixelBudget
+from stylespace.data.images import DEFAULT_BUDGET, UPLOAD_PIXELS, WORK_PIXELS, PixelBudget
 from stylespace.service.errors import ApiError
 from stylespace.utils import above, at_least, validate
 
@@ -50,7 +50,7 @@ class DecodeLimits:
         heavy_per_second: the most heavy uploads started (decoded or refused) per second.
     """
 
-    decoded_pixels: int = 4_000_000
+    decoded_pixels: int = UPLOAD_PIXELS
     working_pixels: int = WORK_PIXELS
     heavy_pixels: int = 1_000_000
     workers: int = 0
