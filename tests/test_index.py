@@ -570,8 +570,14 @@ def test_bad_search_dims_are_refused_naming_the_setting(tmp_path, data):
         CatalogIndex.create(tmp_path / "b", ids, vectors, model_id=MODEL, whiten=True, search_dims=-1)
     with pytest.raises(StylespaceError, match="search_dims 8 needs whitening on"):
         CatalogIndex.create(tmp_path / "c", ids, vectors, model_id=MODEL, search_dims=8)  # whiten off
-    with pytest.raises(StylespaceError, match=r"search_dims 8 needs the whitening's PCA.*at least 64 items.*got 40"):
-        CatalogIndex.create(tmp_path / "d", ids[:40], vectors[:40], model_id=MODEL, whiten=True, search_dims=8)
+    # 4 per searched dimension (32 for 8), and no fewer than the model's 16 dimensions
+    with pytest.raises(StylespaceError, match=r"search_dims 8 needs the whitening's PCA.*at least 32 items.*got 30"):
+        CatalogIndex.create(tmp_path / "d", ids[:30], vectors[:30], model_id=MODEL, whiten=True, search_dims=8)
+    with pytest.raises(StylespaceError, match=r"search_dims 2 needs the whitening's PCA.*at least 16 items.*got 12"):
+        CatalogIndex.create(tmp_path / "d", ids[:12], vectors[:12], model_id=MODEL, whiten=True, search_dims=2)
+    reduced = CatalogIndex.create(tmp_path / "f", ids[:32], vectors[:32], model_id=MODEL, whiten=True, search_dims=8)
+    assert reduced.config.whitened_items == 32  # fewer than the 64 a whitening of all 16 dimensions needs
+    reduced.close()
     assert not (tmp_path / "d" / "index.json").exists()
     index = CatalogIndex.create(tmp_path / "e", ids, vectors, model_id=MODEL, whiten=True, search_dims=8)
     with pytest.raises(StylespaceError, match="search_dims must be an integer in"):
@@ -797,11 +803,11 @@ def test_cli_search_dims_reaches_build_and_rebuild(small_catalog, tiny_model, tm
     from stylespace.cli import app
 
     runner = CliRunner()
-    # 72 items embedded in 32 dimensions are too few for the PCA: the option got through to the build
+    # 72 items embedded in 32 dimensions are too few for a PCA keeping 30: the option got through to the build
     refused = runner.invoke(app, ["index", str(tiny_model), str(small_catalog), "-o", str(tmp_path / "built"),
-                                  "--search-dims", "8"])
+                                  "--search-dims", "30"])
     assert refused.exit_code != 0
-    assert "search_dims 8 needs the whitening's PCA" in refused.output + str(refused.exception)
+    assert "search_dims 30 needs the whitening's PCA" in refused.output + str(refused.exception)
     ids, vectors, _, _ = data
     index = CatalogIndex.create(tmp_path / "w", ids, vectors, model_id=MODEL, whiten=True)
     reduced = runner.invoke(app, ["index", "rebuild", str(index.folder), "--search-dims", "8"])

@@ -109,8 +109,9 @@ def new_structure(config: IndexConfig, training: np.ndarray | None = None):
     elif config.search_dims:
         raise StylespaceError(
             f"search_dims {config.search_dims} needs the whitening's PCA, which needs at least "
-            f"{WHITEN_MIN_ITEMS_PER_DIM * config.dim:,} items ({WHITEN_MIN_ITEMS_PER_DIM} per dimension of the "
-            f"{config.dim} the model gives), got {n:,}; search every dimension (search_dims 0, --search-dims 0)")
+            f"{whitening_min_items(config):,} items ({WHITEN_MIN_ITEMS_PER_DIM} per searched dimension, and no fewer "
+            f"than the {config.dim} the model gives), got {n:,}; search fewer dimensions, or every one "
+            "(search_dims 0, --search-dims 0)")
     inner = _bare_structure(config, n)
     if whitening is None:
         structure = inner
@@ -134,10 +135,21 @@ def new_structure(config: IndexConfig, training: np.ndarray | None = None):
 
 
 def whitens(config: IndexConfig, n: int) -> bool:
-    """Whether a structure of ``config`` made from ``n`` items is whitened (``whiten`` on and at least
-    :data:`WHITEN_MIN_ITEMS_PER_DIM` items per model dimension; the PCA estimates the full D x D covariance
-    even when it keeps fewer components)."""
-    return bool(config.whiten) and n >= WHITEN_MIN_ITEMS_PER_DIM * config.dim
+    """Whether a structure of ``config`` made from ``n`` items is whitened: ``whiten`` on and at least
+    :func:`whitening_min_items` items."""
+    return bool(config.whiten) and n >= whitening_min_items(config)
+
+
+def whitening_min_items(config: IndexConfig) -> int:
+    """Items needed to fit the whitening: :data:`WHITEN_MIN_ITEMS_PER_DIM` per whitened dimension, that is per
+    model dimension, or per searched dimension when ``search_dims`` reduces, and then never fewer than the
+    model's dimensions (the covariance of full rank). A whitening over every dimension divides by the square root
+    of its smallest eigenvalues, which too few items estimate badly; a reduced one keeps only the top components,
+    which a few items per kept dimension estimate well (scenario 4's support set, 3,669 items, can be searched
+    over 256 of the default model's 1,536 dimensions, never whitened over all of them)."""
+    if config.search_dims:
+        return max(WHITEN_MIN_ITEMS_PER_DIM * config.searched_dim, config.dim)
+    return WHITEN_MIN_ITEMS_PER_DIM * config.dim
 
 
 def _bare_structure(config: IndexConfig, n: int):
