@@ -28,6 +28,7 @@ if [ "$WHAT" = quality ]; then
   step evaluate $SS evaluate "$FAST" --split "$OUT/split.csv" --catalog "$CATALOG" --compare models/default \
     --compare models/compact -o "$OUT/evaluation.json"
   step recommend-fast $PY benchmarks/bench_recommend.py --model "$FAST" --split "$OUT/split.csv"
+  step recommend-default $PY benchmarks/bench_recommend.py --model models/default --split "$OUT/split.csv"
   step recommend-default256 $PY benchmarks/bench_recommend.py --model models/default --split "$OUT/split.csv" \
     --search-dims 256
   step robustness $PY benchmarks/bench_robustness.py --model fast="$FAST" --model default=models/default \
