@@ -1,4 +1,4 @@
-"""Packaging hook: the wheel carries the shipped models (models/default, models/compat) as package data under
+"""Packaging hook: the wheel carries the shipped models (models/default, models/fast, models/compat) as package data under
 stylespace/shipped/, so `pip install` users can name them (`stylespace index build default CATALOG`). The
 repository keeps one copy, in models/; an editable install reads it there (stylespace.models.shipped)."""
 import shutil
@@ -7,7 +7,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SHIPPED = ("default", "compat")  # stylespace.models.shipped.PACKAGED
+SHIPPED = ("default", "fast", "compat")  # stylespace.models.shipped.PACKAGED
 KEEP = (".json", ".safetensors", ".md")  # the model itself and its card; not the training history or curves
 
 

@@ -78,7 +78,7 @@ def test_the_shipped_models_name_the_shared_catalog_by_content():
     """The shipped models record the shared catalog's content fingerprint, which the demo compares to decide
     that the shipped model was trained on it; an older model keeps its old path fingerprint beside it."""
     records = {name: json.loads((ROOT / "models" / name / "run.json").read_text())
-               for name in ("default", "compact", "packshot")}
+               for name in ("default", "fast", "compact", "packshot")}
     compat = json.loads((ROOT / "models" / "compat" / "evaluation.json").read_text())
     assert {r["catalog_fingerprint"] for r in records.values()} == {compat["catalog_fingerprint"]}
     assert records["compact"]["catalog_path_fingerprint"] == "f0294e85dc36cdaa"

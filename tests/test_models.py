@@ -71,7 +71,7 @@ def test_stride_1_stem_keeps_a_small_image_whole():
     assert model.state_dict().keys() == build_model(ModelConfig(stem_stride=2, width=8)).state_dict().keys()
 
 
-@pytest.mark.parametrize("name", ["default", "compact", "packshot"])
+@pytest.mark.parametrize("name", ["default", "fast", "compact", "packshot"])
 def test_shipped_models_load_unchanged(name):
     folder = Path(__file__).resolve().parents[1] / "models" / name
     if not (folder / "model.safetensors").is_file():

@@ -1,6 +1,7 @@
 """The models that ship with stylespace, by name: ``default`` (the embedding model every command starts
-from: EfficientNet-Lite0 from ImageNet with a head trained on the catalog) and ``compat`` (the compatibility
-model of the compare view); ``compact`` (the from-scratch default before it) and ``packshot`` (the one before
+from: EfficientNet-Lite0 from ImageNet with a head trained on the catalog), ``fast`` (the fast tier: the
+compact network distilled from ``default``, for a CPU service that needs its throughput) and ``compat`` (the
+compatibility model of the compare view); ``compact`` (the from-scratch default before it) and ``packshot`` (the one before
 that) too in a source checkout.
 
 Wherever a command takes a model or compatibility folder it also takes one of these names. An installed
@@ -16,9 +17,9 @@ from pathlib import Path
 
 from stylespace.utils import StylespaceError
 
-SHIPPED = ("default", "compat", "compact", "packshot")
+SHIPPED = ("default", "fast", "compat", "compact", "packshot")
 # what the wheel carries (compact and packshot, the earlier defaults, are kept for comparison in the repository only)
-PACKAGED = ("default", "compat")
+PACKAGED = ("default", "fast", "compat")
 _PACKAGE_DIR = Path(__file__).resolve().parents[1] / "shipped"  # stylespace/shipped in an installed package
 _CHECKOUT_DIR = Path(__file__).resolve().parents[3] / "models"  # <repository>/models beside src/
 
