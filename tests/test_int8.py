@@ -201,3 +201,27 @@ def test_the_precision_option_of_the_commands(tmp_path):
     assert json.loads(found.stdout)["queries"][0]["hits"][0]["id"] == query.stem
     bad = runner.invoke(app, ["search", str(tmp_path / "index"), str(query), "--precision", "fp16"])
     assert bad.exit_code != 0 and "precision must be one of fp32, int8" in str(bad.exception or bad.output)
+
+
+def test_weights_keep_8_bits_only_where_the_cpu_adds_int8_products_without_saturating(monkeypatch, tmp_path):
+    import builtins
+    import platform
+
+    from stylespace.inference import int8_needs_reduced_range
+
+    real_open = builtins.open
+
+    def cpu_with(flags: str):
+        path = tmp_path / "cpuinfo"
+        path.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda name, *a, **k: real_open(path if name == "/proc/cpuinfo" else name, *a, **k))
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    cpu_with("avx2 fma")
+    assert int8_needs_reduced_range()  # AVX2 alone: u8 x s8 pairs saturate in 16 bits
+    cpu_with("avx2 avx512f avx512_vnni")
+    assert not int8_needs_reduced_range()
+    cpu_with("avx2 avx_vnni")
+    assert not int8_needs_reduced_range()
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert not int8_needs_reduced_range()
