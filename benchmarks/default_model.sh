@@ -11,14 +11,7 @@ PY=.venv/bin/python
 SS=.venv/bin/stylespace
 mkdir -p "$OUT"
 
-step() {  # step NAME COMMAND...: run, keep stdout in $OUT/NAME.txt, time and peak memory in $OUT/NAME.time
-  local name=$1; shift
-  echo "== $name: $*"
-  /usr/bin/time -v -o "$OUT/$name.time" "$@" > "$OUT/$name.txt"
-  grep -E "Elapsed|Maximum resident" "$OUT/$name.time"
-}
-
-[ -f "$OUT/split.csv" ] || $SS split "$CATALOG" -o "$OUT/split.csv" > /dev/null
+. benchmarks/steps.sh  # step NAME COMMAND..., and the split in $OUT/split.csv
 step evaluate $SS evaluate "$MODEL" --split "$OUT/split.csv" --catalog "$CATALOG" -o "$OUT/evaluation.json"
 step search $PY benchmarks/bench_search.py --model "$MODEL" --catalog "$CATALOG" --index "$OUT/index"
 step recommend $PY benchmarks/bench_recommend.py --model "$MODEL" --catalog "$CATALOG" --split "$OUT/split.csv" \

@@ -16,14 +16,7 @@ PY=.venv/bin/python
 SS=".venv/bin/python -m stylespace"
 mkdir -p "$OUT"
 
-step() {  # step NAME COMMAND...: run, keep stdout in $OUT/NAME.txt, time and peak memory in $OUT/NAME.time
-  local name=$1; shift
-  echo "== $name: $*"
-  /usr/bin/time -v -o "$OUT/$name.time" "$@" > "$OUT/$name.txt"
-  grep -E "Elapsed|Maximum resident" "$OUT/$name.time"
-}
-
-[ -f "$OUT/split.csv" ] || $SS split "$CATALOG" -o "$OUT/split.csv" > /dev/null
+. benchmarks/steps.sh  # step NAME COMMAND..., and the split in $OUT/split.csv
 if [ "$WHAT" = quality ]; then
   step evaluate $SS evaluate "$FAST" --split "$OUT/split.csv" --catalog "$CATALOG" --compare models/default \
     --compare models/compact -o "$OUT/evaluation.json"

@@ -14,14 +14,7 @@ PY=.venv/bin/python
 SS=.venv/bin/stylespace
 mkdir -p "$OUT"
 
-step() {  # step NAME COMMAND...: run, keep stdout in $OUT/NAME.txt, time and peak memory in $OUT/NAME.time
-  local name=$1; shift
-  echo "== $name: $*"
-  /usr/bin/time -v -o "$OUT/$name.time" "$@" > "$OUT/$name.txt"
-  grep -E "Elapsed|Maximum resident" "$OUT/$name.time"
-}
-
-[ -f "$OUT/split.csv" ] || $SS split "$CATALOG" -o "$OUT/split.csv" > /dev/null
+. benchmarks/steps.sh  # step NAME COMMAND..., and the split in $OUT/split.csv
 # The frozen network as a new user would take it: ImageNet weights, no training on this catalog, pooled features.
 FROZEN="$OUT/frozen-lite0"
 [ -f "$FROZEN/model.json" ] || $PY - "$NEW" "$FROZEN" <<'PY'
